@@ -1,0 +1,129 @@
+//! Every error a client can see, and the one place where an error becomes an
+//! HTTP status (see DESIGN.md, "Errors a client sees").
+//!
+//! Modules return these typed errors; only the gateway renders them, through
+//! [`HttpError::status`] and [`HttpError::closes_connection`].
+
+use thiserror::Error;
+
+use crate::clock::DATE_LINE_LEN;
+use crate::http::{self, ConnectionHeader};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HttpError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("request header section is larger than {limit_bytes} bytes")]
+    HeaderTooLarge { limit_bytes: usize },
+    #[error("more than {limit} request header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("request body is larger than {limit_bytes} bytes")]
+    BodyTooLarge { limit_bytes: usize },
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed for {path} (allowed: {allow})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
+    #[error("request was not received completely within {timeout_ms} ms")]
+    RequestTimeout { timeout_ms: u64 },
+    #[error("expectation {0:?} is not supported")]
+    ExpectationFailed(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("runtime {0} runs in worker processes, which this gateway does not have yet")]
+    RuntimeUnavailable(&'static str),
+    #[error("server is at its limit of {limit} open connections")]
+    Overloaded { limit: usize },
+}
+
+impl HttpError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::BadRequest(_) => 400,
+            HttpError::NotFound { .. } => 404,
+            HttpError::MethodNotAllowed { .. } => 405,
+            HttpError::RequestTimeout { .. } => 408,
+            HttpError::BodyTooLarge { .. } => 413,
+            HttpError::ExpectationFailed(_) => 417,
+            HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+            HttpError::NotImplemented(_) | HttpError::RuntimeUnavailable(_) => 501,
+            HttpError::Overloaded { .. } => 503,
+        }
+    }
+
+    /// Errors after which the request framing can no longer be trusted (or
+    /// the client is being turned away): the connection is closed after the
+    /// response.
+    pub fn closes_connection(&self) -> bool {
+        !matches!(
+            self,
+            HttpError::NotFound { .. }
+                | HttpError::MethodNotAllowed { .. }
+                | HttpError::RuntimeUnavailable(_)
+        )
+    }
+
+    /// Appends the complete error response: status, the error's own header
+    /// if it has one, and a one-line plain-text body saying what went wrong.
+    pub fn render(
+        &self,
+        out: &mut Vec<u8>,
+        date_line: &[u8; DATE_LINE_LEN],
+        connection: ConnectionHeader,
+        head_only: bool,
+    ) {
+        let status = self.status();
+        let body = format!("{status} {}: {self}\n", http::reason_phrase(status));
+        let content_type = ("content-type", "text/plain; charset=utf-8");
+        match self.extra_header() {
+            Some(extra) => http::push_response(
+                out,
+                status,
+                &[content_type, extra],
+                body.as_bytes(),
+                date_line,
+                connection,
+                head_only,
+            ),
+            None => http::push_response(
+                out,
+                status,
+                &[content_type],
+                body.as_bytes(),
+                date_line,
+                connection,
+                head_only,
+            ),
+        }
+    }
+
+    /// A header that belongs to this error's response, if any.
+    pub fn extra_header(&self) -> Option<(&'static str, &str)> {
+        match self {
+            HttpError::MethodNotAllowed { allow, .. } => Some(("allow", allow.as_str())),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_keeps_connection_but_framing_errors_close_it() {
+        let not_found = HttpError::NotFound {
+            method: "GET".into(),
+            path: "/x".into(),
+        };
+        assert_eq!(not_found.status(), 404);
+        assert!(!not_found.closes_connection());
+        let bad = HttpError::BadRequest("bad chunk size");
+        assert_eq!(bad.status(), 400);
+        assert!(bad.closes_connection());
+        assert_eq!(HttpError::HeaderTooLarge { limit_bytes: 1 }.status(), 431);
+    }
+}

@@ -1,0 +1,448 @@
+//! One client connection's life: read, parse, answer, repeat.
+//!
+//! [`serve`] owns the control flow: it decides when to read (and with which
+//! deadline), when to flush, and how the connection ends. Pipelined requests
+//! are answered in order into one output buffer that is written when no
+//! complete request is left to parse (one write for a whole batch).
+//!
+//! Deadlines: a request head must be complete within `header_timeout` of
+//! its first byte (or of accept, for the first request); a body within
+//! `body_timeout` of its head; an idle keep-alive connection is closed after
+//! `idle_timeout`. On shutdown, idle connections close at once and a request
+//! in progress finishes with `connection: close`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Shutdown};
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::access_log::LogEntry;
+use super::core::CoreState;
+use super::request::{
+    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead,
+};
+use crate::api::admin;
+use crate::error::HttpError;
+use crate::http::{self, ConnectionHeader};
+use crate::routes::table::{Lookup, RouteAction};
+
+/// Responses buffered before a write is forced even mid-batch.
+const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
+/// An output buffer grown past this is given back after the write.
+const OUTPUT_KEEP_BYTES_MAX: usize = 256 * 1024;
+/// Bytes asked of the kernel per read while receiving a head.
+const READ_HEAD_BYTES: usize = 4 * 1024;
+/// Largest single read while receiving a body.
+const READ_BODY_BYTES_MAX: usize = 256 * 1024;
+/// After an error response the connection keeps reading (and discarding)
+/// for this long or this much, so the client sees the response instead of
+/// a reset caused by unread data.
+const LINGER: Duration = Duration::from_millis(1_000);
+const LINGER_BYTES_MAX: usize = 1024 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub async fn serve(core: &CoreState, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // Small responses must leave at once; Nagle would hold them.
+    let _ = stream.set_nodelay(true);
+    // A client that stops reading cannot pin the connection forever.
+    let _ = stream.set_write_timeout(Some(core.limits.idle_timeout));
+    let mut connection = Connection {
+        core,
+        stream,
+        peer,
+        input: ReadBuf::default(),
+        output: Vec::with_capacity(4 * 1024),
+        chunked_body: Vec::new(),
+        log_entries: Vec::new(),
+    };
+    let ending = connection.serve_requests().await;
+    if !connection.output.is_empty() && connection.flush().await.is_err() {
+        return;
+    }
+    if ending == Ending::Linger {
+        connection.linger().await;
+    }
+}
+
+struct Connection<'c> {
+    core: &'c CoreState,
+    stream: TcpStream,
+    peer: IpAddr,
+    input: ReadBuf,
+    output: Vec<u8>,
+    /// Decoded chunked body of the current request.
+    chunked_body: Vec<u8>,
+    /// Responses in `output` waiting for their write, when logging.
+    log_entries: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Close,
+    /// Closing after an error while the client may still be sending.
+    Linger,
+}
+
+enum ReadOutcome {
+    Data,
+    PeerClosed,
+    TimedOut,
+    Stopped,
+    Failed,
+}
+
+enum BodyFailure {
+    Http(HttpError),
+    Connection,
+}
+
+impl From<HttpError> for BodyFailure {
+    fn from(error: HttpError) -> BodyFailure {
+        BodyFailure::Http(error)
+    }
+}
+
+impl Connection<'_> {
+    async fn serve_requests(&mut self) -> Ending {
+        let limits = &self.core.limits;
+        let mut head_deadline = Some(Instant::now() + limits.header_timeout);
+        loop {
+            let parsed = parse_head(
+                self.input.pending(),
+                limits.header_bytes_max,
+                limits.body_bytes_max,
+            );
+            let head = match parsed {
+                Ok(HeadParse::Complete(head)) => head,
+                Ok(HeadParse::Partial) => {
+                    if !self.output.is_empty() && self.flush().await.is_err() {
+                        return Ending::Close;
+                    }
+                    let idle = self.input.is_empty();
+                    if idle && self.core.is_stopping() {
+                        return Ending::Close;
+                    }
+                    let deadline = if idle && head_deadline.is_none() {
+                        None
+                    } else {
+                        Some(*head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout))
+                    };
+                    let outcome = match deadline {
+                        None => self.read_more(limits.idle_timeout, true, READ_HEAD_BYTES).await,
+                        Some(deadline) => self.read_until(deadline, idle, READ_HEAD_BYTES).await,
+                    };
+                    match outcome {
+                        ReadOutcome::Data => continue,
+                        ReadOutcome::TimedOut if !idle => {
+                            let timeout_ms = limits.header_timeout.as_millis() as u64;
+                            self.push_error(&HttpError::RequestTimeout { timeout_ms }, None);
+                            return Ending::Linger;
+                        }
+                        ReadOutcome::TimedOut
+                        | ReadOutcome::PeerClosed
+                        | ReadOutcome::Stopped
+                        | ReadOutcome::Failed => return Ending::Close,
+                    }
+                }
+                Err(error) => {
+                    self.push_error(&error, None);
+                    return Ending::Linger;
+                }
+            };
+            head_deadline = None;
+            let received_at = Instant::now();
+
+            let request_len = match self.receive_body(&head).await {
+                Ok(len) => len,
+                Err(BodyFailure::Http(error)) => {
+                    self.push_error(&error, Some((&head, received_at)));
+                    return Ending::Linger;
+                }
+                Err(BodyFailure::Connection) => return Ending::Close,
+            };
+            let keep_alive = head.keep_alive && !self.core.is_stopping();
+            let keep_alive = self.respond(&head, keep_alive, received_at) && keep_alive;
+            self.input.consume(request_len);
+            if !keep_alive {
+                return Ending::Close;
+            }
+            if self.output.len() >= OUTPUT_FLUSH_BYTES && self.flush().await.is_err() {
+                return Ending::Close;
+            }
+        }
+    }
+
+    /// Makes sure the whole body is in the input buffer (Content-Length) or
+    /// decoded into `chunked_body` (chunked); returns the request's length
+    /// in the input buffer (head + raw body).
+    async fn receive_body(&mut self, head: &RequestHead) -> Result<usize, BodyFailure> {
+        let limits = &self.core.limits;
+        let deadline = Instant::now() + limits.body_timeout;
+        let timeout_error = || HttpError::RequestTimeout {
+            timeout_ms: limits.body_timeout.as_millis() as u64,
+        };
+        match head.framing {
+            BodyFraming::None => Ok(head.head_len),
+            BodyFraming::Length(body_len) => {
+                let request_len = head.head_len + body_len;
+                if self.input.pending().len() < request_len && head.expect_continue {
+                    self.send_continue().await?;
+                }
+                while self.input.pending().len() < request_len {
+                    let missing = request_len - self.input.pending().len();
+                    match self
+                        .read_until(deadline, false, missing.min(READ_BODY_BYTES_MAX))
+                        .await
+                    {
+                        ReadOutcome::Data => {}
+                        ReadOutcome::TimedOut => return Err(timeout_error().into()),
+                        _ => return Err(BodyFailure::Connection),
+                    }
+                }
+                Ok(request_len)
+            }
+            BodyFraming::Chunked => {
+                self.chunked_body.clear();
+                let mut decoder = ChunkedDecoder::default();
+                let mut continue_sent = false;
+                loop {
+                    let raw = &self.input.pending()[head.head_len..];
+                    let used = decoder.decode(
+                        raw,
+                        &mut self.chunked_body,
+                        limits.body_bytes_max,
+                        limits.header_bytes_max,
+                    )?;
+                    // Raw chunk bytes are dropped as they are decoded so the
+                    // buffer holds the head plus at most one partial line.
+                    self.input.cut(head.head_len, used);
+                    if decoder.is_done() {
+                        return Ok(head.head_len);
+                    }
+                    if head.expect_continue && !continue_sent {
+                        self.send_continue().await?;
+                        continue_sent = true;
+                    }
+                    match self.read_until(deadline, false, READ_BODY_BYTES_MAX).await {
+                        ReadOutcome::Data => {}
+                        ReadOutcome::TimedOut => return Err(timeout_error().into()),
+                        _ => return Err(BodyFailure::Connection),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Interim response; earlier pipelined responses must go first.
+    async fn send_continue(&mut self) -> Result<(), BodyFailure> {
+        if !self.output.is_empty() {
+            self.flush().await.map_err(|_| BodyFailure::Connection)?;
+        }
+        self.stream
+            .write_all(CONTINUE)
+            .await
+            .map_err(|_| BodyFailure::Connection)
+    }
+
+    /// Appends the response to `head`; returns false when the connection
+    /// must close afterwards.
+    fn respond(&mut self, head: &RequestHead, keep_alive: bool, received_at: Instant) -> bool {
+        let bytes = self.input.pending();
+        let method = head.method(bytes);
+        let path = head.path(bytes);
+        let head_only = method == "HEAD";
+        let connection = connection_header(head.version_minor, keep_alive);
+        let date_line = self.core.date_line();
+        let table = self.core.snapshot.table();
+
+        let result = if path == "/_" || path.starts_with("/_/") {
+            admin::respond(method, path, &table).map(|answer| {
+                http::push_response(
+                    &mut self.output,
+                    answer.status,
+                    &[("content-type", answer.content_type)],
+                    &answer.body,
+                    &date_line,
+                    connection,
+                    head_only,
+                );
+                (answer.status, answer.body.len())
+            })
+        } else {
+            match table.lookup(method, path) {
+                Lookup::Found(route) => match &route.action {
+                    RouteAction::Static(response) => {
+                        response.write(&mut self.output, &date_line, connection, head_only);
+                        Ok((response.status(), response.body_len()))
+                    }
+                    RouteAction::Function(runtime) => {
+                        Err(HttpError::RuntimeUnavailable(runtime.name()))
+                    }
+                },
+                Lookup::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed {
+                    method: method.into(),
+                    path: path.into(),
+                    allow,
+                }),
+                Lookup::NotFound => Err(HttpError::NotFound {
+                    method: method.into(),
+                    path: path.into(),
+                }),
+            }
+        };
+        let (status, body_bytes, keeps) = match result {
+            Ok((status, body_bytes)) => (status, body_bytes, true),
+            Err(error) => {
+                let connection = if error.closes_connection() {
+                    ConnectionHeader::Close
+                } else {
+                    connection
+                };
+                let before = self.output.len();
+                error.render(&mut self.output, &date_line, connection, head_only);
+                let body_bytes = body_len_of(&self.output[before..]);
+                (error.status(), body_bytes, !error.closes_connection())
+            }
+        };
+        if self.core.access_log.is_some() {
+            let bytes = self.input.pending();
+            self.log_entries.push(LogEntry {
+                peer: self.peer,
+                request_line: format!(
+                    "{} {} HTTP/1.{}",
+                    head.method(bytes),
+                    head.target(bytes),
+                    head.version_minor
+                ),
+                status,
+                body_bytes,
+                received_at,
+            });
+        }
+        keeps
+    }
+
+    /// Appends an error response after which the connection closes.
+    fn push_error(&mut self, error: &HttpError, head: Option<(&RequestHead, Instant)>) {
+        let before = self.output.len();
+        let head_only = head.is_some_and(|(h, _)| h.is_head_method(self.input.pending()));
+        error.render(
+            &mut self.output,
+            &self.core.date_line(),
+            ConnectionHeader::Close,
+            head_only,
+        );
+        if self.core.access_log.is_some() {
+            let bytes = self.input.pending();
+            let (request_line, received_at) = match head {
+                Some((h, at)) => (
+                    format!("{} {} HTTP/1.{}", h.method(bytes), h.target(bytes), h.version_minor),
+                    at,
+                ),
+                None => ("-".to_string(), Instant::now()),
+            };
+            let body_bytes = body_len_of(&self.output[before..]);
+            self.log_entries.push(LogEntry {
+                peer: self.peer,
+                request_line,
+                status: error.status(),
+                body_bytes,
+                received_at,
+            });
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let first_byte_at = Instant::now();
+        let result = self.stream.write_all(&self.output).await;
+        self.output.clear();
+        if self.output.capacity() > OUTPUT_KEEP_BYTES_MAX {
+            self.output = Vec::with_capacity(4 * 1024);
+        }
+        if let Some(log) = &self.core.access_log {
+            let last_byte_at = Instant::now();
+            for entry in self.log_entries.drain(..) {
+                log.record(&entry, first_byte_at, last_byte_at);
+            }
+        }
+        result
+    }
+
+    async fn read_until(&mut self, deadline: Instant, stoppable: bool, want: usize) -> ReadOutcome {
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => self.read_more(left, stoppable, want).await,
+            _ => ReadOutcome::TimedOut,
+        }
+    }
+
+    /// One read of up to `want` bytes (more if the buffer has room). A
+    /// stoppable read also ends when the core starts shutting down.
+    async fn read_more(&mut self, timeout: Duration, stoppable: bool, want: usize) -> ReadOutcome {
+        self.input.reserve(want);
+        if self.stream.set_read_timeout(Some(timeout)).is_err() {
+            return ReadOutcome::TimedOut;
+        }
+        let stream = &mut self.stream;
+        let spare = self.input.spare_mut();
+        let core = self.core;
+        let result = if stoppable {
+            future::or(async { Some(stream.read(spare).await) }, async {
+                core.stopped().await;
+                None
+            })
+            .await
+        } else {
+            Some(stream.read(spare).await)
+        };
+        match result {
+            None => ReadOutcome::Stopped,
+            Some(Ok(0)) => ReadOutcome::PeerClosed,
+            Some(Ok(n)) => {
+                self.input.advance(n);
+                ReadOutcome::Data
+            }
+            Some(Err(error)) if error.kind() == io::ErrorKind::TimedOut => ReadOutcome::TimedOut,
+            Some(Err(_)) => ReadOutcome::Failed,
+        }
+    }
+
+    /// Half-closes and drains what the client still sends, bounded in time
+    /// and bytes, so the error response is not lost to a reset.
+    async fn linger(&mut self) {
+        if self.stream.shutdown(Shutdown::Write).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        let mut drained_bytes = 0;
+        while drained_bytes < LINGER_BYTES_MAX {
+            self.input = ReadBuf::default();
+            match self.read_until(deadline, false, READ_HEAD_BYTES).await {
+                ReadOutcome::Data => drained_bytes += self.input.pending().len(),
+                _ => return,
+            }
+        }
+    }
+}
+
+fn connection_header(version_minor: u8, keep_alive: bool) -> ConnectionHeader {
+    match (keep_alive, version_minor) {
+        (false, _) => ConnectionHeader::Close,
+        (true, 0) => ConnectionHeader::KeepAlive,
+        (true, _) => ConnectionHeader::Implicit,
+    }
+}
+
+/// Body length of a response just rendered into `response` (for the log).
+fn body_len_of(response: &[u8]) -> usize {
+    response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |at| response.len() - at - 4)
+}

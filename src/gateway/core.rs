@@ -1,0 +1,190 @@
+//! One core's executor: its state, its accept loop and its housekeeping
+//! task. Everything here runs on the core's own thread; the only shared
+//! state it reads is the route board and the process-wide stop flag.
+
+use std::cell::Cell;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::unix::io::FromRawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Gate, Semaphore};
+
+use super::access_log::CoreAccessLog;
+use super::connection;
+use super::Shared;
+use crate::clock::{self, DATE_LINE_LEN};
+use crate::config::Limits;
+use crate::error::HttpError;
+use crate::http::ConnectionHeader;
+use crate::routes::snapshot::CoreSnapshot;
+
+/// How often housekeeping runs: the bound on how late a core sees a new
+/// route table, a new second for the Date header, or the stop flag.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
+/// Pause after a failed accept (EMFILE and friends) before trying again.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+pub struct CoreState {
+    pub index: usize,
+    pub limits: Limits,
+    pub snapshot: CoreSnapshot,
+    date_line: Cell<[u8; DATE_LINE_LEN]>,
+    date_secs: Cell<u64>,
+    stopping: Cell<bool>,
+    /// Never has permits; closed on stop so that waiters wake up.
+    stop_signal: Semaphore,
+    connections_open: Cell<usize>,
+    pub access_log: Option<CoreAccessLog>,
+}
+
+impl CoreState {
+    pub fn new(
+        index: usize,
+        limits: Limits,
+        snapshot: CoreSnapshot,
+        access_log: Option<CoreAccessLog>,
+    ) -> CoreState {
+        let now = clock::unix_now_secs();
+        CoreState {
+            index,
+            limits,
+            snapshot,
+            date_line: Cell::new(clock::date_line(now)),
+            date_secs: Cell::new(now),
+            stopping: Cell::new(false),
+            stop_signal: Semaphore::new(0),
+            connections_open: Cell::new(0),
+            access_log,
+        }
+    }
+
+    pub fn date_line(&self) -> [u8; DATE_LINE_LEN] {
+        self.date_line.get()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once the core is stopping.
+    pub async fn stopped(&self) {
+        if !self.stopping.get() {
+            // Err(closed) is the wake-up; the semaphore never has permits.
+            let _ = self.stop_signal.acquire(1).await;
+        }
+    }
+
+    fn stop(&self) {
+        self.stopping.set(true);
+        self.stop_signal.close();
+    }
+
+    fn refresh_date(&self) {
+        let now = clock::unix_now_secs();
+        if now != self.date_secs.get() {
+            self.date_secs.set(now);
+            self.date_line.set(clock::date_line(now));
+        }
+    }
+}
+
+/// The core's main future: serve until the process-wide stop flag is set,
+/// then drain connections for at most the shutdown grace.
+pub async fn run(core: Rc<CoreState>, shared: Arc<Shared>, listener_fd: OwnedFd) {
+    // SAFETY: the descriptor is a bound, listening TCP socket owned by us.
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd.into_raw_fd()) };
+    glommio::spawn_local(housekeeping(core.clone(), shared)).detach();
+
+    let connections = Gate::new();
+    accept_until_stopped(&core, &listener, &connections).await;
+    // Closing the listener makes the kernel refuse new connections at once.
+    drop(listener);
+
+    let grace = core.limits.shutdown_grace;
+    let drained = glommio::timer::timeout(grace, async {
+        let _ = connections.close().await;
+        Ok(())
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "corefn: core {}: {} connections still open after the {} ms shutdown grace",
+            core.index,
+            core.connections_open.get(),
+            grace.as_millis()
+        );
+    }
+    if let Some(log) = &core.access_log {
+        log.flush();
+    }
+}
+
+async fn accept_until_stopped(core: &Rc<CoreState>, listener: &TcpListener, connections: &Gate) {
+    let mut last_error_report: Option<Instant> = None;
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            core.stopped().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                // Out of descriptors or memory: report at most once a second, back off.
+                if last_error_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    eprintln!("corefn: core {}: accept failed: {error}", core.index);
+                    last_error_report = Some(Instant::now());
+                }
+                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+        };
+        if core.connections_open.get() >= core.limits.connections_per_core_max {
+            let limit = core.limits.connections_per_core_max;
+            let date_line = core.date_line();
+            glommio::spawn_local(turn_away(stream, limit, date_line)).detach();
+            continue;
+        }
+        core.connections_open.set(core.connections_open.get() + 1);
+        let connection_core = core.clone();
+        let spawned = connections.spawn(async move {
+            connection::serve(&connection_core, stream).await;
+            let open = connection_core.connections_open.get();
+            debug_assert!(open > 0, "open connection count never negative");
+            connection_core.connections_open.set(open - 1);
+        });
+        match spawned {
+            Ok(task) => task.detach(),
+            Err(_) => return, // gate closed: we are stopping
+        };
+    }
+}
+
+/// Over the connection limit: say so and close, without reading.
+async fn turn_away(mut stream: TcpStream, limit: usize, date_line: [u8; DATE_LINE_LEN]) {
+    let mut out = Vec::with_capacity(256);
+    HttpError::Overloaded { limit }.render(&mut out, &date_line, ConnectionHeader::Close, false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&out).await;
+}
+
+async fn housekeeping(core: Rc<CoreState>, shared: Arc<Shared>) {
+    loop {
+        if shared.stop_requested.load(Ordering::Acquire) && !core.is_stopping() {
+            core.stop();
+        }
+        core.snapshot.refresh();
+        core.refresh_date();
+        if let Some(log) = &core.access_log {
+            log.flush_if_due();
+        }
+        glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
+    }
+}

@@ -1,0 +1,201 @@
+//! The gateway: one pinned glommio executor per core, each with its own
+//! SO_REUSEPORT listener, serving HTTP/1.x from its own route snapshot.
+//!
+//! [`serve`] is the whole process life: open the route store, start the
+//! watcher and the executors, print the ready line, wait for SIGINT/SIGTERM,
+//! then stop accepting, let requests in flight finish and return.
+//!
+//! Inside a core the path of a request is [`core`] (accept) →
+//! [`connection`] (read, parse with [`request`], answer, write) → the route
+//! snapshot ([`crate::routes`]) → a runtime ([`crate::runtimes`]).
+
+mod access_log;
+mod connection;
+mod core;
+mod listener;
+pub mod request;
+
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use nix::sys::signal::{SigSet, Signal};
+use thiserror::Error;
+
+use self::access_log::{AccessLogWriter, CoreAccessLog};
+use self::core::CoreState;
+use crate::config::{Limits, ServeOptions};
+use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
+use crate::routes::store::{RouteStore, StoreError};
+use crate::routes::watcher;
+
+/// Memory glommio registers per executor for its own file I/O buffers;
+/// the gateway does no file I/O on executors, so keep it small.
+const EXECUTOR_IO_MEMORY_BYTES: usize = 512 * 1024;
+/// How often the main thread looks for a signal or a dead executor.
+const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    #[error("--cores {asked}: this process may use {available} cores")]
+    Cores { asked: usize, available: usize },
+    #[error("cannot open access log {path}: {source}")]
+    AccessLog { path: PathBuf, source: io::Error },
+    #[error("cannot start {what}: {source}")]
+    Start { what: String, source: io::Error },
+    #[error("cannot block shutdown signals: {0}")]
+    Signals(nix::Error),
+    #[error("core executor {0} stopped unexpectedly")]
+    CoreDied(usize),
+}
+
+/// State every core reads; written only by the main thread.
+pub struct Shared {
+    stop_requested: AtomicBool,
+    cores_exited: AtomicUsize,
+}
+
+pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    // Before any thread exists, so every thread inherits the mask and the
+    // signals reach only the main thread's sigtimedwait.
+    let signals = block_shutdown_signals()?;
+
+    let cpus = select_cpus(options.cores)?;
+    let store = RouteStore::open(&options.db)?;
+    let table = watcher::load_initial(&store)?;
+    let route_count = table.routes().len();
+    let board = Arc::new(SnapshotBoard::new(table));
+    let listeners =
+        listener::bind_per_core(options.listen, cpus.len()).map_err(|source| ServeError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let access_log = match &options.access_log {
+        Some(path) => Some(AccessLogWriter::start(path).map_err(|source| {
+            ServeError::AccessLog {
+                path: path.clone(),
+                source,
+            }
+        })?),
+        None => None,
+    };
+    watcher::spawn(
+        store,
+        board.clone(),
+        Duration::from_millis(options.watch_interval_ms.max(1)),
+    )
+    .map_err(|source| ServeError::Start {
+        what: "route watcher".into(),
+        source,
+    })?;
+
+    let shared = Arc::new(Shared {
+        stop_requested: AtomicBool::new(false),
+        cores_exited: AtomicUsize::new(0),
+    });
+    let limits = Limits::new(&options, cpus.len());
+    let mut executors = Vec::with_capacity(cpus.len());
+    for (index, (cpu, listener_fd)) in cpus.iter().copied().zip(listeners).enumerate() {
+        let limits = limits.clone();
+        let board = board.clone();
+        let shared = shared.clone();
+        let log_sender = access_log.as_ref().map(AccessLogWriter::sender);
+        let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("corefn-core-{index}"))
+            .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let core = Rc::new(CoreState::new(
+                    index,
+                    limits,
+                    CoreSnapshot::new(board),
+                    log_sender.map(CoreAccessLog::new),
+                ));
+                core::run(core, shared.clone(), listener_fd).await;
+                shared.cores_exited.fetch_add(1, Ordering::AcqRel);
+            })
+            .map_err(|error| ServeError::Start {
+                what: format!("executor on cpu {cpu}"),
+                source: io::Error::other(error.to_string()),
+            })?;
+        executors.push(executor);
+    }
+    println!(
+        "corefn listening on http://{} (cores: {}, routes: {})",
+        options.listen,
+        cpus.len(),
+        route_count
+    );
+
+    let outcome = wait_for_shutdown_signal(&signals, &shared);
+    shared.stop_requested.store(true, Ordering::Release);
+    for executor in executors {
+        if executor.join().is_err() {
+            eprintln!("corefn: a core executor panicked");
+        }
+    }
+    if let Some(writer) = access_log {
+        writer.finish();
+    }
+    outcome
+}
+
+fn block_shutdown_signals() -> Result<SigSet, ServeError> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().map_err(ServeError::Signals)?;
+    Ok(signals)
+}
+
+/// Returns Ok on SIGINT/SIGTERM, an error if a core executor died first.
+fn wait_for_shutdown_signal(signals: &SigSet, shared: &Shared) -> Result<(), ServeError> {
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: SIGNAL_POLL_INTERVAL.as_nanos() as libc::c_long,
+    };
+    loop {
+        // SAFETY: valid signal set and timespec; no siginfo requested.
+        let signal =
+            unsafe { libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), &timeout) };
+        if signal == libc::SIGINT || signal == libc::SIGTERM {
+            eprintln!("corefn: shutting down (signal {signal})");
+            return Ok(());
+        }
+        let exited = shared.cores_exited.load(Ordering::Acquire);
+        if exited > 0 {
+            return Err(ServeError::CoreDied(exited));
+        }
+    }
+}
+
+/// The CPUs this process may run on, first `cores` of them.
+fn select_cpus(cores: Option<usize>) -> Result<Vec<usize>, ServeError> {
+    let mut available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    if available.is_empty() {
+        available.push(0);
+    }
+    let asked = cores.unwrap_or(available.len());
+    if asked == 0 || asked > available.len() {
+        return Err(ServeError::Cores {
+            asked,
+            available: available.len(),
+        });
+    }
+    available.truncate(asked);
+    Ok(available)
+}

@@ -1,0 +1,574 @@
+//! Request framing: the read buffer, head parsing with httparse, and body
+//! decoding (Content-Length and chunked).
+//!
+//! Pure code over byte slices: no I/O, so every framing rule is unit-tested
+//! here and the connection loop only decides when to read and write.
+
+use std::ops::Range;
+
+use crate::config::HEADER_COUNT_MAX;
+use crate::error::HttpError;
+
+/// First size of a connection's read buffer.
+pub const READ_BUF_INITIAL_BYTES: usize = 4 * 1024;
+/// A buffer grown past this (a big body) is given back once it is empty.
+const READ_BUF_KEEP_BYTES_MAX: usize = 64 * 1024;
+/// Longest chunk-size line (size + extensions) accepted.
+const CHUNK_SIZE_LINE_BYTES_MAX: usize = 1024;
+
+/// A connection's input: bytes `start..end` of `data` are received and not
+/// yet consumed. Offsets handed out (request heads) are relative to `start`
+/// and stay valid until [`ReadBuf::consume`].
+#[derive(Debug)]
+pub struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf {
+            data: vec![0; READ_BUF_INITIAL_BYTES],
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl ReadBuf {
+    pub fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.end - self.start, "consume past received bytes");
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.data.len() > READ_BUF_KEEP_BYTES_MAX {
+                self.data = vec![0; READ_BUF_INITIAL_BYTES];
+            }
+        }
+    }
+
+    /// Makes room for at least `want_bytes` more bytes at the end.
+    pub fn reserve(&mut self, want_bytes: usize) {
+        if self.data.len() - self.end >= want_bytes {
+            return;
+        }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < want_bytes {
+            let wanted = self.end + want_bytes;
+            self.data.resize(wanted.max(self.data.len() * 2), 0);
+        }
+    }
+
+    /// Removes `len` bytes that start `at` bytes into the pending data (raw
+    /// chunk framing already decoded), keeping what comes before and after.
+    pub fn cut(&mut self, at: usize, len: usize) {
+        assert!(at + len <= self.end - self.start, "cut past received bytes");
+        if len == 0 {
+            return;
+        }
+        let from = self.start + at + len;
+        self.data.copy_within(from..self.end, self.start + at);
+        self.end -= len;
+    }
+
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.end..]
+    }
+
+    pub fn advance(&mut self, n: usize) {
+        assert!(self.end + n <= self.data.len(), "advance past the buffer");
+        self.end += n;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// What the connection needs to know about a parsed request head. Ranges
+/// are offsets into the pending bytes the head was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub head_len: usize,
+    pub method: Range<usize>,
+    /// Request target as sent (origin form, with query).
+    pub target: Range<usize>,
+    /// Path part of the target, no query.
+    pub path: Range<usize>,
+    pub version_minor: u8,
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    pub fn method<'b>(&self, bytes: &'b [u8]) -> &'b str {
+        text(bytes, &self.method)
+    }
+    pub fn path<'b>(&self, bytes: &'b [u8]) -> &'b str {
+        text(bytes, &self.path)
+    }
+    pub fn target<'b>(&self, bytes: &'b [u8]) -> &'b str {
+        text(bytes, &self.target)
+    }
+    pub fn is_head_method(&self, bytes: &[u8]) -> bool {
+        self.method(bytes) == "HEAD"
+    }
+}
+
+fn text<'b>(bytes: &'b [u8], range: &Range<usize>) -> &'b str {
+    // httparse only accepts token and visible ASCII characters here.
+    bytes
+        .get(range.clone())
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+pub enum HeadParse {
+    Complete(RequestHead),
+    Partial,
+}
+
+/// Parses the request head at the start of `bytes`.
+pub fn parse_head(
+    bytes: &[u8],
+    header_bytes_max: usize,
+    body_bytes_max: usize,
+) -> Result<HeadParse, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if bytes.len() > header_bytes_max {
+                return Err(HttpError::HeaderTooLarge {
+                    limit_bytes: header_bytes_max,
+                });
+            }
+            return Ok(HeadParse::Partial);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::TooManyHeaders {
+                limit: HEADER_COUNT_MAX,
+            })
+        }
+        Err(error) => return Err(HttpError::BadRequest(parse_error_text(error))),
+    };
+    if head_len > header_bytes_max {
+        return Err(HttpError::HeaderTooLarge {
+            limit_bytes: header_bytes_max,
+        });
+    }
+    let base = bytes.as_ptr() as usize;
+    let range_of = |s: &str| {
+        let at = s.as_ptr() as usize - base;
+        at..at + s.len()
+    };
+    let (Some(method), Some(target), Some(version_minor)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(HttpError::BadRequest("incomplete request line"));
+    };
+    let method_range = range_of(method);
+    let target_range = range_of(target);
+    let path_in_target = path_of_target(target)?;
+    let path_start = target_range.start + path_in_target.start;
+    let path_range = path_start..path_start + path_in_target.len();
+
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expect_continue = false;
+    let mut host_seen = false;
+    for header in request.headers.iter() {
+        let name = header.name;
+        let value = trim_ows(header.value);
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(value)?;
+            if content_length.is_some_and(|seen| seen != length) {
+                return Err(HttpError::BadRequest("conflicting Content-Length headers"));
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(HttpError::NotImplemented(format!(
+                    "transfer-encoding {:?} is not supported (only chunked)",
+                    String::from_utf8_lossy(value)
+                )));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',').map(trim_ows) {
+                connection_close |= token.eq_ignore_ascii_case(b"close");
+                connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::ExpectationFailed(
+                    String::from_utf8_lossy(value).into_owned(),
+                ));
+            }
+            expect_continue = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            host_seen = true;
+        }
+    }
+    if version_minor == 1 && !host_seen {
+        return Err(HttpError::BadRequest("HTTP/1.1 request without Host header"));
+    }
+    let framing = match (chunked, content_length) {
+        (true, Some(_)) => {
+            return Err(HttpError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (true, None) => BodyFraming::Chunked,
+        (false, Some(0)) | (false, None) => BodyFraming::None,
+        (false, Some(n)) => BodyFraming::Length(n),
+    };
+    if let BodyFraming::Length(n) = framing {
+        if n > body_bytes_max {
+            return Err(HttpError::BodyTooLarge {
+                limit_bytes: body_bytes_max,
+            });
+        }
+    }
+    let keep_alive = if version_minor >= 1 {
+        !connection_close
+    } else {
+        connection_keep_alive && !connection_close
+    };
+    Ok(HeadParse::Complete(RequestHead {
+        head_len,
+        method: method_range,
+        target: target_range,
+        path: path_range,
+        version_minor,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && version_minor >= 1 && framing != BodyFraming::None,
+    }))
+}
+
+fn parse_error_text(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::Version => "invalid HTTP version",
+        httparse::Error::TooManyHeaders => "too many headers",
+    }
+}
+
+/// The path part (no query) of an origin-form or absolute-form target.
+fn path_of_target(target: &str) -> Result<Range<usize>, HttpError> {
+    let path_start = if target.starts_with('/') {
+        0
+    } else if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        let authority_start = target.len() - rest.len();
+        match rest.find('/') {
+            Some(at) => authority_start + at,
+            None => return Err(HttpError::BadRequest("absolute target without a path")),
+        }
+    } else {
+        return Err(HttpError::BadRequest("request target must be a path"));
+    };
+    let path_end = target[path_start..]
+        .find(['?', '#'])
+        .map_or(target.len(), |at| path_start + at);
+    Ok(path_start..path_end)
+}
+
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |at| at + 1);
+    &value[start..end]
+}
+
+fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
+    const BAD: HttpError = HttpError::BadRequest("invalid Content-Length");
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(BAD);
+    }
+    value.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(usize::from(d - b'0')))
+            .ok_or(BAD)
+    })
+}
+
+/// Incremental decoder of a chunked body (RFC 9112 §7.1). Trailer fields
+/// are read and dropped.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    body_bytes: usize,
+    trailer_bytes: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data {
+        remaining_bytes: usize,
+    },
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from `input`, appending body bytes to `body`; returns how many
+    /// input bytes were consumed. Stops at the end of the body or when the
+    /// input runs out.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        body: &mut Vec<u8>,
+        body_bytes_max: usize,
+        trailer_bytes_max: usize,
+    ) -> Result<usize, HttpError> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            match self.state {
+                ChunkState::Done => return Ok(at),
+                ChunkState::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        at += used;
+                        let size = usize::try_from(size).unwrap_or(usize::MAX);
+                        if size > body_bytes_max - self.body_bytes {
+                            return Err(HttpError::BodyTooLarge {
+                                limit_bytes: body_bytes_max,
+                            });
+                        }
+                        self.state = if size == 0 {
+                            ChunkState::Trailer
+                        } else {
+                            ChunkState::Data {
+                                remaining_bytes: size,
+                            }
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if rest.len() > CHUNK_SIZE_LINE_BYTES_MAX {
+                            return Err(HttpError::BadRequest("chunk size line too long"));
+                        }
+                        return Ok(at);
+                    }
+                    Err(_) => return Err(HttpError::BadRequest("invalid chunk size")),
+                },
+                ChunkState::Data { remaining_bytes } => {
+                    if rest.is_empty() {
+                        return Ok(at);
+                    }
+                    let take = remaining_bytes.min(rest.len());
+                    body.extend_from_slice(&rest[..take]);
+                    self.body_bytes += take;
+                    at += take;
+                    self.state = if take == remaining_bytes {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data {
+                            remaining_bytes: remaining_bytes - take,
+                        }
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if rest.len() < 2 {
+                        return Ok(at);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(HttpError::BadRequest("chunk data not followed by CRLF"));
+                    }
+                    at += 2;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                        if self.trailer_bytes + rest.len() > trailer_bytes_max {
+                            return Err(HttpError::HeaderTooLarge {
+                                limit_bytes: trailer_bytes_max,
+                            });
+                        }
+                        return Ok(at);
+                    };
+                    at += line_end + 2;
+                    self.trailer_bytes += line_end + 2;
+                    if self.trailer_bytes > trailer_bytes_max {
+                        return Err(HttpError::HeaderTooLarge {
+                            limit_bytes: trailer_bytes_max,
+                        });
+                    }
+                    if line_end == 0 {
+                        self.state = ChunkState::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_HEAD: usize = 16 * 1024;
+    const MAX_BODY: usize = 1024;
+
+    fn head(raw: &str) -> Result<RequestHead, HttpError> {
+        match parse_head(raw.as_bytes(), MAX_HEAD, MAX_BODY)? {
+            HeadParse::Complete(head) => Ok(head),
+            HeadParse::Partial => panic!("partial: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_method_path_query_and_keep_alive() {
+        let raw = "GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nNEXT";
+        let h = head(raw).expect("valid");
+        assert_eq!(h.method(raw.as_bytes()), "GET");
+        assert_eq!(h.path(raw.as_bytes()), "/a/b");
+        assert_eq!(h.target(raw.as_bytes()), "/a/b?x=1");
+        assert_eq!(h.head_len, raw.len() - 4);
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").expect("valid").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("valid").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").expect("valid").keep_alive);
+    }
+
+    #[test]
+    fn absolute_form_target_routes_on_its_path() {
+        let raw = "GET http://example/x/y?q HTTP/1.1\r\nHost: example\r\n\r\n";
+        assert_eq!(head(raw).expect("valid").path(raw.as_bytes()), "/x/y");
+    }
+
+    #[test]
+    fn framing_errors() {
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n"),
+            Err(HttpError::BadRequest("invalid Content-Length"))
+        );
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(HttpError::BadRequest("conflicting Content-Length headers"))
+        );
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"))
+        );
+        assert!(matches!(
+            head("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Err(HttpError::NotImplemented(_))
+        ));
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1025\r\n\r\n"),
+            Err(HttpError::BodyTooLarge { limit_bytes: MAX_BODY })
+        );
+        assert_eq!(
+            head("GET / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::BadRequest("HTTP/1.1 request without Host header"))
+        );
+        assert!(matches!(head("GET\x01 / HTTP/1.1\r\n\r\n"), Err(HttpError::BadRequest(_))));
+    }
+
+    #[test]
+    fn oversized_head_is_431_even_when_partial() {
+        let mut raw = String::from("GET / HTTP/1.1\r\nHost: h\r\nX: ");
+        raw.push_str(&"a".repeat(MAX_HEAD));
+        assert!(matches!(
+            parse_head(raw.as_bytes(), MAX_HEAD, MAX_BODY),
+            Err(HttpError::HeaderTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn chunked_body_decodes_across_splits_with_extensions_and_trailers() {
+        let wire = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let mut decoder = ChunkedDecoder::default();
+            let mut body = Vec::new();
+            let used = decoder
+                .decode(&wire[..split], &mut body, MAX_BODY, MAX_HEAD)
+                .expect("first part");
+            let mut rest = wire[used..].to_vec();
+            let used2 = decoder
+                .decode(&rest, &mut body, MAX_BODY, MAX_HEAD)
+                .expect("second part");
+            rest.drain(..used2);
+            assert!(decoder.is_done(), "split {split}");
+            assert_eq!(body, b"Wikipedia");
+            assert_eq!(rest, b"NEXT");
+        }
+    }
+
+    #[test]
+    fn chunked_body_over_limit_and_bad_size() {
+        let mut body = Vec::new();
+        assert_eq!(
+            ChunkedDecoder::default().decode(b"401\r\n", &mut body, MAX_BODY, MAX_HEAD),
+            Err(HttpError::BodyTooLarge { limit_bytes: MAX_BODY })
+        );
+        assert_eq!(
+            ChunkedDecoder::default().decode(b"zz\r\n", &mut body, MAX_BODY, MAX_HEAD),
+            Err(HttpError::BadRequest("invalid chunk size"))
+        );
+        assert_eq!(
+            ChunkedDecoder::default().decode(b"1\r\naXY", &mut body, MAX_BODY, MAX_HEAD),
+            Err(HttpError::BadRequest("chunk data not followed by CRLF"))
+        );
+    }
+
+    #[test]
+    fn read_buf_compacts_and_grows() {
+        let mut buf = ReadBuf::default();
+        buf.reserve(10);
+        buf.spare_mut()[..4].copy_from_slice(b"abcd");
+        buf.advance(4);
+        buf.consume(2);
+        buf.reserve(READ_BUF_INITIAL_BYTES);
+        assert_eq!(buf.pending(), b"cd");
+        assert!(buf.spare_mut().len() >= READ_BUF_INITIAL_BYTES);
+        buf.consume(2);
+        assert!(buf.is_empty());
+    }
+}

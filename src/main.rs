@@ -1,0 +1,26 @@
+//! The `corefn` binary: parses the command line and hands over to the gateway.
+
+use clap::Parser;
+use corefn::config::{Cli, Command};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // `corefn` alone behaves as `corefn serve` with every default.
+    let command = cli
+        .command
+        .or_else(|| Cli::parse_from(["corefn", "serve"]).command);
+    let result = match command {
+        Some(Command::Serve(options)) => corefn::gateway::serve(options),
+        None => unreachable!("`corefn serve` always parses to a command"),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("corefn: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Routes: the SQLite store, the watcher that notices changes, the
+//! immutable [`table::RouteTable`] and its publication to every core.
+//!
+//! Data flows one way: store → watcher → [`snapshot::SnapshotBoard`] →
+//! each core's [`snapshot::CoreSnapshot`]. Nothing here runs on a request's
+//! path except [`table::RouteTable::lookup`].
+
+pub mod descriptor;
+pub mod key;
+pub mod snapshot;
+pub mod store;
+pub mod table;
+pub mod watcher;

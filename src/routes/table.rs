@@ -1,0 +1,288 @@
+//! The immutable route table that every core reads: built once per change
+//! by the watcher, never mutated afterwards, looked up without locks.
+//!
+//! Matching: among the rows whose path matches, the most specific path wins
+//! (exact beats prefix, a longer prefix beats a shorter one); at equal path
+//! an exact method beats `ANY`; HEAD falls back to GET. A path that matches
+//! only with other methods is a 405 with the allowed methods.
+
+use std::collections::HashMap;
+
+use super::descriptor::{Descriptor, Runtime};
+use super::key::{Method, MethodMatch, PathPattern, RouteKey};
+use crate::runtimes::static_response::StaticResponse;
+
+/// A row as it comes from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRow {
+    pub key: String,
+    pub value: String,
+    pub updated: i64,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub key: String,
+    pub route_key: RouteKey,
+    pub descriptor: Descriptor,
+    pub updated: i64,
+    pub action: RouteAction,
+}
+
+/// What the gateway does for a matched route, prepared at build time.
+#[derive(Debug)]
+pub enum RouteAction {
+    Static(StaticResponse),
+    /// Runs in a worker process (not available yet).
+    Function(Runtime),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRow {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Route indices for one path pattern.
+#[derive(Debug, Default, Clone)]
+struct PathEntry {
+    by_method: [Option<u32>; Method::ALL.len()],
+    any: Option<u32>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'t> {
+    Found(&'t Route),
+    /// The path exists for other methods; the value is the `Allow` header.
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.key == other.key && self.updated == other.updated
+    }
+}
+impl Eq for Route {}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    version: u64,
+    routes: Vec<Route>,
+    exact: HashMap<String, PathEntry>,
+    prefix: HashMap<String, PathEntry>,
+    skipped: Vec<SkippedRow>,
+}
+
+impl RouteTable {
+    /// Builds a table from store rows; a row that does not parse is skipped
+    /// with its reason, never an error for the whole table.
+    pub fn build(version: u64, rows: Vec<RouteRow>) -> RouteTable {
+        let mut table = RouteTable {
+            version,
+            ..RouteTable::default()
+        };
+        for row in rows {
+            let parsed = RouteKey::parse(&row.key)
+                .map_err(|e| format!("invalid key: {e}"))
+                .and_then(|route_key| {
+                    Descriptor::parse(&row.value)
+                        .map(|descriptor| (route_key, descriptor))
+                        .map_err(|e| format!("invalid descriptor: {e}"))
+                });
+            match parsed {
+                Ok((route_key, descriptor)) => table.insert(row, route_key, descriptor),
+                Err(reason) => table.skipped.push(SkippedRow {
+                    key: row.key,
+                    reason,
+                }),
+            }
+        }
+        table
+    }
+
+    fn insert(&mut self, row: RouteRow, route_key: RouteKey, descriptor: Descriptor) {
+        let index = u32::try_from(self.routes.len()).expect("fewer than 2^32 routes");
+        let entry = match &route_key.pattern {
+            PathPattern::Exact(path) => self.exact.entry(path.clone()).or_default(),
+            PathPattern::Prefix(path) => self.prefix.entry(path.clone()).or_default(),
+        };
+        let slot = match route_key.method {
+            MethodMatch::Exact(method) => &mut entry.by_method[method.index()],
+            MethodMatch::Any => &mut entry.any,
+        };
+        debug_assert!(slot.is_none(), "store keys are unique, so are their patterns");
+        *slot = Some(index);
+        let action = match descriptor.runtime {
+            Runtime::Static => RouteAction::Static(StaticResponse::new(&descriptor)),
+            other => RouteAction::Function(other),
+        };
+        self.routes.push(Route {
+            key: row.key,
+            route_key,
+            descriptor,
+            updated: row.updated,
+            action,
+        });
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn skipped(&self) -> &[SkippedRow] {
+        &self.skipped
+    }
+
+    /// `path` is the request path without its query string.
+    pub fn lookup(&self, method: &str, path: &str) -> Lookup<'_> {
+        let method = Method::parse(method);
+        let mut allowed = [false; Method::ALL.len()];
+        let mut path_seen = false;
+
+        let exact = self.exact.get(path);
+        let prefixes = PrefixCandidates { rest: Some(path) }.filter_map(|p| self.prefix.get(p));
+        for entry in exact.into_iter().chain(prefixes) {
+            if let Some(index) = entry_match(entry, method) {
+                return Lookup::Found(&self.routes[index as usize]);
+            }
+            path_seen = true;
+            for (i, slot) in entry.by_method.iter().enumerate() {
+                allowed[i] |= slot.is_some();
+            }
+        }
+        if !path_seen {
+            return Lookup::NotFound;
+        }
+        allowed[Method::Head.index()] |= allowed[Method::Get.index()];
+        let mut names: Vec<&str> = Method::ALL
+            .iter()
+            .filter(|m| allowed[m.index()])
+            .map(|m| m.as_str())
+            .collect();
+        names.sort_unstable();
+        Lookup::MethodNotAllowed(names.join(", "))
+    }
+}
+
+fn entry_match(entry: &PathEntry, method: Option<Method>) -> Option<u32> {
+    if let Some(method) = method {
+        if let Some(index) = entry.by_method[method.index()] {
+            return Some(index);
+        }
+        if method == Method::Head {
+            if let Some(index) = entry.by_method[Method::Get.index()] {
+                return Some(index);
+            }
+        }
+    }
+    entry.any
+}
+
+/// The prefix keys that can match a path, most specific first:
+/// `/a/b` → `/a/b`, `/a`, `` (the root prefix `/*`).
+struct PrefixCandidates<'p> {
+    rest: Option<&'p str>,
+}
+
+impl<'p> Iterator for PrefixCandidates<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let current = self.rest?;
+        self.rest = if current.is_empty() {
+            None
+        } else {
+            Some(current.rfind('/').map_or("", |at| &current[..at]))
+        };
+        Some(current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[(&str, &str)]) -> RouteTable {
+        RouteTable::build(
+            1,
+            rows.iter()
+                .map(|(k, v)| RouteRow {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    updated: 0,
+                })
+                .collect(),
+        )
+    }
+
+    fn found_key<'t>(lookup: Lookup<'t>) -> &'t str {
+        match lookup {
+            Lookup::Found(route) => &route.key,
+            other => panic!("expected a route, got {other:?}"),
+        }
+    }
+
+    const S: &str = r#"{"runtime":"static"}"#;
+
+    #[test]
+    fn exact_beats_prefix_and_longest_prefix_wins() {
+        let t = table(&[
+            ("GET:/a/*", S),
+            ("GET:/a/b/*", S),
+            ("GET:/a/b/c", S),
+            ("GET:/*", S),
+        ]);
+        assert_eq!(found_key(t.lookup("GET", "/a/b/c")), "GET:/a/b/c");
+        assert_eq!(found_key(t.lookup("GET", "/a/b/c/d")), "GET:/a/b/*");
+        assert_eq!(found_key(t.lookup("GET", "/a/b")), "GET:/a/b/*");
+        assert_eq!(found_key(t.lookup("GET", "/a/x")), "GET:/a/*");
+        assert_eq!(found_key(t.lookup("GET", "/a")), "GET:/a/*");
+        assert_eq!(found_key(t.lookup("GET", "/ab")), "GET:/*");
+        assert_eq!(found_key(t.lookup("GET", "/")), "GET:/*");
+    }
+
+    #[test]
+    fn exact_method_beats_any_and_head_falls_back_to_get() {
+        let t = table(&[("ANY:/x", S), ("POST:/x", S), ("GET:/y", S)]);
+        assert_eq!(found_key(t.lookup("POST", "/x")), "POST:/x");
+        assert_eq!(found_key(t.lookup("DELETE", "/x")), "ANY:/x");
+        assert_eq!(found_key(t.lookup("BREW", "/x")), "ANY:/x");
+        assert_eq!(found_key(t.lookup("HEAD", "/y")), "GET:/y");
+    }
+
+    #[test]
+    fn other_methods_give_405_with_allow_and_unknown_paths_404() {
+        let t = table(&[("GET:/x", S), ("POST:/x", S), ("PUT:/p/*", S)]);
+        assert_eq!(
+            t.lookup("DELETE", "/x"),
+            Lookup::MethodNotAllowed("GET, HEAD, POST".into())
+        );
+        assert_eq!(t.lookup("GET", "/p/q"), Lookup::MethodNotAllowed("PUT".into()));
+        assert_eq!(t.lookup("GET", "/nope"), Lookup::NotFound);
+    }
+
+    #[test]
+    fn less_specific_route_serves_a_method_the_specific_one_lacks() {
+        let t = table(&[("POST:/api/users", S), ("GET:/api/*", S)]);
+        assert_eq!(found_key(t.lookup("GET", "/api/users")), "GET:/api/*");
+    }
+
+    #[test]
+    fn invalid_rows_are_skipped_with_reasons() {
+        let t = table(&[
+            ("GET:/ok", S),
+            ("nokey", S),
+            ("GET:/bad-json", "{"),
+            ("GET:/_/mine", S),
+        ]);
+        assert_eq!(t.routes().len(), 1);
+        let keys: Vec<&str> = t.skipped().iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["nokey", "GET:/bad-json", "GET:/_/mine"]);
+        assert!(t.skipped().iter().all(|s| !s.reason.is_empty()));
+    }
+}

@@ -1,0 +1,71 @@
+//! The watcher thread: polls the store's `data_version` and, when another
+//! connection committed, rebuilds the route table and publishes it.
+//!
+//! It owns the only long-lived SQLite connection of the gateway and never
+//! touches a core executor directly.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use super::snapshot::SnapshotBoard;
+use super::store::{RouteStore, StoreError};
+use super::table::RouteTable;
+
+/// Builds the first table synchronously so the gateway starts with routes.
+pub fn load_initial(store: &RouteStore) -> Result<RouteTable, StoreError> {
+    let table = RouteTable::build(1, store.load_rows()?);
+    report_skipped(&table);
+    Ok(table)
+}
+
+pub fn spawn(
+    store: RouteStore,
+    board: Arc<SnapshotBoard>,
+    interval: Duration,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("corefn-watcher".into())
+        .spawn(move || watch(store, board, interval))
+}
+
+fn watch(store: RouteStore, board: Arc<SnapshotBoard>, interval: Duration) {
+    let mut data_version = store.data_version().ok();
+    let mut last_error: Option<String> = None;
+    loop {
+        thread::sleep(interval);
+        let result = store.data_version().and_then(|version| {
+            if Some(version) == data_version {
+                return Ok(());
+            }
+            let rows = store.load_rows()?;
+            let table = RouteTable::build(board.version() + 1, rows);
+            report_skipped(&table);
+            board.publish(table);
+            data_version = Some(version);
+            Ok(())
+        });
+        // Keep serving the last good table; report each distinct failure once.
+        match result {
+            Ok(()) => last_error = None,
+            Err(error) => {
+                let text = error.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    eprintln!("corefn: route watcher: {text} (keeping the current routes)");
+                    last_error = Some(text);
+                }
+            }
+        }
+    }
+}
+
+fn report_skipped(table: &RouteTable) {
+    for row in table.skipped() {
+        eprintln!(
+            "corefn: route table v{}: skipped row {:?}: {}",
+            table.version(),
+            row.key,
+            row.reason
+        );
+    }
+}
