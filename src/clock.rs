@@ -108,6 +108,9 @@ mod tests {
 
     #[test]
     fn epoch_is_thursday() {
-        assert_eq!(&date_line(0)[..], b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
+        assert_eq!(
+            &date_line(0)[..],
+            b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+        );
     }
 }

@@ -101,8 +101,12 @@ impl CoreAccessLog {
     /// `first_byte_at`/`last_byte_at`: when the write that carried the
     /// response started and when it completed.
     pub fn record(&self, entry: &LogEntry, first_byte_at: Instant, last_byte_at: Instant) {
-        let ttfb_us = first_byte_at.saturating_duration_since(entry.received_at).as_micros();
-        let ttlb_us = last_byte_at.saturating_duration_since(entry.received_at).as_micros();
+        let ttfb_us = first_byte_at
+            .saturating_duration_since(entry.received_at)
+            .as_micros();
+        let ttlb_us = last_byte_at
+            .saturating_duration_since(entry.received_at)
+            .as_micros();
         let mut line = String::with_capacity(160);
         // Writing into a String cannot fail.
         let _ = writeln!(

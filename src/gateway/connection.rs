@@ -20,9 +20,7 @@ use glommio::net::TcpStream;
 
 use super::access_log::LogEntry;
 use super::core::CoreState;
-use super::request::{
-    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead,
-};
+use super::request::{parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead};
 use crate::api::admin;
 use crate::error::HttpError;
 use crate::http::{self, ConnectionHeader};
@@ -132,10 +130,16 @@ impl Connection<'_> {
                     let deadline = if idle && head_deadline.is_none() {
                         None
                     } else {
-                        Some(*head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout))
+                        Some(
+                            *head_deadline
+                                .get_or_insert_with(|| Instant::now() + limits.header_timeout),
+                        )
                     };
                     let outcome = match deadline {
-                        None => self.read_more(limits.idle_timeout, true, READ_HEAD_BYTES).await,
+                        None => {
+                            self.read_more(limits.idle_timeout, true, READ_HEAD_BYTES)
+                                .await
+                        }
                         Some(deadline) => self.read_until(deadline, idle, READ_HEAD_BYTES).await,
                     };
                     match outcome {
@@ -343,7 +347,12 @@ impl Connection<'_> {
             let bytes = self.input.pending();
             let (request_line, received_at) = match head {
                 Some((h, at)) => (
-                    format!("{} {} HTTP/1.{}", h.method(bytes), h.target(bytes), h.version_minor),
+                    format!(
+                        "{} {} HTTP/1.{}",
+                        h.method(bytes),
+                        h.target(bytes),
+                        h.version_minor
+                    ),
                     at,
                 ),
                 None => ("-".to_string(), Instant::now()),

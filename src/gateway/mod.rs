@@ -76,18 +76,21 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let table = watcher::load_initial(&store)?;
     let route_count = table.routes().len();
     let board = Arc::new(SnapshotBoard::new(table));
-    let listeners =
-        listener::bind_per_core(options.listen, cpus.len()).map_err(|source| ServeError::Listen {
+    let listeners = listener::bind_per_core(options.listen, cpus.len()).map_err(|source| {
+        ServeError::Listen {
             addr: options.listen,
             source,
-        })?;
+        }
+    })?;
     let access_log = match &options.access_log {
-        Some(path) => Some(AccessLogWriter::start(path).map_err(|source| {
-            ServeError::AccessLog {
-                path: path.clone(),
-                source,
-            }
-        })?),
+        Some(path) => {
+            Some(
+                AccessLogWriter::start(path).map_err(|source| ServeError::AccessLog {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     watcher::spawn(

@@ -232,7 +232,9 @@ pub fn parse_head(
         }
     }
     if version_minor == 1 && !host_seen {
-        return Err(HttpError::BadRequest("HTTP/1.1 request without Host header"));
+        return Err(HttpError::BadRequest(
+            "HTTP/1.1 request without Host header",
+        ));
     }
     let framing = match (chunked, content_length) {
         (true, Some(_)) => {
@@ -472,8 +474,16 @@ mod tests {
     #[test]
     fn http10_closes_unless_keep_alive() {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").expect("valid").keep_alive);
-        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("valid").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").expect("valid").keep_alive);
+        assert!(
+            head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .expect("valid")
+                .keep_alive
+        );
+        assert!(
+            !head("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .expect("valid")
+                .keep_alive
+        );
     }
 
     #[test]
@@ -502,13 +512,20 @@ mod tests {
         ));
         assert_eq!(
             head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1025\r\n\r\n"),
-            Err(HttpError::BodyTooLarge { limit_bytes: MAX_BODY })
+            Err(HttpError::BodyTooLarge {
+                limit_bytes: MAX_BODY
+            })
         );
         assert_eq!(
             head("GET / HTTP/1.1\r\n\r\n"),
-            Err(HttpError::BadRequest("HTTP/1.1 request without Host header"))
+            Err(HttpError::BadRequest(
+                "HTTP/1.1 request without Host header"
+            ))
         );
-        assert!(matches!(head("GET\x01 / HTTP/1.1\r\n\r\n"), Err(HttpError::BadRequest(_))));
+        assert!(matches!(
+            head("GET\x01 / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -546,7 +563,9 @@ mod tests {
         let mut body = Vec::new();
         assert_eq!(
             ChunkedDecoder::default().decode(b"401\r\n", &mut body, MAX_BODY, MAX_HEAD),
-            Err(HttpError::BodyTooLarge { limit_bytes: MAX_BODY })
+            Err(HttpError::BodyTooLarge {
+                limit_bytes: MAX_BODY
+            })
         );
         assert_eq!(
             ChunkedDecoder::default().decode(b"zz\r\n", &mut body, MAX_BODY, MAX_HEAD),

@@ -13,7 +13,8 @@ pub const TIMEOUT_MS_MAX: u64 = 15 * 60 * 1000;
 pub const MEMORY_MB_DEFAULT: u64 = 128;
 pub const MEMORY_MB_MAX: u64 = 64 * 1024;
 /// Headers the gateway writes itself; a descriptor may not set them.
-const GATEWAY_OWNED_HEADERS: [&str; 4] = ["content-length", "transfer-encoding", "connection", "date"];
+const GATEWAY_OWNED_HEADERS: [&str; 4] =
+    ["content-length", "transfer-encoding", "connection", "date"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,7 +188,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         let err = Descriptor::parse(r#"{"runtime":"static","bodyy":"hi"}"#).unwrap_err();
-        assert!(matches!(err, DescriptorError::Json(ref m) if m.contains("bodyy")), "{err}");
+        assert!(
+            matches!(err, DescriptorError::Json(ref m) if m.contains("bodyy")),
+            "{err}"
+        );
     }
 
     #[test]

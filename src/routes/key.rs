@@ -160,7 +160,10 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         assert_eq!(RouteKey::parse("/hello"), Err(KeyError::Shape));
-        assert_eq!(RouteKey::parse("FETCH:/x"), Err(KeyError::Method("FETCH".into())));
+        assert_eq!(
+            RouteKey::parse("FETCH:/x"),
+            Err(KeyError::Method("FETCH".into()))
+        );
         assert_eq!(RouteKey::parse("GET:hello"), Err(KeyError::PathStart));
         assert_eq!(RouteKey::parse("GET:/a b"), Err(KeyError::PathCharacter));
         assert_eq!(RouteKey::parse("GET:/a/*/b"), Err(KeyError::Wildcard));

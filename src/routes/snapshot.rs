@@ -50,6 +50,9 @@ impl SnapshotBoard {
 /// One core's view: only ever touched by that core's thread.
 pub struct CoreSnapshot {
     board: Arc<SnapshotBoard>,
+    // The outer Rc is deliberate: a request clones it without an atomic
+    // read-modify-write, which cloning the Arc would cost on every request.
+    #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
 }
 
@@ -60,6 +63,7 @@ impl CoreSnapshot {
     }
 
     /// The table a request should use from start to finish.
+    #[allow(clippy::redundant_allocation)]
     pub fn table(&self) -> Rc<Arc<RouteTable>> {
         self.table.borrow().clone()
     }
@@ -72,7 +76,10 @@ impl CoreSnapshot {
             return false;
         }
         let newest = self.board.current();
-        debug_assert!(newest.version() > local_version, "snapshot versions only grow");
+        debug_assert!(
+            newest.version() > local_version,
+            "snapshot versions only grow"
+        );
         *self.table.borrow_mut() = Rc::new(newest);
         true
     }

@@ -63,7 +63,10 @@ impl RouteStore {
                 .connection
                 .pragma_update(None, "journal_mode", "WAL")
                 .map_err(init_error)?;
-            store.connection.execute_batch(INIT_SQL).map_err(init_error)?;
+            store
+                .connection
+                .execute_batch(INIT_SQL)
+                .map_err(init_error)?;
         }
         Ok(store)
     }

@@ -111,7 +111,10 @@ impl RouteTable {
             MethodMatch::Exact(method) => &mut entry.by_method[method.index()],
             MethodMatch::Any => &mut entry.any,
         };
-        debug_assert!(slot.is_none(), "store keys are unique, so are their patterns");
+        debug_assert!(
+            slot.is_none(),
+            "store keys are unique, so are their patterns"
+        );
         *slot = Some(index);
         let action = match descriptor.runtime {
             Runtime::Static => RouteAction::Static(StaticResponse::new(&descriptor)),
@@ -262,7 +265,10 @@ mod tests {
             t.lookup("DELETE", "/x"),
             Lookup::MethodNotAllowed("GET, HEAD, POST".into())
         );
-        assert_eq!(t.lookup("GET", "/p/q"), Lookup::MethodNotAllowed("PUT".into()));
+        assert_eq!(
+            t.lookup("GET", "/p/q"),
+            Lookup::MethodNotAllowed("PUT".into())
+        );
         assert_eq!(t.lookup("GET", "/nope"), Lookup::NotFound);
     }
 
