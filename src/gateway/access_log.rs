@@ -25,8 +25,17 @@ const CORE_BUFFER_BYTES_FLUSH: usize = 32 * 1024;
 /// ... or once it is this old.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What cores send to the writer thread.
+pub enum LogMessage {
+    Lines(Vec<u8>),
+    /// Everything sent before this is written; the thread ends. Explicit,
+    /// because glommio may keep a finished executor's tasks (and their
+    /// senders) alive, so the channel alone never closes.
+    Finish,
+}
+
 pub struct AccessLogWriter {
-    sender: SyncSender<Vec<u8>>,
+    sender: SyncSender<LogMessage>,
     thread: JoinHandle<()>,
 }
 
@@ -45,22 +54,26 @@ impl AccessLogWriter {
         Ok(AccessLogWriter { sender, thread })
     }
 
-    pub fn sender(&self) -> SyncSender<Vec<u8>> {
+    pub fn sender(&self) -> SyncSender<LogMessage> {
         self.sender.clone()
     }
 
     /// Waits until every buffer handed over so far is written.
     pub fn finish(self) {
-        drop(self.sender);
+        // Blocking send: the writer drains the queue, so this cannot wait long.
+        let _ = self.sender.send(LogMessage::Finish);
         if self.thread.join().is_err() {
             eprintln!("corefn: access log writer panicked");
         }
     }
 }
 
-fn write_all(receiver: Receiver<Vec<u8>>, mut sink: Box<dyn Write + Send>) {
+fn write_all(receiver: Receiver<LogMessage>, mut sink: Box<dyn Write + Send>) {
     let mut failed = false;
-    for chunk in receiver {
+    for message in receiver {
+        let LogMessage::Lines(chunk) = message else {
+            return;
+        };
         let result = sink.write_all(&chunk).and_then(|()| sink.flush());
         if let Err(error) = result {
             if !failed {
@@ -82,14 +95,14 @@ pub struct LogEntry {
 
 /// One core's side of the log.
 pub struct CoreAccessLog {
-    sender: SyncSender<Vec<u8>>,
+    sender: SyncSender<LogMessage>,
     buffer: RefCell<Vec<u8>>,
     last_flush: Cell<Instant>,
     lines_dropped: Cell<u64>,
 }
 
 impl CoreAccessLog {
-    pub fn new(sender: SyncSender<Vec<u8>>) -> CoreAccessLog {
+    pub fn new(sender: SyncSender<LogMessage>) -> CoreAccessLog {
         CoreAccessLog {
             sender,
             buffer: RefCell::new(Vec::with_capacity(CORE_BUFFER_BYTES_FLUSH)),
@@ -145,9 +158,12 @@ impl CoreAccessLog {
             }
             std::mem::replace(&mut *buffer, Vec::with_capacity(CORE_BUFFER_BYTES_FLUSH))
         };
-        match self.sender.try_send(chunk) {
+        match self.sender.try_send(LogMessage::Lines(chunk)) {
             Ok(()) => {}
-            Err(TrySendError::Full(chunk)) | Err(TrySendError::Disconnected(chunk)) => {
+            Err(TrySendError::Full(message)) | Err(TrySendError::Disconnected(message)) => {
+                let LogMessage::Lines(chunk) = message else {
+                    return;
+                };
                 let lines = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
                 let dropped = self.lines_dropped.get() + lines;
                 self.lines_dropped.set(dropped);

@@ -161,11 +161,13 @@ impl Connection<'_> {
                 }
             };
             head_deadline = None;
-            let received_at = Instant::now();
+            // The clock is read per request only when the log needs it.
+            let received_at = self.core.access_log.as_ref().map(|_| Instant::now());
 
             let request_len = match self.receive_body(&head).await {
                 Ok(len) => len,
                 Err(BodyFailure::Http(error)) => {
+                    let received_at = received_at.unwrap_or_else(Instant::now);
                     self.push_error(&error, Some((&head, received_at)));
                     return Ending::Linger;
                 }
@@ -188,6 +190,9 @@ impl Connection<'_> {
     /// in the input buffer (head + raw body).
     async fn receive_body(&mut self, head: &RequestHead) -> Result<usize, BodyFailure> {
         let limits = &self.core.limits;
+        if head.framing == BodyFraming::None {
+            return Ok(head.head_len);
+        }
         let deadline = Instant::now() + limits.body_timeout;
         let timeout_error = || HttpError::RequestTimeout {
             timeout_ms: limits.body_timeout.as_millis() as u64,
@@ -257,7 +262,12 @@ impl Connection<'_> {
 
     /// Appends the response to `head`; returns false when the connection
     /// must close afterwards.
-    fn respond(&mut self, head: &RequestHead, keep_alive: bool, received_at: Instant) -> bool {
+    fn respond(
+        &mut self,
+        head: &RequestHead,
+        keep_alive: bool,
+        received_at: Option<Instant>,
+    ) -> bool {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
@@ -277,14 +287,15 @@ impl Connection<'_> {
                     connection,
                     head_only,
                 );
-                (answer.status, answer.body.len())
+                (answer.status, if head_only { 0 } else { answer.body.len() })
             })
         } else {
             match table.lookup(method, path) {
                 Lookup::Found(route) => match &route.action {
                     RouteAction::Static(response) => {
                         response.write(&mut self.output, &date_line, connection, head_only);
-                        Ok((response.status(), response.body_len()))
+                        let body_bytes = if head_only { 0 } else { response.body_len() };
+                        Ok((response.status(), body_bytes))
                     }
                     RouteAction::Function(runtime) => {
                         Err(HttpError::RuntimeUnavailable(runtime.name()))
@@ -315,7 +326,7 @@ impl Connection<'_> {
                 (error.status(), body_bytes, !error.closes_connection())
             }
         };
-        if self.core.access_log.is_some() {
+        if let Some(received_at) = received_at {
             let bytes = self.input.pending();
             self.log_entries.push(LogEntry {
                 peer: self.peer,
@@ -369,13 +380,13 @@ impl Connection<'_> {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        let first_byte_at = Instant::now();
+        let first_byte_at = self.core.access_log.as_ref().map(|_| Instant::now());
         let result = self.stream.write_all(&self.output).await;
         self.output.clear();
         if self.output.capacity() > OUTPUT_KEEP_BYTES_MAX {
             self.output = Vec::with_capacity(4 * 1024);
         }
-        if let Some(log) = &self.core.access_log {
+        if let (Some(log), Some(first_byte_at)) = (&self.core.access_log, first_byte_at) {
             let last_byte_at = Instant::now();
             for entry in self.log_entries.drain(..) {
                 log.record(&entry, first_byte_at, last_byte_at);

@@ -73,7 +73,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let cpus = select_cpus(options.cores)?;
     let store = RouteStore::open(&options.db)?;
-    let table = watcher::load_initial(&store)?;
+    let (table, loaded_at) = watcher::load_initial(&store)?;
     let route_count = table.routes().len();
     let board = Arc::new(SnapshotBoard::new(table));
     let listeners = listener::bind_per_core(options.listen, cpus.len()).map_err(|source| {
@@ -96,6 +96,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     watcher::spawn(
         store,
         board.clone(),
+        loaded_at,
         Duration::from_millis(options.watch_interval_ms.max(1)),
     )
     .map_err(|source| ServeError::Start {

@@ -12,25 +12,31 @@ use super::snapshot::SnapshotBoard;
 use super::store::{RouteStore, StoreError};
 use super::table::RouteTable;
 
-/// Builds the first table synchronously so the gateway starts with routes.
-pub fn load_initial(store: &RouteStore) -> Result<RouteTable, StoreError> {
+/// The first table, built synchronously so the gateway starts with routes,
+/// and the store's data version it was read at (hand it to [`spawn`]).
+pub fn load_initial(store: &RouteStore) -> Result<(RouteTable, i64), StoreError> {
+    // Version first: a commit that lands between the two reads is then
+    // seen as a change by the watcher instead of being missed.
+    let data_version = store.data_version()?;
     let table = RouteTable::build(1, store.load_rows()?);
     report_skipped(&table);
-    Ok(table)
+    Ok((table, data_version))
 }
 
+/// `loaded_at` is the data version [`load_initial`] returned.
 pub fn spawn(
     store: RouteStore,
     board: Arc<SnapshotBoard>,
+    loaded_at: i64,
     interval: Duration,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("corefn-watcher".into())
-        .spawn(move || watch(store, board, interval))
+        .spawn(move || watch(store, board, loaded_at, interval))
 }
 
-fn watch(store: RouteStore, board: Arc<SnapshotBoard>, interval: Duration) {
-    let mut data_version = store.data_version().ok();
+fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval: Duration) {
+    let mut data_version = Some(loaded_at);
     let mut last_error: Option<String> = None;
     loop {
         thread::sleep(interval);
