@@ -24,4 +24,12 @@ INSERT OR IGNORE INTO functions (k, v, updated) VALUES
      unixepoch()),
     ('GET:/static/*',
      '{"runtime":"static","body":"static prefix route\n"}',
+     unixepoch()),
+    -- WebAssembly functions, run by the worker processes; modules are
+    -- relative to --functions-dir (default functions/).
+    ('GET:/wasm/hello',
+     '{"runtime":"wasm","module":"hello.wat"}',
+     unixepoch()),
+    ('POST:/wasm/echo',
+     '{"runtime":"wasm","module":"echo.wat","timeout_ms":5000}',
      unixepoch());

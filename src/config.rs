@@ -24,6 +24,26 @@ pub struct Cli {
 pub enum Command {
     /// Serve the routes of the route table over HTTP.
     Serve(ServeOptions),
+    /// A worker process; started by `serve`, not by hand.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub worker_id: usize,
+    /// Channel descriptors, one per core, placed from descriptor 3 on.
+    #[arg(long)]
+    pub channels: usize,
+    #[arg(long)]
+    pub threads: usize,
+    #[arg(long)]
+    pub parent_pid: i32,
+    #[arg(long)]
+    pub functions_dir: PathBuf,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +96,22 @@ pub struct ServeOptions {
     /// Access log file (common log format + ttfb/ttlb); "-" for stdout. Off when absent.
     #[arg(long)]
     pub access_log: Option<PathBuf>,
+
+    /// Worker processes for function runtimes (default: one per core; 0: none).
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Requests one worker process runs at once (one thread each).
+    #[arg(long, default_value_t = 4)]
+    pub worker_threads: usize,
+
+    /// Directory that descriptor `module` paths are relative to.
+    #[arg(long, default_value = "functions")]
+    pub functions_dir: PathBuf,
+
+    /// On-disk cache of compiled WebAssembly modules (keyed by content hash).
+    #[arg(long, default_value = "corefn-cache")]
+    pub cache_dir: PathBuf,
 }
 
 /// The limits one core enforces, in the units the hot path uses.

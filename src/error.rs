@@ -37,6 +37,16 @@ pub enum HttpError {
     RuntimeUnavailable(&'static str),
     #[error("server is at its limit of {limit} open connections")]
     Overloaded { limit: usize },
+    #[error("function failed: {0}")]
+    FunctionFailed(String),
+    #[error("function did not finish within {timeout_ms} ms")]
+    FunctionTimeout { timeout_ms: u64 },
+    #[error("the worker running this request stopped before answering")]
+    WorkerLost,
+    #[error("no worker could take the request within {waited_ms} ms")]
+    NoWorkerAvailable { waited_ms: u64 },
+    #[error("route {route} is at its max_concurrency of {limit}")]
+    ConcurrencyLimit { route: String, limit: u32 },
 }
 
 impl HttpError {
@@ -50,7 +60,11 @@ impl HttpError {
             HttpError::ExpectationFailed(_) => 417,
             HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
             HttpError::NotImplemented(_) | HttpError::RuntimeUnavailable(_) => 501,
-            HttpError::Overloaded { .. } => 503,
+            HttpError::Overloaded { .. }
+            | HttpError::NoWorkerAvailable { .. }
+            | HttpError::ConcurrencyLimit { .. } => 503,
+            HttpError::FunctionFailed(_) | HttpError::WorkerLost => 502,
+            HttpError::FunctionTimeout { .. } => 504,
         }
     }
 
@@ -63,6 +77,10 @@ impl HttpError {
             HttpError::NotFound { .. }
                 | HttpError::MethodNotAllowed { .. }
                 | HttpError::RuntimeUnavailable(_)
+                | HttpError::FunctionFailed(_)
+                | HttpError::FunctionTimeout { .. }
+                | HttpError::NoWorkerAvailable { .. }
+                | HttpError::ConcurrencyLimit { .. }
         )
     }
 

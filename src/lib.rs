@@ -25,3 +25,4 @@ pub mod gateway;
 pub mod http;
 pub mod routes;
 pub mod runtimes;
+pub mod workers;

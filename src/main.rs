@@ -13,7 +13,10 @@ fn main() -> std::process::ExitCode {
         .command
         .or_else(|| Cli::parse_from(["corefn", "serve"]).command);
     let result = match command {
-        Some(Command::Serve(options)) => corefn::gateway::serve(options),
+        Some(Command::Serve(options)) => corefn::gateway::serve(options).map_err(|e| e.to_string()),
+        Some(Command::Worker(args)) => {
+            corefn::workers::worker::run(args.into()).map_err(|e| e.to_string())
+        }
         None => unreachable!("`corefn serve` always parses to a command"),
     };
     match result {

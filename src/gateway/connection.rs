@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Shutdown};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -24,7 +25,10 @@ use super::request::{parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf
 use crate::api::admin;
 use crate::error::HttpError;
 use crate::http::{self, ConnectionHeader};
-use crate::routes::table::{Lookup, RouteAction};
+use crate::routes::descriptor::Runtime;
+use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
+use crate::workers::pool::{CallError, CallRequest};
+use crate::workers::protocol;
 
 /// Responses buffered before a write is forced even mid-batch.
 const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
@@ -174,7 +178,14 @@ impl Connection<'_> {
                 Err(BodyFailure::Connection) => return Ending::Close,
             };
             let keep_alive = head.keep_alive && !self.core.is_stopping();
-            let keep_alive = self.respond(&head, keep_alive, received_at) && keep_alive;
+            let table = self.core.snapshot.table();
+            let keep_alive = match self.decide(&head, &table) {
+                Decision::Function(route, target) => {
+                    self.call_function(&head, route, target, keep_alive, received_at)
+                        .await
+                }
+                decision => self.respond(&head, decision, keep_alive, received_at),
+            } && keep_alive;
             self.input.consume(request_len);
             if !keep_alive {
                 return Ending::Close;
@@ -260,11 +271,114 @@ impl Connection<'_> {
             .map_err(|_| BodyFailure::Connection)
     }
 
+    /// Where a request goes: decided from the core's snapshot `table`.
+    fn decide<'t>(&self, head: &RequestHead, table: &'t RouteTable) -> Decision<'t> {
+        let bytes = self.input.pending();
+        let method = head.method(bytes);
+        let path = head.path(bytes);
+        if path == "/_" || path.starts_with("/_/") {
+            return Decision::Admin;
+        }
+        match table.lookup(method, path) {
+            Lookup::Found(route) => match &route.action {
+                RouteAction::Function(target)
+                    if target.runtime == Runtime::Wasm && self.core.workers.has_workers() =>
+                {
+                    Decision::Function(route, target)
+                }
+                _ => Decision::Route(route),
+            },
+            Lookup::MethodNotAllowed(allow) => Decision::MethodNotAllowed(allow),
+            Lookup::NotFound => Decision::NotFound,
+        }
+    }
+
+    /// Hands the request and the client socket to a worker, which writes
+    /// the response itself; returns false when the connection must close.
+    async fn call_function(
+        &mut self,
+        head: &RequestHead,
+        route: &Route,
+        target: &FunctionTarget,
+        keep_alive: bool,
+        received_at: Option<Instant>,
+    ) -> bool {
+        // Earlier pipelined responses must reach the client first.
+        if !self.output.is_empty() && self.flush().await.is_err() {
+            return false;
+        }
+        let bytes = self.input.pending();
+        let body: &[u8] = match head.framing {
+            BodyFraming::None => &[],
+            BodyFraming::Length(len) => &bytes[head.head_len..head.head_len + len],
+            BodyFraming::Chunked => &self.chunked_body,
+        };
+        let mut flags = 0;
+        if keep_alive {
+            flags |= protocol::FLAG_KEEP_ALIVE;
+        }
+        if head.is_head_method(bytes) {
+            flags |= protocol::FLAG_HEAD_ONLY;
+        }
+        if head.version_minor == 0 {
+            flags |= protocol::FLAG_HTTP10;
+        }
+        let outcome = self
+            .core
+            .workers
+            .call(CallRequest {
+                flags,
+                descriptor: &target.descriptor_json,
+                head: &bytes[..head.head_len],
+                body,
+                client: self.stream.as_raw_fd(),
+                timeout: Duration::from_millis(target.timeout_ms),
+            })
+            .await;
+        let _ = route;
+        match outcome {
+            Ok(completion) => {
+                if let (Some(log), Some(received_at)) = (&self.core.access_log, received_at) {
+                    let now = Instant::now();
+                    log.record(
+                        &LogEntry {
+                            peer: self.peer,
+                            request_line: request_line(head, self.input.pending()),
+                            status: completion.status,
+                            body_bytes: completion.response_bytes as usize,
+                            received_at,
+                        },
+                        now,
+                        now,
+                    );
+                }
+                !completion.connection_broken()
+            }
+            Err(CallError::NotSent(error)) => {
+                let decision = Decision::Failed(error);
+                self.respond(head, decision, keep_alive, received_at)
+            }
+            Err(CallError::WorkerLost) => {
+                let received_at = received_at.unwrap_or_else(Instant::now);
+                self.push_error(&HttpError::WorkerLost, Some((head, received_at)));
+                false
+            }
+            Err(CallError::Stuck) => {
+                // The worker may still write: cut the connection for every
+                // holder of the socket, not just our descriptor.
+                // SAFETY: shutdown on a socket we own.
+                unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
+                false
+            }
+        }
+    }
+
     /// Appends the response to `head`; returns false when the connection
     /// must close afterwards.
     fn respond(
         &mut self,
         head: &RequestHead,
+        decision: Decision<'_>,
         keep_alive: bool,
         received_at: Option<Instant>,
     ) -> bool {
@@ -274,9 +388,9 @@ impl Connection<'_> {
         let head_only = method == "HEAD";
         let connection = connection_header(head.version_minor, keep_alive);
         let date_line = self.core.date_line();
-        let table = self.core.snapshot.table();
 
-        let result = if path == "/_" || path.starts_with("/_/") {
+        let result = if let Decision::Admin = decision {
+            let table = self.core.snapshot.table();
             admin::respond(method, path, &table).map(|answer| {
                 http::push_response(
                     &mut self.output,
@@ -290,26 +404,30 @@ impl Connection<'_> {
                 (answer.status, if head_only { 0 } else { answer.body.len() })
             })
         } else {
-            match table.lookup(method, path) {
-                Lookup::Found(route) => match &route.action {
+            match decision {
+                Decision::Route(route) => match &route.action {
                     RouteAction::Static(response) => {
                         response.write(&mut self.output, &date_line, connection, head_only);
                         let body_bytes = if head_only { 0 } else { response.body_len() };
                         Ok((response.status(), body_bytes))
                     }
-                    RouteAction::Function(runtime) => {
-                        Err(HttpError::RuntimeUnavailable(runtime.name()))
+                    RouteAction::Function(target) => {
+                        Err(HttpError::RuntimeUnavailable(target.runtime.name()))
                     }
                 },
-                Lookup::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed {
+                Decision::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed {
                     method: method.into(),
                     path: path.into(),
                     allow,
                 }),
-                Lookup::NotFound => Err(HttpError::NotFound {
+                Decision::NotFound => Err(HttpError::NotFound {
                     method: method.into(),
                     path: path.into(),
                 }),
+                Decision::Failed(error) => Err(error),
+                Decision::Admin | Decision::Function(..) => {
+                    unreachable!("admin handled above; functions go to call_function")
+                }
             }
         };
         let (status, body_bytes, keeps) = match result {
@@ -327,15 +445,9 @@ impl Connection<'_> {
             }
         };
         if let Some(received_at) = received_at {
-            let bytes = self.input.pending();
             self.log_entries.push(LogEntry {
                 peer: self.peer,
-                request_line: format!(
-                    "{} {} HTTP/1.{}",
-                    head.method(bytes),
-                    head.target(bytes),
-                    head.version_minor
-                ),
+                request_line: request_line(head, self.input.pending()),
                 status,
                 body_bytes,
                 received_at,
@@ -357,15 +469,7 @@ impl Connection<'_> {
         if self.core.access_log.is_some() {
             let bytes = self.input.pending();
             let (request_line, received_at) = match head {
-                Some((h, at)) => (
-                    format!(
-                        "{} {} HTTP/1.{}",
-                        h.method(bytes),
-                        h.target(bytes),
-                        h.version_minor
-                    ),
-                    at,
-                ),
+                Some((h, at)) => (request_line(h, bytes), at),
                 None => ("-".to_string(), Instant::now()),
             };
             let body_bytes = body_len_of(&self.output[before..]);
@@ -449,6 +553,26 @@ impl Connection<'_> {
             }
         }
     }
+}
+
+/// Where [`Connection::decide`] sends a request.
+enum Decision<'t> {
+    Admin,
+    Route(&'t Route),
+    Function(&'t Route, &'t FunctionTarget),
+    MethodNotAllowed(String),
+    NotFound,
+    /// Routed, but failed before anything was written.
+    Failed(HttpError),
+}
+
+fn request_line(head: &RequestHead, bytes: &[u8]) -> String {
+    format!(
+        "{} {} HTTP/1.{}",
+        head.method(bytes),
+        head.target(bytes),
+        head.version_minor
+    )
 }
 
 fn connection_header(version_minor: u8, keep_alive: bool) -> ConnectionHeader {

@@ -23,6 +23,7 @@ use crate::config::Limits;
 use crate::error::HttpError;
 use crate::http::ConnectionHeader;
 use crate::routes::snapshot::CoreSnapshot;
+use crate::workers::pool::CoreWorkers;
 
 /// How often housekeeping runs: the bound on how late a core sees a new
 /// route table, a new second for the Date header, or the stop flag.
@@ -40,6 +41,7 @@ pub struct CoreState {
     /// Never has permits; closed on stop so that waiters wake up.
     stop_signal: Semaphore,
     connections_open: Cell<usize>,
+    pub workers: Rc<CoreWorkers>,
     pub access_log: Option<CoreAccessLog>,
 }
 
@@ -48,6 +50,7 @@ impl CoreState {
         index: usize,
         limits: Limits,
         snapshot: CoreSnapshot,
+        workers: Rc<CoreWorkers>,
         access_log: Option<CoreAccessLog>,
     ) -> CoreState {
         let now = clock::unix_now_secs();
@@ -60,6 +63,7 @@ impl CoreState {
             stopping: Cell::new(false),
             stop_signal: Semaphore::new(0),
             connections_open: Cell::new(0),
+            workers,
             access_log,
         }
     }
@@ -181,6 +185,7 @@ async fn housekeeping(core: Rc<CoreState>, shared: Arc<Shared>) {
             core.stop();
         }
         core.snapshot.refresh();
+        core.workers.adopt_new_links();
         core.refresh_date();
         if let Some(log) = &core.access_log {
             log.flush_if_due();

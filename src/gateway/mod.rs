@@ -32,6 +32,8 @@ use crate::config::{Limits, ServeOptions};
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
+use crate::workers::pool::CoreWorkers;
+use crate::workers::supervisor::{LinkInbox, PoolSpec, Supervisor};
 
 /// Memory glommio registers per executor for its own file I/O buffers;
 /// the gateway does no file I/O on executors, so keep it small.
@@ -104,6 +106,34 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         source,
     })?;
 
+    let worker_count = options.workers.unwrap_or(cpus.len());
+    let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
+    let supervisor = if worker_count > 0 {
+        let executable = std::env::current_exe().map_err(|source| ServeError::Start {
+            what: "worker processes (cannot find own executable)".into(),
+            source,
+        })?;
+        Some(
+            Supervisor::start(
+                PoolSpec {
+                    executable,
+                    worker_count,
+                    core_count: cpus.len(),
+                    threads_per_worker: options.worker_threads.max(1),
+                    functions_dir: options.functions_dir.clone(),
+                    cache_dir: Some(options.cache_dir.clone()),
+                },
+                inboxes.clone(),
+            )
+            .map_err(|source| ServeError::Start {
+                what: "worker supervisor".into(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+
     let shared = Arc::new(Shared {
         stop_requested: AtomicBool::new(false),
         cores_exited: AtomicUsize::new(0),
@@ -115,6 +145,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let board = board.clone();
         let shared = shared.clone();
         let log_sender = access_log.as_ref().map(AccessLogWriter::sender);
+        let inbox = inboxes[index].clone();
         let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("corefn-core-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
@@ -123,6 +154,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     index,
                     limits,
                     CoreSnapshot::new(board),
+                    CoreWorkers::new(index, inbox),
                     log_sender.map(CoreAccessLog::new),
                 ));
                 core::run(core, shared.clone(), listener_fd).await;
@@ -135,9 +167,10 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         executors.push(executor);
     }
     println!(
-        "corefn listening on http://{} (cores: {}, routes: {})",
+        "corefn listening on http://{} (cores: {}, workers: {}, routes: {})",
         options.listen,
         cpus.len(),
+        worker_count,
         route_count
     );
 
@@ -147,6 +180,10 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         if executor.join().is_err() {
             eprintln!("corefn: a core executor panicked");
         }
+    }
+    // Workers go last: requests in flight on them were drained with the cores.
+    if let Some(supervisor) = supervisor {
+        supervisor.stop();
     }
     if let Some(writer) = access_log {
         writer.finish();

@@ -33,8 +33,17 @@ pub struct Route {
 #[derive(Debug)]
 pub enum RouteAction {
     Static(StaticResponse),
-    /// Runs in a worker process (not available yet).
-    Function(Runtime),
+    /// Runs in a worker process.
+    Function(FunctionTarget),
+}
+
+/// What a worker needs to run a route's function.
+#[derive(Debug)]
+pub struct FunctionTarget {
+    pub runtime: Runtime,
+    /// The descriptor as stored: the worker parses (and caches) it itself.
+    pub descriptor_json: Box<[u8]>,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +127,11 @@ impl RouteTable {
         *slot = Some(index);
         let action = match descriptor.runtime {
             Runtime::Static => RouteAction::Static(StaticResponse::new(&descriptor)),
-            other => RouteAction::Function(other),
+            runtime => RouteAction::Function(FunctionTarget {
+                runtime,
+                descriptor_json: row.value.as_bytes().into(),
+                timeout_ms: descriptor.timeout_ms,
+            }),
         };
         self.routes.push(Route {
             key: row.key,

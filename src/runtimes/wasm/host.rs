@@ -1,0 +1,152 @@
+//! Per-call host state (the `T` of `Store<T>`): the WASI context with the
+//! call's pipes and environment, the memory limiter, and the wall-clock
+//! deadline behind epoch interruption.
+//!
+//! A `Host` lives exactly as long as one call's store and is touched by one
+//! thread. It records *why* execution stopped (deadline passed, memory limit
+//! hit) in plain flags, so that the caller can tell a timeout or a memory
+//! bomb from any other trap without parsing error messages.
+
+use std::time::Instant;
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::ticker::TICK;
+
+pub(super) struct Host {
+    pub(super) wasi: WasiP1Ctx,
+    pub(super) limiter: CallLimiter,
+    deadline: Instant,
+    timed_out: bool,
+}
+
+impl Host {
+    pub(super) fn new(wasi: WasiP1Ctx, memory_bytes_max: usize, deadline: Instant) -> Host {
+        Host {
+            wasi,
+            limiter: CallLimiter::new(memory_bytes_max),
+            deadline,
+            timed_out: false,
+        }
+    }
+
+    pub(super) fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    pub(super) fn memory_limit_hit(&self) -> bool {
+        self.limiter.memory_limit_hit
+    }
+
+    /// Runs when the store's epoch deadline is reached. Ticks only
+    /// approximate time, so the deadline is checked against the clock: too
+    /// early (a tick was already partly over when the deadline was set),
+    /// execution continues for the remaining ticks.
+    pub(super) fn on_epoch_deadline(&mut self) -> UpdateDeadline {
+        let now = Instant::now();
+        if now >= self.deadline {
+            self.timed_out = true;
+            return UpdateDeadline::Interrupt;
+        }
+        UpdateDeadline::Continue(ticks_for(self.deadline - now))
+    }
+}
+
+/// Epoch ticks covering `duration`, at least one.
+pub(super) fn ticks_for(duration: std::time::Duration) -> u64 {
+    let tick_ns = TICK.as_nanos().max(1);
+    let ticks = duration.as_nanos().div_ceil(tick_ns);
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
+/// wasmtime's `StoreLimits` (memory capped at the call's `memory_mb`, growth
+/// failure is a trap) plus a flag saying that it was the cap that stopped a
+/// growth.
+pub(super) struct CallLimiter {
+    limits: StoreLimits,
+    memory_bytes_max: usize,
+    memory_limit_hit: bool,
+}
+
+impl CallLimiter {
+    fn new(memory_bytes_max: usize) -> CallLimiter {
+        CallLimiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes_max)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_bytes_max,
+            memory_limit_hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes_max {
+            self.memory_limit_hit = true;
+        }
+        self.limits.memory_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The allocator refused a growth the cap allowed (its slot is full
+        // or the OS is out of memory): to the function it is the same limit.
+        self.memory_limit_hit = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ticks_round_up_and_are_never_zero() {
+        assert_eq!(ticks_for(Duration::ZERO), 1);
+        assert_eq!(ticks_for(Duration::from_micros(1)), 1);
+        assert_eq!(ticks_for(Duration::from_millis(200)), 200);
+        assert_eq!(ticks_for(Duration::from_micros(200_001)), 201);
+    }
+
+    #[test]
+    fn limiter_flags_growth_past_the_cap_only() {
+        let mut limiter = CallLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 1 << 20, None).expect("allowed"));
+        assert!(!limiter.memory_limit_hit);
+        assert!(limiter.memory_growing(1 << 20, 2 << 20, None).is_err());
+        assert!(limiter.memory_limit_hit);
+    }
+}

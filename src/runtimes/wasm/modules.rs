@@ -1,0 +1,312 @@
+//! Compiled, pre-linked modules by name, re-validated on every call.
+//!
+//! An entry holds the module's `InstancePre` (imports resolved once) and the
+//! identity of the file it came from (device, inode, size, mtime, ctime). A
+//! call costs one `stat` of that file: when the identity changed, the file
+//! is read and compiled again (or loaded from the disk cache) and the entry
+//! replaced; calls already running keep the `Arc` of the old entry and
+//! finish on it. Writing a module in place within the file system's
+//! timestamp granularity without changing its size is not noticed: deploy
+//! by writing a new file and renaming it over the old one (a new inode).
+//!
+//! Entries are keyed by the module name of the descriptor (resolved against
+//! the functions directory once, when loading), not by canonical path: the
+//! stat follows symlinks anyway, and the disk cache is keyed by content, so
+//! two names of one file share the compiled code on disk. The table is
+//! bounded ([`MODULES_CACHED_MAX`]); the least recently used entry goes.
+//!
+//! Compiling happens on the calling thread, outside any lock; two threads
+//! missing the same module at once both compile it and the last one wins.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module};
+
+use super::disk_cache::{DiskCache, Rejected};
+use super::host::Host;
+use super::{CacheOutcome, WasmError};
+
+/// Modules kept compiled in memory per process.
+pub const MODULES_CACHED_MAX: usize = 1024;
+
+/// Largest module file accepted (`.wasm` or `.wat`).
+pub const MODULE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// The export a WASI command runs.
+const ENTRY_POINT: &str = "_start";
+
+/// What identifies one version of a module file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
+            ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000
+                + i128::from(metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// A module ready to instantiate.
+pub(super) struct Prepared {
+    path: PathBuf,
+    stamp: FileStamp,
+    pub(super) pre: InstancePre<Host>,
+    /// Milliseconds since the table was made, for eviction.
+    last_used_ms: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    compiled: AtomicU64,
+    loaded_from_disk: AtomicU64,
+    cache_files_rejected: AtomicU64,
+    cache_files_written: AtomicU64,
+    cache_write_errors: AtomicU64,
+}
+
+/// Counters of how modules were obtained, since the runtime was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WasmStats {
+    pub modules_compiled: u64,
+    pub modules_loaded_from_disk: u64,
+    /// Cache files found corrupt or incompatible (and compiled over).
+    pub cache_files_rejected: u64,
+    pub cache_files_written: u64,
+    pub cache_write_errors: u64,
+}
+
+pub(super) struct Modules {
+    functions_dir: PathBuf,
+    disk: Option<DiskCache>,
+    entries: RwLock<HashMap<String, Arc<Prepared>>>,
+    counters: Counters,
+    created: Instant,
+}
+
+impl Modules {
+    pub(super) fn new(functions_dir: PathBuf, disk: Option<DiskCache>) -> Modules {
+        Modules {
+            functions_dir,
+            disk,
+            entries: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+            created: Instant::now(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> WasmStats {
+        let c = &self.counters;
+        WasmStats {
+            modules_compiled: c.compiled.load(Ordering::Relaxed),
+            modules_loaded_from_disk: c.loaded_from_disk.load(Ordering::Relaxed),
+            cache_files_rejected: c.cache_files_rejected.load(Ordering::Relaxed),
+            cache_files_written: c.cache_files_written.load(Ordering::Relaxed),
+            cache_write_errors: c.cache_write_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current version of module `name`, loading it when it is new or
+    /// its file changed.
+    pub(super) fn get(
+        &self,
+        engine: &Engine,
+        linker: &Linker<Host>,
+        name: &str,
+    ) -> Result<(Arc<Prepared>, CacheOutcome), WasmError> {
+        let now_ms = self.created.elapsed().as_millis() as u64;
+        let cached = self.read_entries().get(name).cloned();
+        if let Some(entry) = cached {
+            match fs::metadata(&entry.path) {
+                Ok(metadata) if FileStamp::of(&metadata) == entry.stamp => {
+                    entry.last_used_ms.store(now_ms, Ordering::Relaxed);
+                    return Ok((entry, CacheOutcome::Memory));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Gone or unreadable: new calls must not run the old
+                    // copy of a module that was removed.
+                    self.write_entries().remove(name);
+                    return Err(module_io_error(name, e));
+                }
+            }
+        }
+
+        let (entry, outcome) = self.load(engine, linker, name, now_ms)?;
+        let entry = Arc::new(entry);
+        let mut entries = self.write_entries();
+        if entries.len() >= MODULES_CACHED_MAX && !entries.contains_key(name) {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used_ms.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(name.to_string(), Arc::clone(&entry));
+        Ok((entry, outcome))
+    }
+
+    fn load(
+        &self,
+        engine: &Engine,
+        linker: &Linker<Host>,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<(Prepared, CacheOutcome), WasmError> {
+        let path = self.functions_dir.join(name);
+        let (bytes, stamp) = read_module(&path).map_err(|e| module_io_error(name, e))?;
+        let (module, outcome) = self.compile_or_load(engine, name, &bytes)?;
+
+        match module.get_export(ENTRY_POINT) {
+            Some(ExternType::Func(func))
+                if func.params().len() == 0 && func.results().len() == 0 => {}
+            _ => {
+                return Err(WasmError::NotACommand {
+                    module: name.to_string(),
+                })
+            }
+        }
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| WasmError::Link {
+                module: name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        Ok((
+            Prepared {
+                path,
+                stamp,
+                pre,
+                last_used_ms: AtomicU64::new(now_ms),
+            },
+            outcome,
+        ))
+    }
+
+    fn compile_or_load(
+        &self,
+        engine: &Engine,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Module, CacheOutcome), WasmError> {
+        let Some(disk) = &self.disk else {
+            let module = compile(engine, name, bytes)?;
+            self.counters.compiled.fetch_add(1, Ordering::Relaxed);
+            return Ok((module, CacheOutcome::Compiled));
+        };
+        let cache_path = disk.path_for(bytes);
+        match disk.load(engine, &cache_path) {
+            Ok(Some(module)) => {
+                self.counters
+                    .loaded_from_disk
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok((module, CacheOutcome::Disk));
+            }
+            Ok(None) => {}
+            Err(Rejected::Corrupt | Rejected::Incompatible | Rejected::Io) => {
+                // Counted, then overwritten below with a good file.
+                self.counters
+                    .cache_files_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let module = compile(engine, name, bytes)?;
+        self.counters.compiled.fetch_add(1, Ordering::Relaxed);
+        // The cache is an optimisation: failing to write it (disk full,
+        // read-only directory) costs a compile next time, not this call.
+        match disk.store(&module, &cache_path) {
+            Ok(()) => self
+                .counters
+                .cache_files_written
+                .fetch_add(1, Ordering::Relaxed),
+            Err(_) => self
+                .counters
+                .cache_write_errors
+                .fetch_add(1, Ordering::Relaxed),
+        };
+        Ok((module, CacheOutcome::Compiled))
+    }
+
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Prepared>>> {
+        // A panic while the lock was held cannot leave the map half-updated
+        // (every update is one insert or remove), so poisoning is ignored.
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Prepared>>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Compiles `.wasm` binaries and `.wat` text alike (wasmtime tells them
+/// apart by content).
+fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<Module, WasmError> {
+    Module::new(engine, bytes).map_err(|e| WasmError::Compile {
+        module: name.to_string(),
+        message: format!("{e:#}"),
+    })
+}
+
+/// The file's bytes and the stamp of the very file read (taken from the open
+/// descriptor, so a rename racing the read cannot mismatch the two).
+fn read_module(path: &Path) -> io::Result<(Vec<u8>, FileStamp)> {
+    let file = fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if metadata.len() > MODULE_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {MODULE_BYTES_MAX} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(MODULE_BYTES_MAX + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MODULE_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {MODULE_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok((bytes, FileStamp::of(&metadata)))
+}
+
+/// Errors name the module as the descriptor does, never the resolved path:
+/// the message may reach a client.
+fn module_io_error(name: &str, error: io::Error) -> WasmError {
+    if error.kind() == io::ErrorKind::NotFound {
+        WasmError::ModuleNotFound {
+            module: name.to_string(),
+        }
+    } else {
+        WasmError::ModuleUnreadable {
+            module: name.to_string(),
+            message: error.to_string(),
+        }
+    }
+}

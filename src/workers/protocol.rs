@@ -1,0 +1,357 @@
+//! The wire format between a core executor and a worker process, over one
+//! Unix seqpacket socket per (core, worker) pair. Defined once here; both
+//! sides use these functions.
+//!
+//! Dispatch (core → worker), little-endian, followed by the descriptor JSON,
+//! the raw request head and the inline body; SCM_RIGHTS carries the client
+//! socket and, for a body over [`INLINE_BODY_BYTES_MAX`], a sealed memfd:
+//!
+//! ```text
+//! 0  u32 magic "CFD1"   4  u32 flags        8  u64 request_id
+//! 16 u32 descriptor_len 20 u32 head_len     24 u64 body_len
+//! ```
+//!
+//! Completion (worker → core), 32 bytes, no descriptors:
+//!
+//! ```text
+//! 0  u32 magic "CFC1"   4  u16 status       6  u16 flags
+//! 8  u64 request_id     16 u64 response_bytes 24 u64 duration_us
+//! ```
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use thiserror::Error;
+
+pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD1");
+pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC1");
+pub const DISPATCH_HEADER_BYTES: usize = 32;
+pub const COMPLETION_BYTES: usize = 32;
+/// Bodies up to this travel inside the dispatch message; larger ones in a
+/// sealed memfd, so a message always fits the socket buffer.
+pub const INLINE_BODY_BYTES_MAX: usize = 32 * 1024;
+/// Largest dispatch message: header, descriptor, head, inline body.
+pub const DISPATCH_BYTES_MAX: usize = 128 * 1024;
+
+/// Dispatch flags.
+pub const FLAG_KEEP_ALIVE: u32 = 1 << 0;
+pub const FLAG_HEAD_ONLY: u32 = 1 << 1;
+pub const FLAG_BODY_IN_MEMFD: u32 = 1 << 2;
+pub const FLAG_HTTP10: u32 = 1 << 3;
+
+/// Completion flag: the worker could not write a whole response, so the
+/// connection must be closed.
+pub const COMPLETION_CONNECTION_BROKEN: u16 = 1 << 0;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("message too short ({0} bytes)")]
+    Short(usize),
+    #[error("unknown message magic {0:#x}")]
+    Magic(u32),
+    #[error("message lengths do not add up")]
+    Lengths,
+    #[error("dispatch carries {0} descriptors, expected {1}")]
+    Descriptors(usize, usize),
+    #[error("socket error: {0}")]
+    Socket(Errno),
+    #[error("peer closed the channel")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchHeader {
+    pub flags: u32,
+    pub request_id: u64,
+    pub descriptor_len: u32,
+    pub head_len: u32,
+    pub body_len: u64,
+}
+
+impl DispatchHeader {
+    pub fn encode(&self) -> [u8; DISPATCH_HEADER_BYTES] {
+        let mut bytes = [0u8; DISPATCH_HEADER_BYTES];
+        bytes[0..4].copy_from_slice(&DISPATCH_MAGIC.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.request_id.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.descriptor_len.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.head_len.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.body_len.to_le_bytes());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DispatchHeader, ProtocolError> {
+        if bytes.len() < DISPATCH_HEADER_BYTES {
+            return Err(ProtocolError::Short(bytes.len()));
+        }
+        let magic = u32_at(bytes, 0);
+        if magic != DISPATCH_MAGIC {
+            return Err(ProtocolError::Magic(magic));
+        }
+        Ok(DispatchHeader {
+            flags: u32_at(bytes, 4),
+            request_id: u64_at(bytes, 8),
+            descriptor_len: u32_at(bytes, 16),
+            head_len: u32_at(bytes, 20),
+            body_len: u64_at(bytes, 24),
+        })
+    }
+
+    pub fn body_in_memfd(&self) -> bool {
+        self.flags & FLAG_BODY_IN_MEMFD != 0
+    }
+}
+
+/// A received dispatch: its parts are ranges of the receive buffer.
+#[derive(Debug)]
+pub struct Dispatch<'m> {
+    pub header: DispatchHeader,
+    pub descriptor: &'m [u8],
+    pub head: &'m [u8],
+    /// Empty when the body is in the memfd.
+    pub inline_body: &'m [u8],
+    pub client: OwnedFd,
+    pub body_memfd: Option<OwnedFd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub status: u16,
+    pub flags: u16,
+    pub request_id: u64,
+    pub response_bytes: u64,
+    pub duration_us: u64,
+}
+
+impl Completion {
+    pub fn encode(&self) -> [u8; COMPLETION_BYTES] {
+        let mut bytes = [0u8; COMPLETION_BYTES];
+        bytes[0..4].copy_from_slice(&COMPLETION_MAGIC.to_le_bytes());
+        bytes[4..6].copy_from_slice(&self.status.to_le_bytes());
+        bytes[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.request_id.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.response_bytes.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.duration_us.to_le_bytes());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Completion, ProtocolError> {
+        if bytes.len() < COMPLETION_BYTES {
+            return Err(ProtocolError::Short(bytes.len()));
+        }
+        let magic = u32_at(bytes, 0);
+        if magic != COMPLETION_MAGIC {
+            return Err(ProtocolError::Magic(magic));
+        }
+        Ok(Completion {
+            status: u16::from_le_bytes([bytes[4], bytes[5]]),
+            flags: u16::from_le_bytes([bytes[6], bytes[7]]),
+            request_id: u64_at(bytes, 8),
+            response_bytes: u64_at(bytes, 16),
+            duration_us: u64_at(bytes, 24),
+        })
+    }
+
+    pub fn connection_broken(&self) -> bool {
+        self.flags & COMPLETION_CONNECTION_BROKEN != 0
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Sends one dispatch without blocking (`EAGAIN` comes back as
+/// `ProtocolError::Socket(Errno::EAGAIN)` for the caller to retry).
+pub fn send_dispatch(
+    channel: BorrowedFd<'_>,
+    header: &DispatchHeader,
+    descriptor: &[u8],
+    head: &[u8],
+    inline_body: &[u8],
+    client: RawFd,
+    body_memfd: Option<RawFd>,
+) -> Result<(), ProtocolError> {
+    let encoded = header.encode();
+    let parts = [
+        IoSlice::new(&encoded),
+        IoSlice::new(descriptor),
+        IoSlice::new(head),
+        IoSlice::new(inline_body),
+    ];
+    let with_memfd;
+    let just_client;
+    let fds: &[RawFd] = match body_memfd {
+        Some(memfd) => {
+            with_memfd = [client, memfd];
+            &with_memfd
+        }
+        None => {
+            just_client = [client];
+            &just_client
+        }
+    };
+    let rights = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &parts,
+        &rights,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(ProtocolError::Socket)?;
+    Ok(())
+}
+
+/// Receives one dispatch into `buffer` (blocking unless the socket is
+/// non-blocking). Received descriptors are close-on-exec.
+pub fn recv_dispatch<'m>(
+    channel: BorrowedFd<'_>,
+    buffer: &'m mut [u8],
+) -> Result<Dispatch<'m>, ProtocolError> {
+    let mut control = nix::cmsg_space!([RawFd; 2]);
+    let (len, fds) = {
+        let mut iov = [std::io::IoSliceMut::new(buffer)];
+        let message = recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(ProtocolError::Socket)?;
+        let mut fds: Vec<OwnedFd> = Vec::with_capacity(2);
+        for cmsg in message.cmsgs().map_err(ProtocolError::Socket)? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (message.bytes, fds)
+    };
+    if len == 0 {
+        return Err(ProtocolError::Closed);
+    }
+    let bytes = &buffer[..len];
+    let header = DispatchHeader::decode(bytes)?;
+    let expected_fds = if header.body_in_memfd() { 2 } else { 1 };
+    if fds.len() != expected_fds {
+        return Err(ProtocolError::Descriptors(fds.len(), expected_fds));
+    }
+    let descriptor_end = DISPATCH_HEADER_BYTES + header.descriptor_len as usize;
+    let head_end = descriptor_end + header.head_len as usize;
+    let inline_len = if header.body_in_memfd() {
+        0
+    } else {
+        usize::try_from(header.body_len).map_err(|_| ProtocolError::Lengths)?
+    };
+    if head_end + inline_len != len {
+        return Err(ProtocolError::Lengths);
+    }
+    let mut fds = fds.into_iter();
+    let (Some(client), body_memfd) = (fds.next(), fds.next()) else {
+        return Err(ProtocolError::Descriptors(0, expected_fds));
+    };
+    Ok(Dispatch {
+        header,
+        descriptor: &bytes[DISPATCH_HEADER_BYTES..descriptor_end],
+        head: &bytes[descriptor_end..head_end],
+        inline_body: &bytes[head_end..],
+        client,
+        body_memfd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn completion_round_trips() {
+        let completion = Completion {
+            status: 504,
+            flags: COMPLETION_CONNECTION_BROKEN,
+            request_id: 7,
+            response_bytes: 123,
+            duration_us: 456,
+        };
+        assert_eq!(Completion::decode(&completion.encode()), Ok(completion));
+        assert_eq!(
+            Completion::decode(&[0u8; COMPLETION_BYTES]),
+            Err(ProtocolError::Magic(0))
+        );
+    }
+
+    #[test]
+    fn dispatch_carries_parts_and_descriptors_over_seqpacket() {
+        let (core_end, worker_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let (client, _client_peer) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("client pair");
+        let header = DispatchHeader {
+            flags: FLAG_KEEP_ALIVE,
+            request_id: 42,
+            descriptor_len: 2,
+            head_len: 5,
+            body_len: 3,
+        };
+        send_dispatch(
+            core_end.as_fd(),
+            &header,
+            b"{}",
+            b"HEAD!",
+            b"abc",
+            client.as_raw_fd(),
+            None,
+        )
+        .expect("send");
+        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+        let dispatch = recv_dispatch(worker_end.as_fd(), &mut buffer).expect("recv");
+        assert_eq!(dispatch.header, header);
+        assert_eq!(dispatch.descriptor, b"{}");
+        assert_eq!(dispatch.head, b"HEAD!");
+        assert_eq!(dispatch.inline_body, b"abc");
+        assert!(dispatch.body_memfd.is_none());
+        assert_ne!(dispatch.client.as_raw_fd(), client.as_raw_fd());
+    }
+
+    #[test]
+    fn closed_channel_is_reported() {
+        let (core_end, worker_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        drop(core_end);
+        let mut buffer = vec![0u8; 64];
+        assert!(matches!(
+            recv_dispatch(worker_end.as_fd(), &mut buffer),
+            Err(ProtocolError::Closed)
+        ));
+    }
+}

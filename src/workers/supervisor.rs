@@ -1,0 +1,302 @@
+//! The supervisor thread: starts the worker processes, restarts one that
+//! dies (with backoff when it keeps dying), hands every core its end of
+//! each worker's channel, and stops them all at shutdown.
+//!
+//! Workers are started with fork+exec of this same binary (`corefn worker`),
+//! not a bare fork: restarts happen while the gateway runs many threads,
+//! and after a fork in a threaded process only async-signal-safe calls are
+//! allowed until exec; a fresh image also gives wasmtime a clean process.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::Pid;
+
+use super::worker::FIRST_CHANNEL_FD;
+
+/// How often the supervisor checks its children.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
+/// Restart delay after a worker that died young; doubles up to the max.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A worker that lived this long resets its backoff.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
+/// Time workers get to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Where the child parks channel descriptors before moving them into place.
+const PARKING_FD_MIN: RawFd = 512;
+
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub executable: PathBuf,
+    pub worker_count: usize,
+    pub core_count: usize,
+    pub threads_per_worker: usize,
+    pub functions_dir: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A core's end of one worker's channel.
+#[derive(Debug)]
+pub struct NewLink {
+    pub worker_id: usize,
+    pub generation: u64,
+    pub pid: u32,
+    pub channel: OwnedFd,
+}
+
+/// Links waiting for one core to adopt them (from its housekeeping task).
+#[derive(Default)]
+pub struct LinkInbox {
+    version: AtomicU64,
+    links: Mutex<Vec<NewLink>>,
+}
+
+impl LinkInbox {
+    fn push(&self, link: NewLink) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(link);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Cheap check first (one atomic load), then the lock only when
+    /// something arrived since `seen_version`.
+    pub fn take_new(&self, seen_version: &mut u64) -> Vec<NewLink> {
+        let version = self.version.load(Ordering::Acquire);
+        if version == *seen_version {
+            return Vec::new();
+        }
+        *seen_version = version;
+        std::mem::take(&mut *self.links.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+pub struct Supervisor {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Slot {
+    worker_id: usize,
+    child: Option<Child>,
+    generation: u64,
+    started_at: Instant,
+    next_start_at: Instant,
+    backoff: Duration,
+}
+
+impl Supervisor {
+    /// Starts every worker before returning, so the cores find their links
+    /// at their first housekeeping tick.
+    pub fn start(spec: PoolSpec, inboxes: Vec<Arc<LinkInbox>>) -> std::io::Result<Supervisor> {
+        assert_eq!(inboxes.len(), spec.core_count, "one inbox per core");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let thread_stop = stop.clone();
+        // The supervisor thread forks the workers: PR_SET_PDEATHSIG fires
+        // when the *thread* that forked dies, and this thread lives as long
+        // as the gateway.
+        let thread = thread::Builder::new()
+            .name("corefn-supervisor".into())
+            .spawn(move || supervise(spec, inboxes, thread_stop, started_tx))?;
+        let _ = started_rx.recv_timeout(Duration::from_secs(10));
+        Ok(Supervisor { stop, thread })
+    }
+
+    /// Stops every worker (SIGTERM, then SIGKILL after a grace) and reaps them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        if self.thread.join().is_err() {
+            eprintln!("corefn: supervisor panicked");
+        }
+    }
+}
+
+fn supervise(
+    spec: PoolSpec,
+    inboxes: Vec<Arc<LinkInbox>>,
+    stop: Arc<AtomicBool>,
+    started: std::sync::mpsc::Sender<()>,
+) {
+    let now = Instant::now();
+    let mut slots: Vec<Slot> = (0..spec.worker_count)
+        .map(|worker_id| Slot {
+            worker_id,
+            child: None,
+            generation: 0,
+            started_at: now,
+            next_start_at: now,
+            backoff: RESTART_BACKOFF_MIN,
+        })
+        .collect();
+    let mut announced = false;
+    while !stop.load(Ordering::Acquire) {
+        for slot in &mut slots {
+            if let Some(child) = &mut slot.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let uptime = slot.started_at.elapsed();
+                    eprintln!(
+                        "corefn: worker {} (pid {}) exited after {} ms: {status}",
+                        slot.worker_id,
+                        child.id(),
+                        uptime.as_millis()
+                    );
+                    slot.child = None;
+                    slot.backoff = if uptime >= HEALTHY_UPTIME {
+                        RESTART_BACKOFF_MIN
+                    } else {
+                        (slot.backoff * 2).min(RESTART_BACKOFF_MAX)
+                    };
+                    slot.next_start_at = Instant::now() + slot.backoff;
+                }
+            }
+            if slot.child.is_none() && Instant::now() >= slot.next_start_at {
+                slot.generation += 1;
+                match start_worker(&spec, slot.worker_id, slot.generation, &inboxes) {
+                    Ok(child) => {
+                        slot.child = Some(child);
+                        slot.started_at = Instant::now();
+                    }
+                    Err(error) => {
+                        eprintln!("corefn: cannot start worker {}: {error}", slot.worker_id);
+                        slot.backoff = (slot.backoff * 2).min(RESTART_BACKOFF_MAX);
+                        slot.next_start_at = Instant::now() + slot.backoff;
+                    }
+                }
+            }
+        }
+        if !announced {
+            announced = true;
+            let _ = started.send(());
+        }
+        thread::sleep(SUPERVISE_INTERVAL);
+    }
+    stop_all(&mut slots);
+}
+
+fn start_worker(
+    spec: &PoolSpec,
+    worker_id: usize,
+    generation: u64,
+    inboxes: &[Arc<LinkInbox>],
+) -> std::io::Result<Child> {
+    let mut gateway_ends = Vec::with_capacity(spec.core_count);
+    let mut worker_ends = Vec::with_capacity(spec.core_count);
+    for _ in 0..spec.core_count {
+        let (gateway_end, worker_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // The core never blocks on its channel.
+        fcntl(&gateway_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        gateway_ends.push(gateway_end);
+        worker_ends.push(worker_end);
+    }
+    let worker_raw: Vec<RawFd> = worker_ends.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut command = Command::new(&spec.executable);
+    command
+        .arg("worker")
+        .arg("--worker-id")
+        .arg(worker_id.to_string())
+        .arg("--channels")
+        .arg(spec.core_count.to_string())
+        .arg("--threads")
+        .arg(spec.threads_per_worker.to_string())
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .arg("--functions-dir")
+        .arg(&spec.functions_dir)
+        .stdin(Stdio::null());
+    if let Some(cache_dir) = &spec.cache_dir {
+        command.arg("--cache-dir").arg(cache_dir);
+    }
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (fcntl, dup2, close_range).
+    unsafe {
+        command.pre_exec(move || place_channels(&worker_raw));
+    }
+    let child = command.spawn()?;
+    drop(worker_ends);
+    for (core, channel) in gateway_ends.into_iter().enumerate() {
+        inboxes[core].push(NewLink {
+            worker_id,
+            generation,
+            pid: child.id(),
+            channel,
+        });
+    }
+    Ok(child)
+}
+
+/// In the child: move channel `c` to `FIRST_CHANNEL_FD + c` and close every
+/// other inherited descriptor above them (client sockets among them).
+fn place_channels(worker_ends: &[RawFd]) -> std::io::Result<()> {
+    let mut parked = Vec::with_capacity(worker_ends.len());
+    for &fd in worker_ends {
+        // SAFETY: plain descriptor-table calls on descriptors we own.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, PARKING_FD_MIN) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        parked.push(high);
+    }
+    for (core, &high) in parked.iter().enumerate() {
+        let target = FIRST_CHANNEL_FD + core as RawFd;
+        // SAFETY: as above; dup2 leaves the new descriptor without CLOEXEC.
+        if unsafe { libc::dup2(high, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let first_free = FIRST_CHANNEL_FD as libc::c_uint + worker_ends.len() as libc::c_uint;
+    // SAFETY: close_range only closes descriptors.
+    if unsafe { libc::close_range(first_free, libc::c_uint::MAX, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn stop_all(slots: &mut [Slot]) {
+    for slot in slots.iter() {
+        if let Some(child) = &slot.child {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        let mut running = 0;
+        for slot in slots.iter_mut() {
+            if let Some(child) = &mut slot.child {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => slot.child = None,
+                    Ok(None) => running += 1,
+                }
+            }
+        }
+        if running == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    for slot in slots.iter_mut() {
+        if let Some(mut child) = slot.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

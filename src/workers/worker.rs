@@ -1,0 +1,400 @@
+//! The worker process (`corefn worker`, started by the supervisor): receives
+//! dispatches from every core, runs the function, writes the HTTP response
+//! straight to the client socket and reports completion to the core.
+//!
+//! Threads: `threads` identical loops, each polling every core channel and
+//! taking whichever dispatch arrives (seqpacket delivers each message to one
+//! reader), so a slow function holds one thread while the others go on.
+//! The worker never reads from the client socket and never closes it for
+//! the gateway: it writes one response and drops its own copy.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use nix::sys::socket::{send, MsgFlags};
+use thiserror::Error;
+
+use super::protocol::{
+    self, Completion, Dispatch, DispatchHeader, ProtocolError, COMPLETION_CONNECTION_BROKEN,
+    DISPATCH_BYTES_MAX, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE,
+};
+use crate::clock;
+use crate::config::HEADER_COUNT_MAX;
+use crate::error::HttpError;
+use crate::http::ConnectionHeader;
+use crate::routes::descriptor::{Descriptor, Runtime};
+use crate::runtimes::cgi::{self, CgiRequest};
+use crate::runtimes::wasm::{WasmCall, WasmConfig, WasmRuntime};
+
+/// The supervisor places core channel `c` at descriptor `FIRST_CHANNEL_FD + c`.
+pub const FIRST_CHANNEL_FD: RawFd = 3;
+/// How long a response write may wait for a client that does not read.
+const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Parsed descriptors kept per worker (keyed by their JSON text).
+const DESCRIPTOR_CACHE_MAX: usize = 4096;
+/// How often an idle thread wakes up to notice that the gateway is gone.
+const POLL_TIMEOUT_MS: u16 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub worker_id: usize,
+    pub channel_count: usize,
+    pub threads: usize,
+    pub parent_pid: i32,
+    pub functions_dir: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl From<crate::config::WorkerArgs> for WorkerOptions {
+    fn from(args: crate::config::WorkerArgs) -> WorkerOptions {
+        WorkerOptions {
+            worker_id: args.worker_id,
+            channel_count: args.channels,
+            threads: args.threads.max(1),
+            parent_pid: args.parent_pid,
+            functions_dir: args.functions_dir,
+            cache_dir: args.cache_dir,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("worker {0}: the gateway is gone")]
+    Orphaned(usize),
+    #[error("worker: cannot set up signals: {0}")]
+    Signals(Errno),
+    #[error("worker: channel descriptor {0} is not open")]
+    Channel(RawFd),
+    #[error("worker: cannot start the wasm runtime: {0}")]
+    Wasm(String),
+    #[error("worker: cannot start a thread: {0}")]
+    Thread(io::Error),
+}
+
+struct Worker {
+    options: WorkerOptions,
+    channels: Vec<OwnedFd>,
+    wasm: WasmRuntime,
+    descriptors: Mutex<HashMap<Box<[u8]>, Arc<Descriptor>>>,
+}
+
+pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
+    // Die with the gateway even if it is killed with SIGKILL.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The gateway may have died before prctl took effect.
+    if nix::unistd::getppid().as_raw() != options.parent_pid {
+        return Err(WorkerError::Orphaned(options.worker_id));
+    }
+    // The gateway blocks SIGINT/SIGTERM and the mask survives exec. SIGTERM
+    // stops a worker; SIGINT (a terminal's ^C reaches the whole process
+    // group) is ignored so the gateway can drain requests first.
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGTERM);
+    unblock.add(Signal::SIGINT);
+    unblock.thread_unblock().map_err(WorkerError::Signals)?;
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }.map_err(WorkerError::Signals)?;
+
+    let channels = (0..options.channel_count)
+        .map(|c| {
+            let fd = FIRST_CHANNEL_FD + c as RawFd;
+            // SAFETY: F_GETFD only inspects the descriptor table.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(WorkerError::Channel(fd));
+            }
+            // SAFETY: the supervisor placed our end of channel c here for us alone.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let wasm = WasmRuntime::new(WasmConfig {
+        functions_dir: options.functions_dir.clone(),
+        cache_dir: options.cache_dir.clone(),
+        instances_max: (options.threads as u32).max(1) + 2,
+        memory_mb_max: 512,
+        stdout_bytes_max: 16 * 1024 * 1024,
+    })
+    .map_err(|e| WorkerError::Wasm(e.to_string()))?;
+
+    let worker = Arc::new(Worker {
+        options,
+        channels,
+        wasm,
+        descriptors: Mutex::new(HashMap::new()),
+    });
+    let mut handles = Vec::with_capacity(worker.options.threads);
+    for index in 0..worker.options.threads.max(1) {
+        let worker = worker.clone();
+        let handle = thread::Builder::new()
+            .name(format!("corefn-worker-{index}"))
+            .spawn(move || worker.serve_channels())
+            .map_err(WorkerError::Thread)?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    Err(WorkerError::Orphaned(worker.options.worker_id))
+}
+
+impl Worker {
+    /// One thread's loop; returns when every channel is closed (the gateway
+    /// is gone).
+    fn serve_channels(&self) {
+        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+        loop {
+            let mut poll_fds: Vec<PollFd> = self
+                .channels
+                .iter()
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut poll_fds, PollTimeout::from(POLL_TIMEOUT_MS)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => return,
+            }
+            let ready: Vec<(usize, PollFlags)> = poll_fds
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i, p.revents().unwrap_or(PollFlags::empty())))
+                .collect();
+            if ready.iter().all(|(_, r)| r.contains(PollFlags::POLLHUP)) {
+                return;
+            }
+            for (index, revents) in ready {
+                if !revents.contains(PollFlags::POLLIN) {
+                    continue;
+                }
+                let channel = self.channels[index].as_fd();
+                match protocol::recv_dispatch(channel, &mut buffer) {
+                    Ok(dispatch) => self.serve(channel, dispatch),
+                    // Another thread took it.
+                    Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
+                    Err(ProtocolError::Closed) => {}
+                    Err(error) => eprintln!(
+                        "corefn: worker {}: bad dispatch on channel {index}: {error}",
+                        self.options.worker_id
+                    ),
+                }
+            }
+        }
+    }
+
+    fn serve(&self, channel: BorrowedFd<'_>, dispatch: Dispatch<'_>) {
+        let started = Instant::now();
+        let header = dispatch.header;
+        let mut response = Vec::with_capacity(4 * 1024);
+        let status = self.respond(&dispatch, &mut response);
+        let written = write_response(dispatch.client.as_fd(), &response);
+        // Our copy only: the gateway keeps the connection.
+        drop(dispatch.client);
+        let mut flags = 0;
+        if written.is_err() {
+            flags |= COMPLETION_CONNECTION_BROKEN;
+        }
+        let completion = Completion {
+            status,
+            flags,
+            request_id: header.request_id,
+            response_bytes: written.unwrap_or(0) as u64,
+            duration_us: started.elapsed().as_micros() as u64,
+        };
+        if let Err(error) = send(
+            channel.as_raw_fd(),
+            &completion.encode(),
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            eprintln!(
+                "corefn: worker {}: cannot report completion: {error}",
+                self.options.worker_id
+            );
+        }
+    }
+
+    /// Renders the whole response for one dispatch; returns its status.
+    fn respond(&self, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
+        let header = &dispatch.header;
+        let connection = connection_header(header);
+        let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+        let date_line = clock::date_line(clock::unix_now_secs());
+        match self.run_function(dispatch) {
+            Ok((stdout, cgi_response)) => {
+                cgi_response.write_http(&stdout, out, &date_line, connection, head_only);
+                cgi_response.status
+            }
+            Err(error) => {
+                error.render(out, &date_line, connection, head_only);
+                error.status()
+            }
+        }
+    }
+
+    fn run_function(
+        &self,
+        dispatch: &Dispatch<'_>,
+    ) -> Result<(Vec<u8>, cgi::CgiResponse), HttpError> {
+        let descriptor = self.descriptor(dispatch.descriptor)?;
+        let body_from_memfd;
+        let body: &[u8] = match &dispatch.body_memfd {
+            Some(memfd) => {
+                body_from_memfd = read_memfd(memfd, dispatch.header.body_len)?;
+                &body_from_memfd
+            }
+            None => dispatch.inline_body,
+        };
+        let mut headers = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(dispatch.head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => {
+                return Err(HttpError::BadRequest(
+                    "request head did not reach the worker intact",
+                ))
+            }
+        }
+        let target = request.path.unwrap_or("/");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let header_pairs: Vec<(&str, &[u8])> =
+            request.headers.iter().map(|h| (h.name, h.value)).collect();
+        let remote_addr = socket2::SockRef::from(&dispatch.client)
+            .peer_addr()
+            .ok()
+            .and_then(|addr| addr.as_socket())
+            .map(|addr| addr.ip());
+        let cgi_request = CgiRequest {
+            method: request.method.unwrap_or("GET"),
+            path,
+            query,
+            protocol: if dispatch.header.flags & FLAG_HTTP10 != 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            headers: &header_pairs,
+            body_len: body.len(),
+            remote_addr,
+            server_port: None,
+        };
+        let env = cgi::environment(&cgi_request, &descriptor.env);
+        let module = descriptor.module.as_deref().unwrap_or_default();
+        match descriptor.runtime {
+            Runtime::Wasm => {}
+            other => return Err(HttpError::RuntimeUnavailable(other.name())),
+        }
+        let output = self
+            .wasm
+            .call(&WasmCall {
+                module,
+                timeout_ms: descriptor.timeout_ms,
+                memory_mb: descriptor.memory_mb,
+                env: &env,
+                stdin: body,
+            })
+            .map_err(|error| {
+                if error.is_timeout() {
+                    HttpError::FunctionTimeout {
+                        timeout_ms: descriptor.timeout_ms,
+                    }
+                } else {
+                    HttpError::FunctionFailed(error.to_string())
+                }
+            })?;
+        if !output.stderr.is_empty() {
+            eprintln!(
+                "corefn: function {module} stderr: {}",
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            );
+        }
+        let cgi_response = cgi::parse_response(&output.stdout)
+            .map_err(|error| HttpError::FunctionFailed(format!("invalid CGI output: {error}")))?;
+        Ok((output.stdout, cgi_response))
+    }
+
+    fn descriptor(&self, json: &[u8]) -> Result<Arc<Descriptor>, HttpError> {
+        let mut cache = self
+            .descriptors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(descriptor) = cache.get(json) {
+            return Ok(descriptor.clone());
+        }
+        let text = std::str::from_utf8(json)
+            .map_err(|_| HttpError::FunctionFailed("descriptor is not UTF-8".into()))?;
+        let descriptor = Arc::new(
+            Descriptor::parse(text).map_err(|e| HttpError::FunctionFailed(e.to_string()))?,
+        );
+        if cache.len() >= DESCRIPTOR_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(json.into(), descriptor.clone());
+        Ok(descriptor)
+    }
+}
+
+fn connection_header(header: &DispatchHeader) -> ConnectionHeader {
+    let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0;
+    let http10 = header.flags & FLAG_HTTP10 != 0;
+    match (keep_alive, http10) {
+        (false, _) => ConnectionHeader::Close,
+        (true, true) => ConnectionHeader::KeepAlive,
+        (true, false) => ConnectionHeader::Implicit,
+    }
+}
+
+fn read_memfd(memfd: &OwnedFd, body_len: u64) -> Result<Vec<u8>, HttpError> {
+    let failed = |e: io::Error| HttpError::FunctionFailed(format!("cannot read request body: {e}"));
+    let mut file = File::from(memfd.try_clone().map_err(failed)?);
+    // The gateway's write left the shared file offset at the end.
+    file.seek(SeekFrom::Start(0)).map_err(failed)?;
+    let mut body = Vec::with_capacity(usize::try_from(body_len).unwrap_or(0));
+    file.read_to_end(&mut body).map_err(failed)?;
+    if body.len() as u64 != body_len {
+        return Err(HttpError::FunctionFailed(format!(
+            "request body has {} bytes, expected {body_len}",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+/// Writes all of `bytes` to the client socket, which is non-blocking (it
+/// shares its file status with the gateway's copy): waits for POLLOUT on
+/// EAGAIN, up to [`RESPONSE_WRITE_TIMEOUT`] in all.
+fn write_response(client: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    let deadline = Instant::now() + RESPONSE_WRITE_TIMEOUT;
+    let mut written = 0;
+    while written < bytes.len() {
+        match send(
+            client.as_raw_fd(),
+            &bytes[written..],
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => written += n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let mut fds = [PollFd::new(client, PollFlags::POLLOUT)];
+                let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                match poll(&mut fds, PollTimeout::from(left_ms)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(written)
+}
