@@ -25,4 +25,5 @@ pub mod gateway;
 pub mod http;
 pub mod routes;
 pub mod runtimes;
+pub mod scheduler;
 pub mod workers;

@@ -303,6 +303,15 @@ impl Connection<'_> {
         keep_alive: bool,
         received_at: Option<Instant>,
     ) -> bool {
+        let _permit = match &target.concurrency {
+            Some(limit) => match limit.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(error) => {
+                    return self.respond(head, Decision::Failed(error), keep_alive, received_at)
+                }
+            },
+            None => None,
+        };
         // Earlier pipelined responses must reach the client first.
         if !self.output.is_empty() && self.flush().await.is_err() {
             return false;

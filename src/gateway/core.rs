@@ -3,7 +3,7 @@
 //! state it reads is the route board and the process-wide stop flag.
 
 use std::cell::Cell;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -101,13 +101,19 @@ impl CoreState {
 /// The core's main future: serve until the process-wide stop flag is set,
 /// then drain connections for at most the shutdown grace.
 pub async fn run(core: Rc<CoreState>, shared: Arc<Shared>, listener_fd: OwnedFd) {
+    let listener_raw = listener_fd.as_raw_fd();
     // SAFETY: the descriptor is a bound, listening TCP socket owned by us.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd.into_raw_fd()) };
     glommio::spawn_local(housekeeping(core.clone(), shared)).detach();
 
     let connections = Gate::new();
     accept_until_stopped(&core, &listener, &connections).await;
-    // Closing the listener makes the kernel refuse new connections at once.
+    // Refuse new connections at once. Dropping alone is not enough: an
+    // accept still queued in io_uring holds the socket open until the ring
+    // is torn down, and the kernel goes on completing handshakes meanwhile.
+    // shutdown() on a listening socket stops it listening right away.
+    // SAFETY: `listener` still owns `listener_raw`.
+    unsafe { libc::shutdown(listener_raw, libc::SHUT_RDWR) };
     drop(listener);
 
     let grace = core.limits.shutdown_grace;

@@ -7,10 +7,12 @@
 //! only with other methods is a 405 with the allowed methods.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::descriptor::{Descriptor, Runtime};
 use super::key::{Method, MethodMatch, PathPattern, RouteKey};
 use crate::runtimes::static_response::StaticResponse;
+use crate::scheduler::admission::ConcurrencyLimit;
 
 /// A row as it comes from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct FunctionTarget {
     /// The descriptor as stored: the worker parses (and caches) it itself.
     pub descriptor_json: Box<[u8]>,
     pub timeout_ms: u64,
+    /// Shared by all cores; carried over from the previous table.
+    pub concurrency: Option<Arc<ConcurrencyLimit>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +91,16 @@ impl RouteTable {
     /// Builds a table from store rows; a row that does not parse is skipped
     /// with its reason, never an error for the whole table.
     pub fn build(version: u64, rows: Vec<RouteRow>) -> RouteTable {
+        RouteTable::build_after(version, rows, None)
+    }
+
+    /// As [`RouteTable::build`], keeping the concurrency counters of routes
+    /// that `previous` already had with the same limit.
+    pub fn build_after(
+        version: u64,
+        rows: Vec<RouteRow>,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
         let mut table = RouteTable {
             version,
             ..RouteTable::default()
@@ -100,7 +114,15 @@ impl RouteTable {
                         .map_err(|e| format!("invalid descriptor: {e}"))
                 });
             match parsed {
-                Ok((route_key, descriptor)) => table.insert(row, route_key, descriptor),
+                Ok((route_key, descriptor)) => {
+                    let concurrency = descriptor.max_concurrency.map(|limit| {
+                        previous
+                            .and_then(|p| p.concurrency_of(&row.key))
+                            .filter(|existing| existing.limit() == limit)
+                            .unwrap_or_else(|| ConcurrencyLimit::new(&row.key, limit))
+                    });
+                    table.insert(row, route_key, descriptor, concurrency)
+                }
                 Err(reason) => table.skipped.push(SkippedRow {
                     key: row.key,
                     reason,
@@ -110,7 +132,20 @@ impl RouteTable {
         table
     }
 
-    fn insert(&mut self, row: RouteRow, route_key: RouteKey, descriptor: Descriptor) {
+    fn concurrency_of(&self, key: &str) -> Option<Arc<ConcurrencyLimit>> {
+        self.routes.iter().find(|r| r.key == key).and_then(|r| match &r.action {
+            RouteAction::Function(target) => target.concurrency.clone(),
+            RouteAction::Static(_) => None,
+        })
+    }
+
+    fn insert(
+        &mut self,
+        row: RouteRow,
+        route_key: RouteKey,
+        descriptor: Descriptor,
+        concurrency: Option<Arc<ConcurrencyLimit>>,
+    ) {
         let index = u32::try_from(self.routes.len()).expect("fewer than 2^32 routes");
         let entry = match &route_key.pattern {
             PathPattern::Exact(path) => self.exact.entry(path.clone()).or_default(),
@@ -131,6 +166,7 @@ impl RouteTable {
                 runtime,
                 descriptor_json: row.value.as_bytes().into(),
                 timeout_ms: descriptor.timeout_ms,
+                concurrency,
             }),
         };
         self.routes.push(Route {

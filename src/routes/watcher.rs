@@ -45,7 +45,8 @@ fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval:
                 return Ok(());
             }
             let rows = store.load_rows()?;
-            let table = RouteTable::build(board.version() + 1, rows);
+            let previous = board.current();
+            let table = RouteTable::build_after(board.version() + 1, rows, Some(&previous));
             report_skipped(&table);
             board.publish(table);
             data_version = Some(version);

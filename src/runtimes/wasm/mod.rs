@@ -143,7 +143,7 @@ pub enum CacheOutcome {
 
 /// Every way a call can fail. Messages name the module as the descriptor
 /// does, never a path on the machine: they reach clients in 502/504 bodies.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum WasmError {
     #[error("wasm module {module:?} not found")]
     ModuleNotFound { module: String },
@@ -289,7 +289,7 @@ impl WasmRuntime {
         store.set_epoch_deadline(host::ticks_for(timeout));
         store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_epoch_deadline()));
 
-        let result = match prepared.pre.instantiate(&mut store) {
+        let result = match prepared.instance_pre()?.instantiate(&mut store) {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Ok(start) => start.call(&mut store, ()).map_err(Failure::Run),
                 Err(e) => Err(Failure::Instantiate(e)),

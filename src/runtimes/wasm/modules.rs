@@ -66,13 +66,21 @@ impl FileStamp {
     }
 }
 
-/// A module ready to instantiate.
+/// One version of a module file: ready to instantiate, or the error it
+/// gave. Errors are kept too, so that a broken deploy costs one compile,
+/// not one per request, until the file changes again.
 pub(super) struct Prepared {
     path: PathBuf,
     stamp: FileStamp,
-    pub(super) pre: InstancePre<Host>,
+    loaded: Result<InstancePre<Host>, WasmError>,
     /// Milliseconds since the table was made, for eviction.
     last_used_ms: AtomicU64,
+}
+
+impl Prepared {
+    pub(super) fn instance_pre(&self) -> Result<&InstancePre<Host>, WasmError> {
+        self.loaded.as_ref().map_err(Clone::clone)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +90,7 @@ struct Counters {
     cache_files_rejected: AtomicU64,
     cache_files_written: AtomicU64,
     cache_write_errors: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// Counters of how modules were obtained, since the runtime was made.
@@ -93,6 +102,8 @@ pub struct WasmStats {
     pub cache_files_rejected: u64,
     pub cache_files_written: u64,
     pub cache_write_errors: u64,
+    /// Module versions that did not compile, link or export `_start`.
+    pub modules_failed: u64,
 }
 
 pub(super) struct Modules {
@@ -122,6 +133,7 @@ impl Modules {
             cache_files_rejected: c.cache_files_rejected.load(Ordering::Relaxed),
             cache_files_written: c.cache_files_written.load(Ordering::Relaxed),
             cache_write_errors: c.cache_write_errors.load(Ordering::Relaxed),
+            modules_failed: c.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -139,6 +151,7 @@ impl Modules {
             match fs::metadata(&entry.path) {
                 Ok(metadata) if FileStamp::of(&metadata) == entry.stamp => {
                     entry.last_used_ms.store(now_ms, Ordering::Relaxed);
+                    entry.instance_pre()?;
                     return Ok((entry, CacheOutcome::Memory));
                 }
                 Ok(_) => {}
@@ -151,8 +164,24 @@ impl Modules {
             }
         }
 
-        let (entry, outcome) = self.load(engine, linker, name, now_ms)?;
-        let entry = Arc::new(entry);
+        let path = self.functions_dir.join(name);
+        let (bytes, stamp) = read_module(&path).map_err(|e| {
+            self.write_entries().remove(name);
+            module_io_error(name, e)
+        })?;
+        let (loaded, outcome) = match self.load(engine, linker, name, &bytes) {
+            Ok((pre, outcome)) => (Ok(pre), outcome),
+            Err(error) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                (Err(error), CacheOutcome::Compiled)
+            }
+        };
+        let entry = Arc::new(Prepared {
+            path,
+            stamp,
+            loaded,
+            last_used_ms: AtomicU64::new(now_ms),
+        });
         let mut entries = self.write_entries();
         if entries.len() >= MODULES_CACHED_MAX && !entries.contains_key(name) {
             let oldest = entries
@@ -164,19 +193,20 @@ impl Modules {
             }
         }
         entries.insert(name.to_string(), Arc::clone(&entry));
+        drop(entries);
+        entry.instance_pre()?;
         Ok((entry, outcome))
     }
 
+    /// Compiles (or loads) and links module bytes.
     fn load(
         &self,
         engine: &Engine,
         linker: &Linker<Host>,
         name: &str,
-        now_ms: u64,
-    ) -> Result<(Prepared, CacheOutcome), WasmError> {
-        let path = self.functions_dir.join(name);
-        let (bytes, stamp) = read_module(&path).map_err(|e| module_io_error(name, e))?;
-        let (module, outcome) = self.compile_or_load(engine, name, &bytes)?;
+        bytes: &[u8],
+    ) -> Result<(InstancePre<Host>, CacheOutcome), WasmError> {
+        let (module, outcome) = self.compile_or_load(engine, name, bytes)?;
 
         match module.get_export(ENTRY_POINT) {
             Some(ExternType::Func(func))
@@ -193,15 +223,7 @@ impl Modules {
                 module: name.to_string(),
                 message: format!("{e:#}"),
             })?;
-        Ok((
-            Prepared {
-                path,
-                stamp,
-                pre,
-                last_used_ms: AtomicU64::new(now_ms),
-            },
-            outcome,
-        ))
+        Ok((pre, outcome))
     }
 
     fn compile_or_load(

@@ -298,6 +298,9 @@ fn missing_and_broken_modules_are_errors() {
     assert!(matches!(run("imports.wat"), WasmError::Link { .. }));
     let exit = run("exits.wat");
     assert!(matches!(exit, WasmError::Exit { code: 3 }), "{exit:?}");
+    // A broken module is compiled once, not once per call.
+    assert!(matches!(run("broken.wat"), WasmError::Compile { .. }));
+    assert_eq!(runtime.stats().modules_failed, 3, "{:?}", runtime.stats());
     let trap = run("no_memory.wat");
     assert_eq!(
         trap.to_string(),
