@@ -176,6 +176,9 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let outcome = wait_for_shutdown_signal(&signals, &shared);
     shared.stop_requested.store(true, Ordering::Release);
+    if let Some(supervisor) = &supervisor {
+        supervisor.announce_draining();
+    }
     for executor in executors {
         if executor.join().is_err() {
             eprintln!("corefn: a core executor panicked");

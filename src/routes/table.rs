@@ -133,10 +133,13 @@ impl RouteTable {
     }
 
     fn concurrency_of(&self, key: &str) -> Option<Arc<ConcurrencyLimit>> {
-        self.routes.iter().find(|r| r.key == key).and_then(|r| match &r.action {
-            RouteAction::Function(target) => target.concurrency.clone(),
-            RouteAction::Static(_) => None,
-        })
+        self.routes
+            .iter()
+            .find(|r| r.key == key)
+            .and_then(|r| match &r.action {
+                RouteAction::Function(target) => target.concurrency.clone(),
+                RouteAction::Static(_) => None,
+            })
     }
 
     fn insert(

@@ -61,6 +61,10 @@ pub struct CgiRequest<'a> {
 /// entry is left out, so every name appears exactly once (a guest's `getenv`
 /// usually returns the first match).
 ///
+/// * `SERVER_NAME` and `SERVER_PORT` come from Host; without a port there,
+///   the port the request arrived on (else 80); without Host, `localhost`.
+/// * `CONTENT_LENGTH` is set when there is a body or the request announced
+///   one (Content-Length or Transfer-Encoding); it is the de-chunked length.
 /// * `HTTP_<NAME>` for every request header but Content-Type and
 ///   Content-Length (which have their own variables): name uppercased, `-`
 ///   becomes `_`; repeated headers are joined with `, ` (`; ` for Cookie).
@@ -242,6 +246,9 @@ pub struct CgiResponse {
 ///   body is framed by its real length and that cannot be contradicted.
 /// * A non-empty body without Content-Type gets [`CONTENT_TYPE_DEFAULT`].
 /// * 204 and 304 responses carry no body: whatever followed is dropped.
+/// * Output without a blank line in its first [`HEADER_BYTES_MAX`] bytes has
+///   no header section: [`CgiError::NoHeaderEnd`], or
+///   [`CgiError::HeaderTooLarge`] when it is longer than that.
 pub fn parse_response(stdout: &[u8]) -> Result<CgiResponse, CgiError> {
     let mut status: Option<u16> = None;
     let mut has_location = false;

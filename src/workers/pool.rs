@@ -123,6 +123,7 @@ pub struct CoreWorkers {
     links: RefCell<Vec<Rc<WorkerLink>>>,
     pending: RefCell<HashMap<u64, Rc<PendingCall>>>,
     next_request_id: Cell<u64>,
+    pick_start: Cell<usize>,
 }
 
 impl CoreWorkers {
@@ -134,6 +135,7 @@ impl CoreWorkers {
             links: RefCell::new(Vec::new()),
             pending: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
+            pick_start: Cell::new(core_index),
         })
     }
 
@@ -187,11 +189,15 @@ impl CoreWorkers {
         !self.links.borrow().is_empty()
     }
 
-    /// The live link with the fewest requests in flight from this core.
+    /// The live link with the fewest requests in flight from this core;
+    /// ties go round-robin, so that at low load every worker stays warm.
     fn pick(&self) -> Option<Rc<WorkerLink>> {
-        self.links
-            .borrow()
-            .iter()
+        let links = self.links.borrow();
+        let count = links.len();
+        let start = self.pick_start.get();
+        self.pick_start.set(start.wrapping_add(1));
+        (0..count)
+            .map(|i| &links[(start + i) % count])
             .filter(|l| l.is_alive() && l.in_flight() < IN_FLIGHT_PER_LINK_MAX)
             .min_by_key(|l| l.in_flight())
             .cloned()

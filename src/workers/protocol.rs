@@ -211,8 +211,8 @@ pub fn send_dispatch(
     Ok(())
 }
 
-/// Receives one dispatch into `buffer` (blocking unless the socket is
-/// non-blocking). Received descriptors are close-on-exec.
+/// Receives one dispatch into `buffer` without blocking (`EAGAIN` when
+/// another reader took it). Received descriptors are close-on-exec.
 pub fn recv_dispatch<'m>(
     channel: BorrowedFd<'_>,
     buffer: &'m mut [u8],
@@ -224,7 +224,7 @@ pub fn recv_dispatch<'m>(
             channel.as_raw_fd(),
             &mut iov,
             Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
         )
         .map_err(ProtocolError::Socket)?;
         let mut fds: Vec<OwnedFd> = Vec::with_capacity(2);

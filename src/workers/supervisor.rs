@@ -84,6 +84,7 @@ impl LinkInbox {
 
 pub struct Supervisor {
     stop: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -102,16 +103,28 @@ impl Supervisor {
     pub fn start(spec: PoolSpec, inboxes: Vec<Arc<LinkInbox>>) -> std::io::Result<Supervisor> {
         assert_eq!(inboxes.len(), spec.core_count, "one inbox per core");
         let stop = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let thread_stop = stop.clone();
+        let thread_draining = draining.clone();
         // The supervisor thread forks the workers: PR_SET_PDEATHSIG fires
         // when the *thread* that forked dies, and this thread lives as long
         // as the gateway.
         let thread = thread::Builder::new()
             .name("corefn-supervisor".into())
-            .spawn(move || supervise(spec, inboxes, thread_stop, started_tx))?;
+            .spawn(move || supervise(spec, inboxes, thread_stop, thread_draining, started_tx))?;
         let _ = started_rx.recv_timeout(Duration::from_secs(10));
-        Ok(Supervisor { stop, thread })
+        Ok(Supervisor {
+            stop,
+            draining,
+            thread,
+        })
+    }
+
+    /// The gateway is shutting down: workers are told (SIGUSR1) so that the
+    /// responses they still write carry `connection: close`.
+    pub fn announce_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// Stops every worker (SIGTERM, then SIGKILL after a grace) and reaps them.
@@ -127,8 +140,10 @@ fn supervise(
     spec: PoolSpec,
     inboxes: Vec<Arc<LinkInbox>>,
     stop: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
     started: std::sync::mpsc::Sender<()>,
 ) {
+    let mut drain_announced = false;
     let now = Instant::now();
     let mut slots: Vec<Slot> = (0..spec.worker_count)
         .map(|worker_id| Slot {
@@ -179,6 +194,12 @@ fn supervise(
         if !announced {
             announced = true;
             let _ = started.send(());
+        }
+        if !drain_announced && draining.load(Ordering::Acquire) {
+            drain_announced = true;
+            for child in slots.iter().filter_map(|slot| slot.child.as_ref()) {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1);
+            }
         }
         thread::sleep(SUPERVISE_INTERVAL);
     }

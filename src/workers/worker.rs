@@ -13,12 +13,14 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use nix::sys::socket::{send, MsgFlags};
 use thiserror::Error;
@@ -34,6 +36,14 @@ use crate::http::ConnectionHeader;
 use crate::routes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::cgi::{self, CgiRequest};
 use crate::runtimes::wasm::{WasmCall, WasmConfig, WasmRuntime};
+
+/// Set by SIGUSR1, which the supervisor sends when the gateway starts
+/// shutting down: responses written from then on carry `connection: close`.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_drain_signal(_: libc::c_int) {
+    DRAINING.store(true, Ordering::Relaxed);
+}
 
 /// The supervisor places core channel `c` at descriptor `FIRST_CHANNEL_FD + c`.
 pub const FIRST_CHANNEL_FD: RawFd = 3;
@@ -103,8 +113,13 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     unblock.add(Signal::SIGTERM);
     unblock.add(Signal::SIGINT);
     unblock.thread_unblock().map_err(WorkerError::Signals)?;
-    // SAFETY: SIG_IGN installs no handler code.
-    unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }.map_err(WorkerError::Signals)?;
+    // SAFETY: SIG_IGN installs no handler code; the SIGUSR1 handler only
+    // stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal(Signal::SIGINT, SigHandler::SigIgn).map_err(WorkerError::Signals)?;
+        signal(Signal::SIGUSR1, SigHandler::Handler(on_drain_signal))
+            .map_err(WorkerError::Signals)?;
+    }
 
     let channels = (0..options.channel_count)
         .map(|c| {
@@ -150,42 +165,57 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
 
 impl Worker {
     /// One thread's loop; returns when every channel is closed (the gateway
-    /// is gone).
+    /// is gone). Each thread has its own epoll set with every channel added
+    /// EPOLLEXCLUSIVE, so a dispatch wakes one idle thread rather than all
+    /// of them, and takes one dispatch per wake-up so that a burst spreads
+    /// over the threads.
     fn serve_channels(&self) {
-        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
-        loop {
-            let mut poll_fds: Vec<PollFd> = self
-                .channels
-                .iter()
-                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
-                .collect();
-            match poll(&mut poll_fds, PollTimeout::from(POLL_TIMEOUT_MS)) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => return,
-            }
-            let ready: Vec<(usize, PollFlags)> = poll_fds
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i, p.revents().unwrap_or(PollFlags::empty())))
-                .collect();
-            if ready.iter().all(|(_, r)| r.contains(PollFlags::POLLHUP)) {
+        let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
+            eprintln!(
+                "corefn: worker {}: cannot create epoll",
+                self.options.worker_id
+            );
+            return;
+        };
+        for (index, channel) in self.channels.iter().enumerate() {
+            let event = EpollEvent::new(
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+                index as u64,
+            );
+            if let Err(error) = epoll.add(channel.as_fd(), event) {
+                eprintln!(
+                    "corefn: worker {}: cannot watch channel {index}: {error}",
+                    self.options.worker_id
+                );
                 return;
             }
-            for (index, revents) in ready {
-                if !revents.contains(PollFlags::POLLIN) {
-                    continue;
+        }
+        let mut open_channels = self.channels.len();
+        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+        let mut events = [EpollEvent::empty(); 1];
+        while open_channels > 0 {
+            let ready = match epoll.wait(&mut events, EpollTimeout::from(POLL_TIMEOUT_MS)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            if ready == 0 {
+                continue;
+            }
+            let index = events[0].data() as usize;
+            let channel = self.channels[index].as_fd();
+            match protocol::recv_dispatch(channel, &mut buffer) {
+                Ok(dispatch) => self.serve(channel, dispatch),
+                // Another thread took it.
+                Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
+                Err(ProtocolError::Closed) => {
+                    let _ = epoll.delete(channel);
+                    open_channels -= 1;
                 }
-                let channel = self.channels[index].as_fd();
-                match protocol::recv_dispatch(channel, &mut buffer) {
-                    Ok(dispatch) => self.serve(channel, dispatch),
-                    // Another thread took it.
-                    Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
-                    Err(ProtocolError::Closed) => {}
-                    Err(error) => eprintln!(
-                        "corefn: worker {}: bad dispatch on channel {index}: {error}",
-                        self.options.worker_id
-                    ),
-                }
+                Err(error) => eprintln!(
+                    "corefn: worker {}: bad dispatch on channel {index}: {error}",
+                    self.options.worker_id
+                ),
             }
         }
     }
@@ -224,10 +254,12 @@ impl Worker {
     /// Renders the whole response for one dispatch; returns its status.
     fn respond(&self, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
         let header = &dispatch.header;
-        let connection = connection_header(header);
         let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+        let result = self.run_function(dispatch);
+        // Decided after the run: the gateway may have started draining.
+        let connection = connection_header(header);
         let date_line = clock::date_line(clock::unix_now_secs());
-        match self.run_function(dispatch) {
+        match result {
             Ok((stdout, cgi_response)) => {
                 cgi_response.write_http(&stdout, out, &date_line, connection, head_only);
                 cgi_response.status
@@ -342,7 +374,7 @@ impl Worker {
 }
 
 fn connection_header(header: &DispatchHeader) -> ConnectionHeader {
-    let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0;
+    let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0 && !DRAINING.load(Ordering::Relaxed);
     let http10 = header.flags & FLAG_HTTP10 != 0;
     match (keep_alive, http10) {
         (false, _) => ConnectionHeader::Close,

@@ -776,3 +776,167 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Dura
         thread::sleep(Duration::from_millis(2));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Worker pool and wasm functions
+// ---------------------------------------------------------------------------
+
+/// The example WebAssembly modules (`examples/wasm`).
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wasm")
+}
+
+/// `{"runtime":"wasm","module":MODULE}` plus the keys of `extra` (a JSON
+/// object, e.g. `json!({"timeout_ms": 300})`; `Value::Null` for none).
+pub fn wasm_route(module: &str, extra: serde_json::Value) -> String {
+    let mut descriptor = serde_json::json!({"runtime": "wasm", "module": module});
+    if let serde_json::Value::Object(keys) = extra {
+        for (k, v) in keys {
+            descriptor[k] = v;
+        }
+    }
+    descriptor.to_string()
+}
+
+/// A corefn server with a worker pool: `--workers 2`, `--functions-dir`
+/// and a `--cache-dir` of its own (a tempdir removed after the server).
+/// Derefs to [`Server`].
+pub struct WorkerServer {
+    // Declared first: dropped (killed) before the directories go.
+    pub server: Server,
+    cache_dir: tempfile::TempDir,
+}
+
+impl WorkerServer {
+    /// Starts `corefn serve --workers 2 --functions-dir DIR --cache-dir TMP
+    /// EXTRA...` on a fresh SQLite file holding `routes`.
+    pub fn start(routes: &[(&str, &str)], functions_dir: &Path, extra_args: &[&str]) -> Self {
+        let cache_dir = tempfile::tempdir().expect("create tempdir for --cache-dir");
+        let functions = functions_dir
+            .to_str()
+            .expect("functions dir path is UTF-8")
+            .to_string();
+        let cache = cache_dir
+            .path()
+            .to_str()
+            .expect("cache dir path is UTF-8")
+            .to_string();
+        let mut args: Vec<&str> = vec![
+            "--workers",
+            "2",
+            "--functions-dir",
+            &functions,
+            "--cache-dir",
+            &cache,
+        ];
+        args.extend_from_slice(extra_args);
+        let server = Server::start(routes, &args);
+        WorkerServer { server, cache_dir }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        self.cache_dir.path()
+    }
+}
+
+impl std::ops::Deref for WorkerServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for WorkerServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
+/// State and parent of a process from `/proc/PID/stat`, None if it is gone.
+pub fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Every process whose parent is `parent_pid`, with its state letter
+/// (zombies included, as `'Z'`).
+pub fn child_processes(parent_pid: u32) -> Vec<(u32, char)> {
+    let mut children = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((state, ppid)) = proc_state(pid) {
+            if ppid == parent_pid {
+                children.push((pid, state));
+            }
+        }
+    }
+    children.sort_unstable();
+    children
+}
+
+/// The live worker processes of a gateway: its children that are not
+/// zombies, sorted.
+pub fn worker_pids(gateway_pid: u32) -> Vec<u32> {
+    child_processes(gateway_pid)
+        .into_iter()
+        .filter(|&(_, state)| state != 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Polls until the gateway has `count` live workers (max `timeout`).
+pub fn wait_for_workers(gateway_pid: u32, count: usize, timeout: Duration) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let found = wait_until(timeout, || {
+        pids = worker_pids(gateway_pid);
+        pids.len() == count
+    });
+    assert!(
+        found.is_some(),
+        "gateway {gateway_pid} should have {count} worker processes within {timeout:?}; has {pids:?}"
+    );
+    pids
+}
+
+/// A request with a body (`Content-Length`), keep-alive.
+pub fn post_req(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// `len` pseudo-random bytes (xorshift64*, seeded from the clock).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut state = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

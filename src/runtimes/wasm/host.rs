@@ -7,7 +7,7 @@
 //! hit) in plain flags, so that the caller can tell a timeout or a memory
 //! bomb from any other trap without parsing error messages.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -19,16 +19,39 @@ pub(super) struct Host {
     pub(super) limiter: CallLimiter,
     deadline: Instant,
     timed_out: bool,
+    /// Taken just before the WASI context, whose monotonic clock counts
+    /// from its creation.
+    wasi_clock_origin: Instant,
 }
 
 impl Host {
-    pub(super) fn new(wasi: WasiP1Ctx, memory_bytes_max: usize, deadline: Instant) -> Host {
+    pub(super) fn new(
+        wasi: WasiP1Ctx,
+        wasi_clock_origin: Instant,
+        memory_bytes_max: usize,
+        deadline: Instant,
+    ) -> Host {
         Host {
             wasi,
             limiter: CallLimiter::new(memory_bytes_max),
             deadline,
             timed_out: false,
+            wasi_clock_origin,
         }
+    }
+
+    pub(super) fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub(super) fn set_timed_out(&mut self) {
+        self.timed_out = true;
+    }
+
+    /// The guest's monotonic clock (`clock_time_get(MONOTONIC)`), give or
+    /// take the microseconds between the origin and the context's creation.
+    pub(super) fn wasi_clock_now(&self) -> Duration {
+        self.wasi_clock_origin.elapsed()
     }
 
     pub(super) fn timed_out(&self) -> bool {

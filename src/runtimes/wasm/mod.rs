@@ -11,20 +11,20 @@
 //! (microseconds, not a compile).
 //!
 //! Every way a function can fail is a [`WasmError`] and leaves the runtime
-//! serving: traps, non-zero exits, the deadline (epoch interruption), the
-//! memory cap (a failed `memory.grow` is a trap) and oversized output. This
-//! module never writes to the client and never decides HTTP statuses; it
-//! never panics on what a module, its file or the cache directory holds.
+//! serving: traps, non-zero exits, the deadline (epoch interruption for wasm
+//! code, a bounded `poll_oneoff` for sleeps), the memory cap (a failed
+//! `memory.grow` is a trap) and oversized output. This module never writes
+//! to the client and never decides HTTP statuses; it never panics on what a
+//! module, its file or the cache directory holds.
 //!
-//! Limits that are not enforced here: time spent inside a host call is not
-//! interrupted (a guest blocked in `poll_oneoff` sleeping past its deadline
-//! is stopped when it returns to wasm code), and calls run on the caller's
-//! stack, so worker threads need room for [`WASM_STACK_BYTES_MAX`] plus the
-//! host frames (Rust's default 2 MiB thread stack is enough).
+//! Calls run on the caller's stack: worker threads need room for
+//! [`WASM_STACK_BYTES_MAX`] plus the host frames (Rust's default 2 MiB
+//! thread stack is enough).
 
 mod disk_cache;
 mod host;
 mod modules;
+mod poll_guard;
 mod ticker;
 
 use std::path::PathBuf;
@@ -40,10 +40,10 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use disk_cache::DiskCache;
 use host::Host;
-use modules::Modules;
+use modules::{Modules, ENTRY_POINT};
 use ticker::Ticker;
 
-pub use modules::{WasmStats, MODULES_CACHED_MAX, MODULE_BYTES_MAX};
+pub use modules::{WasmStats, FILE_CHECK_INTERVAL_MS, MODULES_CACHED_MAX, MODULE_BYTES_MAX};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -185,6 +185,7 @@ impl WasmError {
 
 pub struct WasmRuntime {
     engine: Engine,
+    /// WASI preview 1, with `poll_oneoff` bounded by the deadline.
     linker: Linker<Host>,
     modules: Modules,
     ticker: Ticker,
@@ -208,17 +209,19 @@ impl WasmRuntime {
             ));
         }
         if config.stdout_bytes_max == 0 || config.stdout_bytes_max == usize::MAX {
-            return invalid("stdout_bytes_max must be at least 1".into());
+            return invalid("stdout_bytes_max must be at least 1 and below usize::MAX".into());
         }
 
         let engine = Engine::new(&engine_config(&config)).map_err(|e| WasmError::Config {
             message: format!("{e:#}"),
         })?;
+        let linker_error = |e: wasmtime::Error| WasmError::Config {
+            message: format!("{e:#}"),
+        };
         let mut linker: Linker<Host> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
-            .map_err(|e| WasmError::Config {
-                message: format!("{e:#}"),
-            })?;
+            .map_err(linker_error)?;
+        poll_guard::add_to_linker(&mut linker).map_err(linker_error)?;
         let disk = match &config.cache_dir {
             Some(dir) => Some(
                 DiskCache::open(dir, &engine).map_err(|e| WasmError::Config {
@@ -271,6 +274,7 @@ impl WasmRuntime {
         // One byte over the cap tells "exactly at the cap" from "cut off".
         let stdout = MemoryOutputPipe::new(self.stdout_bytes_max.saturating_add(1));
         let stderr = MemoryOutputPipe::new(STDERR_BYTES_MAX);
+        let wasi_clock_origin = Instant::now();
         let wasi = WasiCtxBuilder::new()
             .stdin(MemoryInputPipe::new(call.stdin.to_vec()))
             .stdout(stdout.clone())
@@ -283,14 +287,14 @@ impl WasmRuntime {
         let started = Instant::now();
         let mut store = Store::new(
             &self.engine,
-            Host::new(wasi, memory_bytes_max, started + timeout),
+            Host::new(wasi, wasi_clock_origin, memory_bytes_max, started + timeout),
         );
         store.limiter(|host| &mut host.limiter);
         store.set_epoch_deadline(host::ticks_for(timeout));
         store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_epoch_deadline()));
 
         let result = match prepared.instance_pre()?.instantiate(&mut store) {
-            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, ENTRY_POINT) {
                 Ok(start) => start.call(&mut store, ()).map_err(Failure::Run),
                 Err(e) => Err(Failure::Instantiate(e)),
             },

@@ -207,6 +207,72 @@ fn endless_loop_times_out() {
     assert_eq!(stdout_of(&runtime, "hello.wat").len(), 43);
 }
 
+/// A command that sleeps with one `poll_oneoff` clock subscription on the
+/// monotonic clock, then prints a CGI response.
+fn sleeper(timeout_ns: u64, abstime: bool) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 256) "Content-Type: text/plain\n\nslept\n")
+  (func (export "_start")
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const {timeout_ns}))
+    (i32.store16 (i32.const 40) (i32.const {flags}))
+    (if (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))
+      (then unreachable))
+    ;; One clock event (type 0, no error) came back.
+    (if (i32.ne (i32.load (i32.const 128)) (i32.const 1)) (then unreachable))
+    (if (i32.load16_u (i32.const 72)) (then unreachable))
+    (if (i32.load8_u (i32.const 74)) (then unreachable))
+    (i32.store (i32.const 200) (i32.const 256))
+    (i32.store (i32.const 204) (i32.const 32))
+    (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 208)))))"#,
+        flags = u16::from(abstime)
+    )
+}
+
+#[test]
+fn sleeping_past_the_deadline_times_out_at_the_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("short.wat"), sleeper(20_000_000, false)).expect("write");
+    fs::write(
+        dir.path().join("long.wat"),
+        sleeper(3_600_000_000_000, false),
+    )
+    .expect("write");
+    fs::write(dir.path().join("far.wat"), sleeper(1 << 62, true)).expect("write");
+    let runtime = WasmRuntime::new(config(dir.path().to_path_buf())).expect("runtime starts");
+    for module in ["short.wat", "long.wat", "far.wat"] {
+        runtime.prepare(module).expect("prepares");
+    }
+
+    let started = Instant::now();
+    let output = runtime
+        .call(&call("short.wat", &[], b""))
+        .expect("a short sleep is fine");
+    assert!(started.elapsed() >= Duration::from_millis(20));
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with("slept\n"));
+
+    for module in ["long.wat", "far.wat"] {
+        let started = Instant::now();
+        let error = runtime
+            .call(&WasmCall {
+                timeout_ms: 200,
+                ..call(module, &[], b"")
+            })
+            .expect_err("times out");
+        let elapsed = started.elapsed();
+        println!("{module} with timeout_ms 200 returned after {elapsed:?}");
+        assert!(error.is_timeout(), "{error:?}");
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+}
+
 #[test]
 fn memory_bomb_hits_the_memory_limit_and_the_runtime_survives() {
     let runtime = runtime();
@@ -340,12 +406,15 @@ fn module_changed_on_disk_is_picked_up() {
     fs::write(&path, &hello).expect("write");
     let runtime = WasmRuntime::new(config(dir.path().to_path_buf())).expect("runtime starts");
     assert!(stdout_of(&runtime, "hello.wat").ends_with("Hello from wasm!\n"));
+    // The file is looked at once per FILE_CHECK_INTERVAL_MS at most.
+    let noticed = || std::thread::sleep(Duration::from_millis(FILE_CHECK_INTERVAL_MS + 5));
 
     // Rewritten in place, other length: a new size (and mtime) is noticed.
     let changed = hello
         .replace("Hello from wasm!\\n", "Hello again, changed!\\n")
         .replace("(i32.const 43)", "(i32.const 48)");
     fs::write(&path, &changed).expect("write");
+    noticed();
     assert!(stdout_of(&runtime, "hello.wat").ends_with("Hello again, changed!\n"));
 
     // Replaced by rename (how deploys should do it): a new inode, even
@@ -355,11 +424,13 @@ fn module_changed_on_disk_is_picked_up() {
     let temp = dir.path().join("hello.wat.new");
     fs::write(&temp, &renamed).expect("write");
     fs::rename(&temp, &path).expect("rename");
+    noticed();
     assert!(stdout_of(&runtime, "hello.wat").ends_with("Hello by rename!\n"));
     assert_eq!(runtime.stats().modules_compiled, 3);
 
     // Removed: new calls fail instead of running the old copy.
     fs::remove_file(&path).expect("remove");
+    noticed();
     assert!(matches!(
         runtime.call(&call("hello.wat", &[], b"")),
         Err(WasmError::ModuleNotFound { .. })

@@ -3,9 +3,11 @@
 //! epoch-interruption deadlines stop guest code (a thread per call would cost
 //! far more than the call itself).
 //!
-//! Idle, the thread parks instead of waking a thousand times a second; the
-//! first call to start unparks it. It never touches a store and never blocks
-//! a call: calls only do an atomic add and, on the 0 → 1 edge, an unpark.
+//! Idle for [`IDLE_GRACE`], the thread parks instead of waking a thousand
+//! times a second; the first call to start unparks it. It never touches a
+//! store and never blocks a call: calls only do an atomic add and, on the
+//! 0 → 1 edge, an unpark (a system call only when the ticker really sleeps,
+//! so back-to-back calls do not pay for one each).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use wasmtime::EngineWeak;
 /// One epoch tick. Deadlines are counted in ticks, so this is also the
 /// resolution of a timeout.
 pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// How long the ticker keeps ticking without calls before it parks.
+const IDLE_GRACE: Duration = Duration::from_millis(100);
 
 /// How long the parked ticker sleeps before looking at its flags again even
 /// without an unpark (a safety net, not the wake-up path).
@@ -87,11 +92,17 @@ impl Drop for InFlight<'_> {
 
 fn run(engine: &EngineWeak, shared: &Shared) {
     let mut next = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::Acquire) {
         if shared.in_flight.load(Ordering::Acquire) == 0 {
-            thread::park_timeout(IDLE_RECHECK);
-            next = Instant::now();
-            continue;
+            let idle_since = *idle_since.get_or_insert_with(Instant::now);
+            if idle_since.elapsed() >= IDLE_GRACE {
+                thread::park_timeout(IDLE_RECHECK);
+                next = Instant::now();
+                continue;
+            }
+        } else {
+            idle_since = None;
         }
         // Ticks are scheduled on a fixed grid so that the epoch tracks wall
         // time in milliseconds instead of drifting by each sleep's overshoot.

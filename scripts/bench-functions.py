@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Function routes against the static route, in the same run.
+
+Starts a release `corefn serve` on a fresh database holding a static hello, the
+wasm hello and a wasm echo (1 KiB body), then runs wrk against each route,
+REPEATS rounds with the route order rotating, and reports per route the median
+req/s, p50/p99 and server CPU per request, with ratios to the static route.
+
+Server CPU counts the gateway and every worker process (utime + stime of each
+process from /proc, children found by their parent pid), because a function
+call spends most of its CPU in a worker. wrk shares the machine's cores with
+all of them: compare ratios within one run, not absolute figures across runs.
+
+usage: scripts/bench-functions.py [--duration 5] [--repeats 3] [--wrk "-t2 -c64"]
+       [--workers N] [--worker-threads T] [--out DIR]
+Needs wrk (apt-get install wrk) and a release build (cargo build --release).
+"""
+
+import argparse
+import datetime
+import os
+import re
+import shlex
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PORT = 18280
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ROUTES = [
+    ("static hello", "GET:/hello", '{"runtime":"static","body":"Hello, world!\\n"}', "/hello", None),
+    ("wasm hello", "GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}', "/wasm/hello", None),
+    ("wasm echo 1 KiB", "POST:/wasm/echo", '{"runtime":"wasm","module":"echo.wat"}', "/wasm/echo", 1024),
+]
+
+
+def process_cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3); utime and stime are fields 14 and 15.
+    return int(fields[11]) + int(fields[12])
+
+
+def tree_cpu_seconds(root_pid):
+    """CPU of root_pid and its live children (workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            if int(entry) == root_pid or ppid == root_pid:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / CLK_TCK
+
+
+def parse_latency(text, label):
+    match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(args, path, body_bytes, duration, lua_dir):
+    command = ["wrk", "-d", f"{duration}s", "--latency", *shlex.split(args)]
+    if body_bytes:
+        script = os.path.join(lua_dir, "post.lua")
+        with open(script, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n' % body_bytes)
+        command += ["-s", script]
+    command.append(f"http://127.0.0.1:{PORT}{path}")
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--wrk", default="-t2 -c64")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-threads", type=int, default=4)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    binary = os.path.join(ROOT, "target/release/corefn")
+    if not os.path.exists(binary):
+        sys.exit("build first: cargo build --release")
+    tmp = tempfile.mkdtemp(prefix="corefn-bench-")
+    db = os.path.join(tmp, "bench.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)")
+        for _, key, value, _, _ in ROUTES:
+            conn.execute("INSERT INTO functions VALUES (?, ?, ?)", (key, value, int(time.time())))
+    server = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{PORT}", "--db", db,
+         "--workers", str(args.workers), "--worker-threads", str(args.worker_threads),
+         "--functions-dir", os.path.join(ROOT, "examples/wasm"),
+         "--cache-dir", os.path.join(tmp, "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    results = {name: [] for name, *_ in ROUTES}
+    raw = []
+    try:
+        ready = server.stdout.readline()
+        if "listening" not in ready:
+            sys.exit(f"server did not start: {ready!r}")
+        # Warm-up: compile modules, fill pools.
+        for _, _, _, path, body in ROUTES:
+            run_wrk("-t1 -c8", path, body, 1, tmp)
+        for round_index in range(args.repeats):
+            order = ROUTES[round_index % len(ROUTES):] + ROUTES[:round_index % len(ROUTES)]
+            for name, _, _, path, body in order:
+                cpu_before = tree_cpu_seconds(server.pid)
+                out = run_wrk(args.wrk, path, body, args.duration, tmp)
+                cpu_after = tree_cpu_seconds(server.pid)
+                raw.append(f"## round {round_index} {name}\n{out}")
+                requests = int(re.search(r"(\d+) requests in", out).group(1))
+                errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                socket_errors = re.search(r"Socket errors: (.*)", out)
+                results[name].append({
+                    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                    "p50": parse_latency(out, "50"),
+                    "p99": parse_latency(out, "99"),
+                    "cpu_us": (cpu_after - cpu_before) * 1e6 / max(requests, 1),
+                    "errors": (int(errors.group(1)) if errors else 0),
+                    "socket_errors": socket_errors.group(1) if socket_errors else "",
+                })
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    def med(name, key):
+        return statistics.median(r[key] for r in results[name])
+
+    base = ROUTES[0][0]
+    lines = [
+        f"wrk `{args.wrk} -d {args.duration}s`, median of {args.repeats} rounds, "
+        f"{args.workers} workers x {args.worker_threads} threads, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        "wrk shares the cores with the gateway and the workers.",
+        "",
+        "| route | req/s | p50 ms | p99 ms | server CPU µs/req | req/s vs static | CPU/req vs static | non-2xx |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, *_ in ROUTES:
+        lines.append(
+            f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.3f} | {med(name, 'p99'):.3f} "
+            f"| {med(name, 'cpu_us'):.1f} | {med(name, 'rps') / med(base, 'rps'):.2f} "
+            f"| {med(name, 'cpu_us') / med(base, 'cpu_us'):.2f} "
+            f"| {sum(r['errors'] for r in results[name])} |")
+    summary = "\n".join(lines)
+    print(summary)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(summary + "\n")
+        with open(os.path.join(args.out, "raw.txt"), "w") as f:
+            f.write("\n".join(raw))
+
+
+if __name__ == "__main__":
+    main()
