@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Measures route change -> served latency.
+"""Measures route change -> served latency, and wasm deploy -> first response.
 
-Starts `corefn serve` on a fresh database, then repeatedly changes a route's
-body through a second SQLite connection (as any writer would) and polls the
-route over new TCP connections (so the kernel's SO_REUSEPORT hash spreads the
-polls over the cores) until the new body is served. Prints the median, p90,
-max over the iterations.
+Starts `corefn serve` on a fresh database, then repeatedly changes a route
+through a second SQLite connection (as any writer would) and polls it over
+new TCP connections (so the kernel's SO_REUSEPORT hash spreads the polls over
+the cores) until the new answer is served. Prints median, p90 and max.
 
-usage: scripts/route-latency.py [--binary target/release/corefn] [--iterations 50]
+Modes:
+  static      change a static route's body (the route table path alone)
+  wasm-cold   deploy a wasm route whose module nobody has compiled yet
+              (a new file with new content: compile included)
+  wasm-cached deploy a wasm route under a new name whose content is already
+              in the disk cache (the cold-compile cost excluded)
+
+usage: scripts/route-latency.py [--binary target/release/corefn]
+       [--iterations 50] [--mode static|wasm-cold|wasm-cached] [--watch-interval-ms 5]
 """
 
 import argparse
 import http.client
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -39,14 +47,21 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default="target/release/corefn")
     parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--watch-interval-ms", type=int, default=20)
+    parser.add_argument("--watch-interval-ms", type=int, default=5)
+    parser.add_argument("--mode", choices=["static", "wasm-cold", "wasm-cached"], default="static")
     args = parser.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "examples/wasm/hello.wat")) as f:
+        hello_wat = f.read()
 
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "routes.db")
+        functions = os.path.join(tmp, "functions")
+        os.makedirs(functions)
         server = subprocess.Popen(
             [args.binary, "serve", "--listen", f"127.0.0.1:{PORT}", "--db", db,
-             "--watch-interval-ms", str(args.watch_interval_ms)],
+             "--watch-interval-ms", str(args.watch_interval_ms),
+             "--functions-dir", functions, "--cache-dir", os.path.join(tmp, "cache")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             line = server.stdout.readline()
@@ -54,16 +69,40 @@ def main():
                 sys.exit(f"server did not start: {line!r}")
             writer = sqlite3.connect(db, timeout=5)
             latencies_ms = []
+            if args.mode == "wasm-cached":
+                # Compile the module once (fills the disk cache), then deploy
+                # the same content under new names.
+                shutil.copy(os.path.join(root, "examples/wasm/hello.wat"),
+                            os.path.join(functions, "warm.wat"))
+                with writer:
+                    writer.execute("INSERT INTO functions VALUES ('GET:/warm', ?, 0)",
+                                   ('{"runtime":"wasm","module":"warm.wat"}',))
+                deadline = time.perf_counter() + POLL_DEADLINE_S
+                while get("/warm")[0] != 200:
+                    if time.perf_counter() > deadline:
+                        sys.exit("warm-up module never served")
             for i in range(args.iterations):
-                body = f"version {i}"
-                value = '{"runtime":"static","body":"%s"}' % body
+                path = f"/probe{i}"
+                if args.mode == "static":
+                    path = "/probe"
+                    body = f"version {i}"
+                    value = '{"runtime":"static","body":"%s"}' % body
+                else:
+                    module = f"m{i}.wat"
+                    content = hello_wat
+                    if args.mode == "wasm-cold":
+                        content += f"\n;; deploy {i}\n"
+                    with open(os.path.join(functions, module), "w") as f:
+                        f.write(content)
+                    body = "Hello from wasm!\n"
+                    value = '{"runtime":"wasm","module":"%s"}' % module
                 started = time.perf_counter()
                 with writer:
                     writer.execute(
-                        "INSERT OR REPLACE INTO functions VALUES ('GET:/probe', ?, ?)",
-                        (value, int(time.time())))
+                        "INSERT OR REPLACE INTO functions VALUES (?, ?, ?)",
+                        (f"GET:{path}", value, int(time.time())))
                 while True:
-                    status, payload = get("/probe")
+                    status, payload = get(path)
                     if status == 200 and payload == body.encode():
                         break
                     if time.perf_counter() - started > POLL_DEADLINE_S:
@@ -72,7 +111,7 @@ def main():
                 time.sleep(0.01)
             latencies_ms.sort()
             p90 = latencies_ms[int(len(latencies_ms) * 0.9) - 1]
-            print(f"route change -> served, {args.iterations} changes, "
+            print(f"{args.mode}: route change -> served, {args.iterations} changes, "
                   f"watch interval {args.watch_interval_ms} ms: "
                   f"median {statistics.median(latencies_ms):.1f} ms, "
                   f"p90 {p90:.1f} ms, max {latencies_ms[-1]:.1f} ms")

@@ -85,8 +85,9 @@ pub struct ServeOptions {
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
-    /// How often the watcher asks SQLite whether the route table changed.
-    #[arg(long, default_value_t = 20)]
+    /// How often the watcher asks SQLite whether the route table changed
+    /// (one `PRAGMA data_version`, a few microseconds).
+    #[arg(long, default_value_t = 5)]
     pub watch_interval_ms: u64,
 
     /// Open client connections allowed over all cores (503 and close above).
