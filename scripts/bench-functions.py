@@ -83,6 +83,20 @@ def run_wrk(args, path, body_bytes, duration, lua_dir):
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+def worker_distribution():
+    """requests_served per worker from /_/workers (None when unavailable)."""
+    import http.client
+    import json
+    time.sleep(1.2)  # let every worker send a fresh datagram
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
+        conn.request("GET", "/_/workers")
+        workers = json.loads(conn.getresponse().read())["workers"]
+        return {w["id"]: w.get("requests_served") for w in workers}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5)
@@ -91,9 +105,10 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=4)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/corefn"))
     args = parser.parse_args()
 
-    binary = os.path.join(ROOT, "target/release/corefn")
+    binary = args.binary
     if not os.path.exists(binary):
         sys.exit("build first: cargo build --release")
     tmp = tempfile.mkdtemp(prefix="corefn-bench-")
@@ -135,6 +150,7 @@ def main():
                     "errors": (int(errors.group(1)) if errors else 0),
                     "socket_errors": socket_errors.group(1) if socket_errors else "",
                 })
+        distribution = worker_distribution()
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -161,6 +177,8 @@ def main():
             f"| {med(name, 'cpu_us'):.1f} | {med(name, 'rps') / med(base, 'rps'):.2f} "
             f"| {med(name, 'cpu_us') / med(base, 'cpu_us'):.2f} "
             f"| {sum(r['errors'] for r in results[name])} |")
+    if distribution:
+        lines += ["", f"requests served per worker over the whole run: {distribution}"]
     summary = "\n".join(lines)
     print(summary)
     if args.out:

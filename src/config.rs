@@ -44,6 +44,10 @@ pub struct WorkerArgs {
     pub functions_dir: PathBuf,
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub metrics_socket: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
+    pub metrics_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,6 +117,23 @@ pub struct ServeOptions {
     /// On-disk cache of compiled WebAssembly modules (keyed by content hash).
     #[arg(long, default_value = "corefn-cache")]
     pub cache_dir: PathBuf,
+
+    /// How often each worker sends its metrics datagram.
+    #[arg(long, default_value_t = 500)]
+    pub metrics_interval_ms: u64,
+
+    /// EWMA factor for worker metrics: weight of the newest sample (0..=1).
+    #[arg(long, default_value_t = 0.3)]
+    pub ewma_alpha: f64,
+
+    /// Score weights "cpu,mem,io" (lower score = preferred worker).
+    #[arg(long, default_value = "0.5,0.3,0.2")]
+    pub score_weights: String,
+
+    /// Unix datagram socket the workers send metrics to (default: next to
+    /// the database, `<db>.metrics.sock`).
+    #[arg(long)]
+    pub metrics_socket: Option<PathBuf>,
 }
 
 /// The limits one core enforces, in the units the hot path uses.

@@ -344,7 +344,6 @@ impl Connection<'_> {
                 timeout: Duration::from_millis(target.timeout_ms),
             })
             .await;
-        let _ = route;
         match outcome {
             Ok(completion) => {
                 if let (Some(log), Some(received_at)) = (&self.core.access_log, received_at) {
@@ -361,6 +360,12 @@ impl Connection<'_> {
                         now,
                     );
                 }
+                if completion.connection_broken() {
+                    eprintln!(
+                        "corefn: core {}: the worker could not write the whole response; closing",
+                        self.core.index
+                    );
+                }
                 !completion.connection_broken()
             }
             Err(CallError::NotSent(error)) => {
@@ -373,6 +378,10 @@ impl Connection<'_> {
                 false
             }
             Err(CallError::Stuck) => {
+                eprintln!(
+                    "corefn: core {}: no completion within {} ms (+ slack) for {}; cutting the connection",
+                    self.core.index, target.timeout_ms, route.key
+                );
                 // The worker may still write: cut the connection for every
                 // holder of the socket, not just our descriptor.
                 // SAFETY: shutdown on a socket we own.
@@ -400,7 +409,13 @@ impl Connection<'_> {
 
         let result = if let Decision::Admin = decision {
             let table = self.core.snapshot.table();
-            admin::respond(method, path, &table).map(|answer| {
+            let context = admin::AdminContext {
+                table: &table,
+                core_index: self.core.index,
+                workers: &self.core.workers,
+                pool_status: self.core.pool_status.as_deref(),
+            };
+            admin::respond(method, path, &context).map(|answer| {
                 http::push_response(
                     &mut self.output,
                     answer.status,

@@ -24,6 +24,7 @@ use crate::error::HttpError;
 use crate::http::ConnectionHeader;
 use crate::routes::snapshot::CoreSnapshot;
 use crate::workers::pool::CoreWorkers;
+use crate::workers::supervisor::PoolStatus;
 
 /// How often housekeeping runs: the bound on how late a core sees a new
 /// route table, a new second for the Date header, or the stop flag.
@@ -42,6 +43,7 @@ pub struct CoreState {
     stop_signal: Semaphore,
     connections_open: Cell<usize>,
     pub workers: Rc<CoreWorkers>,
+    pub pool_status: Option<Arc<PoolStatus>>,
     pub access_log: Option<CoreAccessLog>,
 }
 
@@ -51,6 +53,7 @@ impl CoreState {
         limits: Limits,
         snapshot: CoreSnapshot,
         workers: Rc<CoreWorkers>,
+        pool_status: Option<Arc<PoolStatus>>,
         access_log: Option<CoreAccessLog>,
     ) -> CoreState {
         let now = clock::unix_now_secs();
@@ -64,6 +67,7 @@ impl CoreState {
             stop_signal: Semaphore::new(0),
             connections_open: Cell::new(0),
             workers,
+            pool_status,
             access_log,
         }
     }
@@ -192,6 +196,7 @@ async fn housekeeping(core: Rc<CoreState>, shared: Arc<Shared>) {
         }
         core.snapshot.refresh();
         core.workers.adopt_new_links();
+        core.workers.scores.refresh();
         core.refresh_date();
         if let Some(log) = &core.access_log {
             log.flush_if_due();

@@ -16,6 +16,7 @@ mod listener;
 pub mod request;
 
 use std::io;
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +33,8 @@ use crate::config::{Limits, ServeOptions};
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
+use crate::scheduler::collector::{self, CollectorConfig, CoreScores, ScoreBoard};
+use crate::scheduler::score::Weights;
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::{LinkInbox, PoolSpec, Supervisor};
 
@@ -60,6 +63,25 @@ pub enum ServeError {
     Signals(nix::Error),
     #[error("core executor {0} stopped unexpectedly")]
     CoreDied(usize),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot bind the metrics socket {path}: {source}")]
+    MetricsSocket { path: PathBuf, source: io::Error },
+}
+
+/// Binds the workers' metrics socket, replacing a stale file left by a
+/// gateway that did not exit cleanly.
+fn bind_metrics_socket(path: &std::path::Path) -> Result<UnixDatagram, ServeError> {
+    let error = |source| ServeError::MetricsSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    UnixDatagram::bind(path).map_err(error)
 }
 
 /// State every core reads; written only by the main thread.
@@ -108,6 +130,41 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let worker_count = options.workers.unwrap_or(cpus.len());
     let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
+    let score_board = Arc::new(ScoreBoard::default());
+    let collector_stop = Arc::new(AtomicBool::new(false));
+    let metrics_interval = Duration::from_millis(options.metrics_interval_ms.max(10));
+    let metrics_socket = options
+        .metrics_socket
+        .clone()
+        .unwrap_or_else(|| options.db.with_extension("metrics.sock"));
+    let collector = if worker_count > 0 {
+        let weights = Weights::parse(&options.score_weights).map_err(ServeError::Config)?;
+        if !(0.0..=1.0).contains(&options.ewma_alpha) {
+            return Err(ServeError::Config(format!(
+                "--ewma-alpha {} is outside 0..=1",
+                options.ewma_alpha
+            )));
+        }
+        let socket = bind_metrics_socket(&metrics_socket)?;
+        Some(
+            collector::start(
+                socket,
+                score_board.clone(),
+                CollectorConfig {
+                    worker_count,
+                    alpha: options.ewma_alpha,
+                    weights,
+                },
+                collector_stop.clone(),
+            )
+            .map_err(|source| ServeError::Start {
+                what: "metrics collector".into(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     let supervisor = if worker_count > 0 {
         let executable = std::env::current_exe().map_err(|source| ServeError::Start {
             what: "worker processes (cannot find own executable)".into(),
@@ -122,6 +179,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     threads_per_worker: options.worker_threads.max(1),
                     functions_dir: options.functions_dir.clone(),
                     cache_dir: Some(options.cache_dir.clone()),
+                    metrics_socket: Some(metrics_socket.clone()),
+                    metrics_interval_ms: metrics_interval.as_millis() as u64,
                 },
                 inboxes.clone(),
             )
@@ -146,6 +205,9 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let shared = shared.clone();
         let log_sender = access_log.as_ref().map(AccessLogWriter::sender);
         let inbox = inboxes[index].clone();
+        let score_board = score_board.clone();
+        let pool_status = supervisor.as_ref().map(|s| s.status.clone());
+        let threads_per_worker = options.worker_threads.max(1) as u32;
         let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("corefn-core-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
@@ -154,7 +216,14 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     index,
                     limits,
                     CoreSnapshot::new(board),
-                    CoreWorkers::new(index, inbox),
+                    CoreWorkers::new(
+                        index,
+                        inbox,
+                        CoreScores::new(score_board),
+                        threads_per_worker,
+                        metrics_interval,
+                    ),
+                    pool_status,
                     log_sender.map(CoreAccessLog::new),
                 ));
                 core::run(core, shared.clone(), listener_fd).await;
@@ -187,6 +256,11 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // Workers go last: requests in flight on them were drained with the cores.
     if let Some(supervisor) = supervisor {
         supervisor.stop();
+    }
+    collector_stop.store(true, Ordering::Release);
+    if let Some(collector) = collector {
+        let _ = collector.join();
+        let _ = std::fs::remove_file(&metrics_socket);
     }
     if let Some(writer) = access_log {
         writer.finish();

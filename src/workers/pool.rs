@@ -3,8 +3,14 @@
 //! and the wait for the worker's completion.
 //!
 //! Runs on a core executor only; never blocks it (sends are non-blocking,
-//! completions arrive on a reader task per link). The choice today is the
-//! link with the fewest requests in flight from this core.
+//! completions arrive on a reader task per link).
+//!
+//! The choice: power of two choices. Two random live links are compared on
+//! `score + in_flight / threads_per_worker`, where `score` (0..1) comes from
+//! the workers' smoothed metrics (see [`crate::scheduler`]) and `in_flight`
+//! is what this core itself has sent and not yet seen complete, so a burst
+//! between two datagrams still spreads. A worker whose last datagram is
+//! older than three intervals is not chosen until it reports again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,10 +32,15 @@ use super::protocol::{
 };
 use super::supervisor::{LinkInbox, NewLink};
 use crate::error::HttpError;
+use crate::scheduler::collector::{CoreScores, WorkerScores};
 
 /// Requests one core keeps in flight on one worker at most; past it the
 /// core looks for another worker or waits.
 pub const IN_FLIGHT_PER_LINK_MAX: u32 = 64;
+/// Cost difference below which two workers count as equally loaded.
+const COST_TIE: f64 = 0.05;
+/// Missed metrics intervals after which a worker is not chosen.
+const STALE_INTERVALS: u32 = 3;
 /// How long a request may wait for a worker with room before 503.
 const WAIT_FOR_WORKER_MAX: Duration = Duration::from_millis(1_000);
 const WAIT_FOR_WORKER_STEP: Duration = Duration::from_millis(1);
@@ -43,6 +54,7 @@ pub struct WorkerLink {
     pub worker_id: usize,
     pub generation: u64,
     pub pid: u32,
+    adopted_at: Instant,
     channel: OwnedFd,
     in_flight: Cell<u32>,
     alive: Cell<bool>,
@@ -118,24 +130,37 @@ impl Future for Wait {
 
 pub struct CoreWorkers {
     core_index: usize,
+    pub scores: CoreScores,
+    threads_per_worker: u32,
+    /// A link whose worker has not reported for this long is skipped.
+    stale_after: Duration,
+    random_state: Cell<u64>,
     inbox: Arc<LinkInbox>,
     inbox_seen: Cell<u64>,
     links: RefCell<Vec<Rc<WorkerLink>>>,
     pending: RefCell<HashMap<u64, Rc<PendingCall>>>,
     next_request_id: Cell<u64>,
-    pick_start: Cell<usize>,
 }
 
 impl CoreWorkers {
-    pub fn new(core_index: usize, inbox: Arc<LinkInbox>) -> Rc<CoreWorkers> {
+    pub fn new(
+        core_index: usize,
+        inbox: Arc<LinkInbox>,
+        scores: CoreScores,
+        threads_per_worker: u32,
+        metrics_interval: Duration,
+    ) -> Rc<CoreWorkers> {
         Rc::new(CoreWorkers {
             core_index,
+            scores,
+            threads_per_worker: threads_per_worker.max(1),
+            stale_after: metrics_interval * STALE_INTERVALS,
+            random_state: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (core_index as u64 + 1)),
             inbox,
             inbox_seen: Cell::new(0),
             links: RefCell::new(Vec::new()),
             pending: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
-            pick_start: Cell::new(core_index),
         })
     }
 
@@ -166,6 +191,7 @@ impl CoreWorkers {
                 worker_id,
                 generation,
                 pid,
+                adopted_at: Instant::now(),
                 channel,
                 in_flight: Cell::new(0),
                 alive: Cell::new(true),
@@ -181,6 +207,21 @@ impl CoreWorkers {
         }
     }
 
+    fn deliver(&self, message: &[u8], link: &WorkerLink) {
+        match Completion::decode(message) {
+            Ok(completion) => {
+                let pending = self.pending.borrow().get(&completion.request_id).cloned();
+                if let Some(pending) = pending {
+                    pending.finish(Outcome::Completed(completion));
+                }
+            }
+            Err(error) => eprintln!(
+                "corefn: core {}: bad completion from worker {}: {error}",
+                self.core_index, link.worker_id
+            ),
+        }
+    }
+
     pub fn links(&self) -> Vec<Rc<WorkerLink>> {
         self.links.borrow().clone()
     }
@@ -189,18 +230,88 @@ impl CoreWorkers {
         !self.links.borrow().is_empty()
     }
 
-    /// The live link with the fewest requests in flight from this core;
-    /// ties go round-robin, so that at low load every worker stays warm.
+    /// Power of two choices among the eligible links (see the module doc).
+    /// When every live worker is silent (a starved collector, say), silence
+    /// says nothing about any one of them: the choice then ignores it.
     fn pick(&self) -> Option<Rc<WorkerLink>> {
+        let scores = self.scores.get();
+        let now = Instant::now();
+        self.pick_among(&scores, |link| self.is_eligible(link, &scores, now))
+            .or_else(|| {
+                self.pick_among(&scores, |link| {
+                    link.is_alive() && link.in_flight() < IN_FLIGHT_PER_LINK_MAX
+                })
+            })
+    }
+
+    fn pick_among(
+        &self,
+        scores: &WorkerScores,
+        eligible_if: impl Fn(&WorkerLink) -> bool,
+    ) -> Option<Rc<WorkerLink>> {
         let links = self.links.borrow();
-        let count = links.len();
-        let start = self.pick_start.get();
-        self.pick_start.set(start.wrapping_add(1));
-        (0..count)
-            .map(|i| &links[(start + i) % count])
-            .filter(|l| l.is_alive() && l.in_flight() < IN_FLIGHT_PER_LINK_MAX)
-            .min_by_key(|l| l.in_flight())
-            .cloned()
+        let mut eligible: [Option<&Rc<WorkerLink>>; 2] = [None, None];
+        let mut seen = 0u64;
+        // Reservoir-sample two distinct eligible links in one pass.
+        for link in links.iter() {
+            if !eligible_if(link) {
+                continue;
+            }
+            seen += 1;
+            if seen <= 2 {
+                eligible[(seen - 1) as usize] = Some(link);
+            } else {
+                let slot = self.next_random() % seen;
+                if slot < 2 {
+                    eligible[slot as usize] = Some(link);
+                }
+            }
+        }
+        match eligible {
+            [Some(a), Some(b)] => {
+                let (cost_a, cost_b) = (self.cost(a, scores), self.cost(b, scores));
+                // Costs this close are a tie (idle workers differ by noise);
+                // ties go either way, so that at low load every worker stays warm.
+                let prefer_a = if (cost_a - cost_b).abs() < COST_TIE {
+                    self.next_random() & 1 == 0
+                } else {
+                    cost_a < cost_b
+                };
+                Some(if prefer_a { a } else { b }.clone())
+            }
+            [Some(a), None] => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    fn is_eligible(&self, link: &WorkerLink, scores: &WorkerScores, now: Instant) -> bool {
+        link.is_alive()
+            && link.in_flight() < IN_FLIGHT_PER_LINK_MAX
+            && self.is_fresh(link, scores, now)
+    }
+
+    /// Heard from within the stale limit (counting from adoption, so a
+    /// worker that just started is not skipped before its first datagram).
+    pub fn is_fresh(&self, link: &WorkerLink, scores: &WorkerScores, now: Instant) -> bool {
+        let last_heard = scores
+            .of(link.worker_id, link.pid)
+            .map_or(link.adopted_at, |s| s.last_report.max(link.adopted_at));
+        now.saturating_duration_since(last_heard) <= self.stale_after
+    }
+
+    fn cost(&self, link: &WorkerLink, scores: &WorkerScores) -> f64 {
+        let score = scores.of(link.worker_id, link.pid).map_or(0.0, |s| s.score);
+        score + f64::from(link.in_flight()) / f64::from(self.threads_per_worker)
+    }
+
+    /// xorshift64: cheap, per core, good enough to break ties and sample.
+    fn next_random(&self) -> u64 {
+        let mut x = self.random_state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random_state.set(x);
+        x
     }
 
     /// Sends the request to a worker and waits for its completion.
@@ -294,7 +405,13 @@ impl CoreWorkers {
                 Ok(completion)
             }
             Ok(Outcome::WorkerLost) => Err(CallError::WorkerLost),
-            Err(_) => Err(CallError::Stuck),
+            Err(_) => {
+                eprintln!(
+                    "corefn: core {}: worker {} (pid {}) did not complete request {request_id} in time",
+                    self.core_index, link.worker_id, link.pid
+                );
+                Err(CallError::Stuck)
+            }
         }
     }
 
@@ -336,22 +453,7 @@ async fn read_completions(workers: Rc<CoreWorkers>, link: Rc<WorkerLink>, reader
     loop {
         match stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => match Completion::decode(&buffer[..n]) {
-                Ok(completion) => {
-                    let pending = workers
-                        .pending
-                        .borrow()
-                        .get(&completion.request_id)
-                        .cloned();
-                    if let Some(pending) = pending {
-                        pending.finish(Outcome::Completed(completion));
-                    }
-                }
-                Err(error) => eprintln!(
-                    "corefn: core {}: bad completion from worker {}: {error}",
-                    workers.core_index, link.worker_id
-                ),
-            },
+            Ok(n) => workers.deliver(&buffer[..n], &link),
         }
     }
     workers.fail_link(&link);
@@ -375,4 +477,109 @@ fn sealed_memfd(body: &[u8]) -> std::io::Result<OwnedFd> {
         .map_err(std::io::Error::other)?;
     // The worker reads from the start through its own descriptor.
     Ok(OwnedFd::from(memfd.into_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    /// A pool with `n` links whose peers are returned (kept open).
+    fn pool_with_links(n: usize, adopted_ago: Duration) -> (Rc<CoreWorkers>, Vec<OwnedFd>) {
+        let workers = CoreWorkers::new(
+            0,
+            Arc::default(),
+            CoreScores::new(Arc::default()),
+            4,
+            Duration::from_millis(500),
+        );
+        let mut peers = Vec::new();
+        for worker_id in 0..n {
+            let (channel, peer) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .expect("socketpair");
+            peers.push(peer);
+            workers.links.borrow_mut().push(Rc::new(WorkerLink {
+                worker_id,
+                generation: 1,
+                pid: 1000 + worker_id as u32,
+                adopted_at: Instant::now() - adopted_ago,
+                channel,
+                in_flight: Cell::new(0),
+                alive: Cell::new(true),
+                served: Cell::new(0),
+            }));
+        }
+        (workers, peers)
+    }
+
+    #[test]
+    fn busier_link_loses_and_ties_spread() {
+        let (workers, _peers) = pool_with_links(2, Duration::ZERO);
+        workers.links.borrow()[0].in_flight.set(3);
+        for _ in 0..100 {
+            let picked = workers.pick().expect("a link");
+            assert_eq!(picked.worker_id, 1, "the link with less in flight wins");
+        }
+        workers.links.borrow()[0].in_flight.set(0);
+        let mut counts = [0; 2];
+        for _ in 0..1000 {
+            counts[workers.pick().expect("a link").worker_id] += 1;
+        }
+        assert!(
+            counts[0] > 300 && counts[1] > 300,
+            "ties spread: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn silent_and_dead_links_are_not_chosen() {
+        // Adopted 2 s ago and never reported: stale with a 500 ms interval;
+        // a fresh one next to them is the only choice.
+        let (workers, _peers) = pool_with_links(3, Duration::from_secs(2));
+        let fresh = workers.links.borrow()[2].clone();
+        let fresh = Rc::new(WorkerLink {
+            adopted_at: Instant::now(),
+            channel: fresh.channel.try_clone().expect("dup"),
+            worker_id: 2,
+            generation: 1,
+            pid: fresh.pid,
+            in_flight: Cell::new(0),
+            alive: Cell::new(true),
+            served: Cell::new(0),
+        });
+        workers.links.borrow_mut()[2] = fresh;
+        for _ in 0..50 {
+            assert_eq!(workers.pick().expect("a link").worker_id, 2);
+        }
+        // All silent: silence no longer decides.
+        let (workers, _peers) = pool_with_links(2, Duration::from_secs(2));
+        assert!(workers.pick().is_some());
+        let (workers, _peers) = pool_with_links(2, Duration::ZERO);
+        workers.links.borrow()[0].alive.set(false);
+        for _ in 0..50 {
+            assert_eq!(workers.pick().expect("a link").worker_id, 1);
+        }
+    }
+
+    /// `cargo test --release --lib bench_pick_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_pick_cost() {
+        for links in [2, 8, 32] {
+            let (workers, _peers) = pool_with_links(links, Duration::ZERO);
+            let rounds = 1_000_000;
+            let started = Instant::now();
+            let mut checksum = 0usize;
+            for _ in 0..rounds {
+                checksum += workers.pick().map_or(0, |l| l.worker_id);
+            }
+            let ns = started.elapsed().as_nanos() as f64 / f64::from(rounds);
+            eprintln!("pick among {links} links: {ns:.1} ns (checksum {checksum})");
+        }
+    }
 }

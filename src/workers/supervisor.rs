@@ -43,6 +43,49 @@ pub struct PoolSpec {
     pub threads_per_worker: usize,
     pub functions_dir: PathBuf,
     pub cache_dir: Option<PathBuf>,
+    pub metrics_socket: Option<PathBuf>,
+    pub metrics_interval_ms: u64,
+}
+
+/// What the supervisor knows of each worker slot, for `/_/workers`.
+#[derive(Debug, Clone, Default)]
+pub struct SlotStatus {
+    pub worker_id: usize,
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub state: &'static str,
+}
+
+/// Shared with the cores' admin endpoint (read off the hot path).
+#[derive(Debug, Default)]
+pub struct PoolStatus {
+    slots: Mutex<Vec<SlotStatus>>,
+}
+
+impl PoolStatus {
+    pub fn snapshot(&self) -> Vec<SlotStatus> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, slots: &[Slot]) {
+        let statuses = slots
+            .iter()
+            .map(|slot| SlotStatus {
+                worker_id: slot.worker_id,
+                pid: slot.child.as_ref().map(Child::id),
+                restarts: slot.generation.saturating_sub(1),
+                state: if slot.child.is_some() {
+                    "running"
+                } else {
+                    "restarting"
+                },
+            })
+            .collect();
+        *self.slots.lock().unwrap_or_else(PoisonError::into_inner) = statuses;
+    }
 }
 
 /// A core's end of one worker's channel.
@@ -83,6 +126,7 @@ impl LinkInbox {
 }
 
 pub struct Supervisor {
+    pub status: Arc<PoolStatus>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
     thread: JoinHandle<()>,
@@ -107,14 +151,26 @@ impl Supervisor {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let thread_stop = stop.clone();
         let thread_draining = draining.clone();
+        let status = Arc::new(PoolStatus::default());
+        let thread_status = status.clone();
         // The supervisor thread forks the workers: PR_SET_PDEATHSIG fires
         // when the *thread* that forked dies, and this thread lives as long
         // as the gateway.
         let thread = thread::Builder::new()
             .name("corefn-supervisor".into())
-            .spawn(move || supervise(spec, inboxes, thread_stop, thread_draining, started_tx))?;
+            .spawn(move || {
+                supervise(
+                    spec,
+                    inboxes,
+                    thread_stop,
+                    thread_draining,
+                    thread_status,
+                    started_tx,
+                )
+            })?;
         let _ = started_rx.recv_timeout(Duration::from_secs(10));
         Ok(Supervisor {
+            status,
             stop,
             draining,
             thread,
@@ -141,6 +197,7 @@ fn supervise(
     inboxes: Vec<Arc<LinkInbox>>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
+    status: Arc<PoolStatus>,
     started: std::sync::mpsc::Sender<()>,
 ) {
     let mut drain_announced = false;
@@ -191,6 +248,7 @@ fn supervise(
                 }
             }
         }
+        status.set(&slots);
         if !announced {
             announced = true;
             let _ = started.send(());
@@ -243,6 +301,13 @@ fn start_worker(
         .stdin(Stdio::null());
     if let Some(cache_dir) = &spec.cache_dir {
         command.arg("--cache-dir").arg(cache_dir);
+    }
+    if let Some(metrics_socket) = &spec.metrics_socket {
+        command
+            .arg("--metrics-socket")
+            .arg(metrics_socket)
+            .arg("--metrics-interval-ms")
+            .arg(spec.metrics_interval_ms.to_string());
     }
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (fcntl, dup2, close_range).

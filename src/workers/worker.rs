@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use crate::http::ConnectionHeader;
 use crate::routes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::cgi::{self, CgiRequest};
 use crate::runtimes::wasm::{WasmCall, WasmConfig, WasmRuntime};
+use crate::scheduler::metrics::WorkerSample;
 
 /// Set by SIGUSR1, which the supervisor sends when the gateway starts
 /// shutting down: responses written from then on carry `connection: close`.
@@ -62,6 +63,8 @@ pub struct WorkerOptions {
     pub parent_pid: i32,
     pub functions_dir: PathBuf,
     pub cache_dir: Option<PathBuf>,
+    pub metrics_socket: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 impl From<crate::config::WorkerArgs> for WorkerOptions {
@@ -73,6 +76,8 @@ impl From<crate::config::WorkerArgs> for WorkerOptions {
             parent_pid: args.parent_pid,
             functions_dir: args.functions_dir,
             cache_dir: args.cache_dir,
+            metrics_socket: args.metrics_socket,
+            metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(10)),
         }
     }
 }
@@ -96,6 +101,8 @@ struct Worker {
     channels: Vec<OwnedFd>,
     wasm: WasmRuntime,
     descriptors: Mutex<HashMap<Box<[u8]>, Arc<Descriptor>>>,
+    in_flight: AtomicU32,
+    requests_done: AtomicU64,
 }
 
 pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
@@ -147,7 +154,16 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         channels,
         wasm,
         descriptors: Mutex::new(HashMap::new()),
+        in_flight: AtomicU32::new(0),
+        requests_done: AtomicU64::new(0),
     });
+    if let Some(socket) = worker.options.metrics_socket.clone() {
+        let reporter = worker.clone();
+        thread::Builder::new()
+            .name("corefn-worker-metrics".into())
+            .spawn(move || reporter.report_metrics(&socket))
+            .map_err(WorkerError::Thread)?;
+    }
     let mut handles = Vec::with_capacity(worker.options.threads);
     for index in 0..worker.options.threads.max(1) {
         let worker = worker.clone();
@@ -222,6 +238,7 @@ impl Worker {
 
     fn serve(&self, channel: BorrowedFd<'_>, dispatch: Dispatch<'_>) {
         let started = Instant::now();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let header = dispatch.header;
         let mut response = Vec::with_capacity(4 * 1024);
         let status = self.respond(&dispatch, &mut response);
@@ -232,6 +249,8 @@ impl Worker {
         if written.is_err() {
             flags |= COMPLETION_CONNECTION_BROKEN;
         }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.requests_done.fetch_add(1, Ordering::Relaxed);
         let completion = Completion {
             status,
             flags,
@@ -352,6 +371,43 @@ impl Worker {
         Ok((output.stdout, cgi_response))
     }
 
+    /// Sends a metrics datagram every interval until the process ends.
+    /// Sends that fail (collector gone or busy) are dropped: metrics are
+    /// advisory, requests are not.
+    fn report_metrics(&self, socket_path: &std::path::Path) {
+        let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        let _ = socket.set_nonblocking(true);
+        let ticks_per_s = procfs_ticks_per_second();
+        let mut last = ProcSample::read();
+        let mut last_at = Instant::now();
+        loop {
+            thread::sleep(self.options.metrics_interval);
+            let now = ProcSample::read();
+            let elapsed_s = last_at.elapsed().as_secs_f64().max(1e-3);
+            last_at = Instant::now();
+            let cpu_cores =
+                now.cpu_ticks.saturating_sub(last.cpu_ticks) as f64 / ticks_per_s / elapsed_s;
+            let io_bytes_per_s = now.io_bytes.saturating_sub(last.io_bytes) as f64 / elapsed_s;
+            last = now;
+            let sample = WorkerSample {
+                worker_id: self.options.worker_id as u32,
+                pid: std::process::id(),
+                unix_time_us: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0),
+                cpu_ppm: (cpu_cores * 1e6).min(f64::from(u32::MAX)) as u32,
+                in_flight: self.in_flight.load(Ordering::Relaxed),
+                rss_bytes: now.rss_bytes,
+                io_bytes_per_s: io_bytes_per_s as u64,
+                requests_done: self.requests_done.load(Ordering::Relaxed),
+            };
+            let _ = socket.send_to(&sample.encode(), socket_path);
+        }
+    }
+
     fn descriptor(&self, json: &[u8]) -> Result<Arc<Descriptor>, HttpError> {
         let mut cache = self
             .descriptors
@@ -370,6 +426,61 @@ impl Worker {
         }
         cache.insert(json.into(), descriptor.clone());
         Ok(descriptor)
+    }
+}
+
+/// This process's counters from /proc (zeros where a file is unreadable).
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    cpu_ticks: u64,
+    rss_bytes: u64,
+    io_bytes: u64,
+}
+
+impl ProcSample {
+    fn read() -> ProcSample {
+        let cpu_ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesised command name; utime and
+                // stime are the 14th and 15th fields of the line.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = fields.get(11)?.parse().ok()?;
+                let stime: u64 = fields.get(12)?.parse().ok()?;
+                Some(utime + stime)
+            })
+            .unwrap_or(0);
+        // SAFETY: sysconf has no memory effects.
+        let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * page_bytes);
+        let io_bytes = std::fs::read_to_string("/proc/self/io")
+            .map(|io| {
+                io.lines()
+                    .filter_map(|line| line.split_once(": "))
+                    .filter(|(key, _)| *key == "rchar" || *key == "wchar")
+                    .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        ProcSample {
+            cpu_ticks,
+            rss_bytes,
+            io_bytes,
+        }
+    }
+}
+
+fn procfs_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
     }
 }
 
