@@ -95,6 +95,10 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // signals reach only the main thread's sigtimedwait.
     let signals = block_shutdown_signals()?;
 
+    let mut options = options;
+    if let Some(connections_fit) = raise_open_files_limit() {
+        options.connections_max = options.connections_max.min(connections_fit.max(1));
+    }
     let cpus = select_cpus(options.cores)?;
     let store = RouteStore::open(&options.db)?;
     let (table, loaded_at) = watcher::load_initial(&store)?;
@@ -295,6 +299,25 @@ fn wait_for_shutdown_signal(signals: &SigSet, shared: &Shared) -> Result<(), Ser
             return Err(ServeError::CoreDied(exited));
         }
     }
+}
+
+/// Descriptors kept back from client connections: listeners, worker
+/// channels, the store, the log, accepts in progress.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// Every connection is a descriptor: raises the soft limit on open files to
+/// the hard limit (a common soft default is 1024) and returns how many
+/// client connections fit under it, so that the connection limit turns
+/// clients away with 503 before accept() would fail with EMFILE.
+fn raise_open_files_limit() -> Option<usize> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let usable = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(usable.saturating_sub(DESCRIPTORS_RESERVED)).ok()
 }
 
 /// The CPUs this process may run on, first `cores` of them.

@@ -11,7 +11,7 @@ use crate::config::HEADER_COUNT_MAX;
 use crate::error::HttpError;
 
 /// First size of a connection's read buffer.
-pub const READ_BUF_INITIAL_BYTES: usize = 4 * 1024;
+pub const READ_BUF_INITIAL_BYTES: usize = 2 * 1024;
 /// A buffer grown past this (a big body) is given back once it is empty.
 const READ_BUF_KEEP_BYTES_MAX: usize = 64 * 1024;
 /// Longest chunk-size line (size + extensions) accepted.
