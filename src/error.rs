@@ -86,36 +86,28 @@ impl HttpError {
 
     /// Appends the complete error response: status, the error's own header
     /// if it has one, and a one-line plain-text body saying what went wrong.
+    /// Returns the body bytes written.
     pub fn render(
         &self,
         out: &mut Vec<u8>,
         date_line: &[u8; DATE_LINE_LEN],
         connection: ConnectionHeader,
         head_only: bool,
-    ) {
+    ) -> usize {
         let status = self.status();
         let body = format!("{status} {}: {self}\n", http::reason_phrase(status));
         let content_type = ("content-type", "text/plain; charset=utf-8");
-        match self.extra_header() {
-            Some(extra) => http::push_response(
-                out,
-                status,
-                &[content_type, extra],
-                body.as_bytes(),
-                date_line,
-                connection,
-                head_only,
-            ),
-            None => http::push_response(
-                out,
-                status,
-                &[content_type],
-                body.as_bytes(),
-                date_line,
-                connection,
-                head_only,
-            ),
-        }
+        let headers = [content_type, self.extra_header().unwrap_or(("", ""))];
+        let header_count = if self.extra_header().is_some() { 2 } else { 1 };
+        http::push_response(
+            out,
+            status,
+            &headers[..header_count],
+            body.as_bytes(),
+            date_line,
+            connection,
+            head_only,
+        )
     }
 
     /// A header that belongs to this error's response, if any.

@@ -104,7 +104,8 @@ pub fn push_head_end(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A complete response with a small body (errors, admin answers).
+/// A complete response with a small body (errors, admin answers); returns
+/// the body bytes written (0 for a HEAD request).
 pub fn push_response(
     out: &mut Vec<u8>,
     status: u16,
@@ -113,16 +114,18 @@ pub fn push_response(
     date_line: &[u8; DATE_LINE_LEN],
     connection: ConnectionHeader,
     head_only: bool,
-) {
+) -> usize {
     push_status_line(out, status);
     for (name, value) in headers {
         push_header(out, name, value);
     }
     push_content_length(out, body.len());
     push_head_end(out, date_line, connection);
-    if !head_only {
-        out.extend_from_slice(body);
+    if head_only {
+        return 0;
     }
+    out.extend_from_slice(body);
+    body.len()
 }
 
 pub fn push_decimal(out: &mut Vec<u8>, mut value: usize) {

@@ -189,7 +189,7 @@ impl Connection<'_> {
                     self.call_function(&head, route, target, keep_alive, received_at)
                         .await
                 }
-                decision => self.respond(&head, decision, keep_alive, received_at),
+                decision => self.respond(&head, decision, &table, keep_alive, received_at),
             } && keep_alive;
             self.input.consume(request_len);
             if !keep_alive {
@@ -312,7 +312,7 @@ impl Connection<'_> {
             Some(limit) => match limit.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(error) => {
-                    return self.respond(head, Decision::Failed(error), keep_alive, received_at)
+                    return self.push_response_error(head, &error, keep_alive, received_at)
                 }
             },
             None => None,
@@ -374,8 +374,7 @@ impl Connection<'_> {
                 !completion.connection_broken()
             }
             Err(CallError::NotSent(error)) => {
-                let decision = Decision::Failed(error);
-                self.respond(head, decision, keep_alive, received_at)
+                self.push_response_error(head, &error, keep_alive, received_at)
             }
             Err(CallError::WorkerLost) => {
                 let received_at = received_at.unwrap_or_else(Instant::now);
@@ -396,12 +395,13 @@ impl Connection<'_> {
         }
     }
 
-    /// Appends the response to `head`; returns false when the connection
-    /// must close afterwards.
+    /// Appends the response to `head`, decided from `table`; returns false
+    /// when the connection must close afterwards.
     fn respond(
         &mut self,
         head: &RequestHead,
         decision: Decision<'_>,
+        table: &RouteTable,
         keep_alive: bool,
         received_at: Option<Instant>,
     ) -> bool {
@@ -412,67 +412,86 @@ impl Connection<'_> {
         let connection = connection_header(head.version_minor, keep_alive);
         let date_line = self.core.date_line();
 
-        let result = if let Decision::Admin = decision {
-            let table = self.core.snapshot.table();
-            let context = admin::AdminContext {
-                table: &table,
-                core_index: self.core.index,
-                workers: &self.core.workers,
-                pool_status: self.core.pool_status.as_deref(),
-            };
-            admin::respond(method, path, &context).map(|answer| {
-                http::push_response(
-                    &mut self.output,
-                    answer.status,
-                    &[("content-type", answer.content_type)],
-                    &answer.body,
-                    &date_line,
-                    connection,
-                    head_only,
-                );
-                (answer.status, if head_only { 0 } else { answer.body.len() })
-            })
-        } else {
-            match decision {
-                Decision::Route(route) => match &route.action {
-                    RouteAction::Static(response) => {
-                        response.write(&mut self.output, &date_line, connection, head_only);
-                        let body_bytes = if head_only { 0 } else { response.body_len() };
-                        Ok((response.status(), body_bytes))
+        let error = match decision {
+            Decision::Admin => {
+                let context = admin::AdminContext {
+                    table,
+                    core_index: self.core.index,
+                    workers: &self.core.workers,
+                    pool_status: self.core.pool_status.as_deref(),
+                };
+                match admin::respond(method, path, &context) {
+                    Ok(answer) => {
+                        let body_bytes = http::push_response(
+                            &mut self.output,
+                            answer.status,
+                            &[("content-type", answer.content_type)],
+                            &answer.body,
+                            &date_line,
+                            connection,
+                            head_only,
+                        );
+                        self.log(head, answer.status, body_bytes, received_at);
+                        return true;
                     }
-                    RouteAction::Function(target) => {
-                        Err(HttpError::RuntimeUnavailable(target.runtime.name()))
-                    }
-                },
-                Decision::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed {
-                    method: method.into(),
-                    path: path.into(),
-                    allow,
-                }),
-                Decision::NotFound => Err(HttpError::NotFound {
-                    method: method.into(),
-                    path: path.into(),
-                }),
-                Decision::Failed(error) => Err(error),
-                Decision::Admin | Decision::Function(..) => {
-                    unreachable!("admin handled above; functions go to call_function")
+                    Err(error) => error,
                 }
             }
+            Decision::Route(route) => match &route.action {
+                RouteAction::Static(response) => {
+                    response.write(&mut self.output, &date_line, connection, head_only);
+                    let body_bytes = if head_only { 0 } else { response.body_len() };
+                    self.log(head, response.status(), body_bytes, received_at);
+                    return true;
+                }
+                RouteAction::Function(target) => {
+                    HttpError::RuntimeUnavailable(target.runtime.name())
+                }
+            },
+            Decision::MethodNotAllowed(allow) => HttpError::MethodNotAllowed {
+                method: method.into(),
+                path: path.into(),
+                allow,
+            },
+            Decision::NotFound => HttpError::NotFound {
+                method: method.into(),
+                path: path.into(),
+            },
+            Decision::Function(..) => unreachable!("functions go to call_function"),
         };
-        let (status, body_bytes, keeps) = match result {
-            Ok((status, body_bytes)) => (status, body_bytes, true),
-            Err(error) => {
-                let connection = if error.closes_connection() {
-                    ConnectionHeader::Close
-                } else {
-                    connection
-                };
-                let before = self.output.len();
-                error.render(&mut self.output, &date_line, connection, head_only);
-                let body_bytes = body_len_of(&self.output[before..]);
-                (error.status(), body_bytes, !error.closes_connection())
-            }
-        };
+        self.push_response_error(head, &error, keep_alive, received_at)
+    }
+
+    /// Appends the error response to `head` (closing the connection when
+    /// the error says so); returns false when the connection must close.
+    fn push_response_error(
+        &mut self,
+        head: &RequestHead,
+        error: &HttpError,
+        keep_alive: bool,
+        received_at: Option<Instant>,
+    ) -> bool {
+        let keeps = keep_alive && !error.closes_connection();
+        let head_only = head.is_head_method(self.input.pending());
+        let connection = connection_header(head.version_minor, keeps);
+        let body_bytes = error.render(
+            &mut self.output,
+            &self.core.date_line(),
+            connection,
+            head_only,
+        );
+        self.log(head, error.status(), body_bytes, received_at);
+        !error.closes_connection()
+    }
+
+    /// Queues the access-log entry of a response now in `output`.
+    fn log(
+        &mut self,
+        head: &RequestHead,
+        status: u16,
+        body_bytes: usize,
+        received_at: Option<Instant>,
+    ) {
         if let Some(received_at) = received_at {
             self.log_entries.push(LogEntry {
                 peer: self.peer,
@@ -482,14 +501,12 @@ impl Connection<'_> {
                 received_at,
             });
         }
-        keeps
     }
 
     /// Appends an error response after which the connection closes.
     fn push_error(&mut self, error: &HttpError, head: Option<(&RequestHead, Instant)>) {
-        let before = self.output.len();
         let head_only = head.is_some_and(|(h, _)| h.is_head_method(self.input.pending()));
-        error.render(
+        let body_bytes = error.render(
             &mut self.output,
             &self.core.date_line(),
             ConnectionHeader::Close,
@@ -501,7 +518,6 @@ impl Connection<'_> {
                 Some((h, at)) => (request_line(h, bytes), at),
                 None => ("-".to_string(), Instant::now()),
             };
-            let body_bytes = body_len_of(&self.output[before..]);
             self.log_entries.push(LogEntry {
                 peer: self.peer,
                 request_line,
@@ -591,8 +607,6 @@ enum Decision<'t> {
     Function(&'t Route, &'t FunctionTarget),
     MethodNotAllowed(String),
     NotFound,
-    /// Routed, but failed before anything was written.
-    Failed(HttpError),
 }
 
 fn request_line(head: &RequestHead, bytes: &[u8]) -> String {
@@ -610,12 +624,4 @@ fn connection_header(version_minor: u8, keep_alive: bool) -> ConnectionHeader {
         (true, 0) => ConnectionHeader::KeepAlive,
         (true, _) => ConnectionHeader::Implicit,
     }
-}
-
-/// Body length of a response just rendered into `response` (for the log).
-fn body_len_of(response: &[u8]) -> usize {
-    response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(0, |at| response.len() - at - 4)
 }

@@ -8,6 +8,7 @@ use crate::routes::descriptor::Descriptor;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticResponse {
+    status: u16,
     /// Status line, descriptor headers and content-length, without the
     /// gateway-owned date/connection lines and the blank line.
     head: Box<[u8]>,
@@ -24,18 +25,14 @@ impl StaticResponse {
         }
         http::push_content_length(&mut head, body.len());
         StaticResponse {
+            status: descriptor.status,
             head: head.into_boxed_slice(),
             body: body.into_boxed_slice(),
         }
     }
 
     pub fn status(&self) -> u16 {
-        // "HTTP/1.1 200 ..." : the three digits after the version.
-        self.head
-            .get(9..12)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(0)
+        self.status
     }
 
     pub fn body_len(&self) -> usize {

@@ -13,6 +13,8 @@
 
 use thiserror::Error;
 
+use crate::workers::protocol::{u32_at, u64_at};
+
 pub const METRICS_MAGIC: u32 = u32::from_le_bytes(*b"CFM1");
 pub const METRICS_VERSION: u16 = 1;
 pub const METRICS_BYTES: usize = 64;
@@ -60,14 +62,8 @@ impl WorkerSample {
         if bytes.len() != METRICS_BYTES {
             return Err(SampleError::Length(bytes.len()));
         }
-        let u32_at = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let u64_at = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(w)
-        };
+        let u32_at = |at| u32_at(bytes, at);
+        let u64_at = |at| u64_at(bytes, at);
         let magic = u32_at(0);
         if magic != METRICS_MAGIC {
             return Err(SampleError::Magic(magic));
