@@ -14,10 +14,14 @@
 //! * [`error`]: every error a client can see, and the one place where errors
 //!   become HTTP statuses.
 //!
+//! [`board`] carries immutable values (route tables, worker scores) from
+//! control-plane threads to the cores.
+//!
 //! [`config`] holds the command-line surface and its limits, [`http`] the
 //! response encoding, [`clock`] the date formats.
 
 pub mod api;
+pub mod board;
 pub mod clock;
 pub mod config;
 pub mod error;

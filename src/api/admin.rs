@@ -7,7 +7,6 @@ use crate::routes::key::{MethodMatch, PathPattern};
 use crate::routes::table::RouteTable;
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::PoolStatus;
-use std::sync::atomic::Ordering;
 
 /// A rendered admin answer: status, content type, body.
 pub struct AdminResponse {
@@ -177,11 +176,10 @@ fn workers_view(context: &AdminContext<'_>) -> WorkersView {
             }
         })
         .collect();
-    let board = context.workers.scores.board();
     WorkersView {
         core: context.core_index,
-        datagrams_received: board.datagrams_received.load(Ordering::Relaxed),
-        datagrams_rejected: board.datagrams_rejected.load(Ordering::Relaxed),
+        datagrams_received: scores.datagrams_received,
+        datagrams_rejected: scores.datagrams_rejected,
         workers,
     }
 }

@@ -183,7 +183,7 @@ impl Connection<'_> {
                 Err(BodyFailure::Connection) => return Ending::Close,
             };
             let keep_alive = head.keep_alive && !self.core.is_stopping();
-            let table = self.core.snapshot.table();
+            let table = self.core.snapshot.get();
             let keep_alive = match self.decide(&head, &table) {
                 Decision::Function(route, target) => {
                     self.call_function(&head, route, target, keep_alive, received_at)

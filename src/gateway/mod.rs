@@ -33,7 +33,7 @@ use crate::config::{Limits, ServeOptions};
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
-use crate::scheduler::collector::{self, CollectorConfig, CoreScores, ScoreBoard};
+use crate::scheduler::collector::{self, CollectorConfig, CoreScores, ScoreBoard, WorkerScores};
 use crate::scheduler::score::Weights;
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::{LinkInbox, PoolSpec, Supervisor};
@@ -134,7 +134,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let worker_count = options.workers.unwrap_or(cpus.len());
     let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
-    let score_board = Arc::new(ScoreBoard::default());
+    let score_board = Arc::new(ScoreBoard::new(WorkerScores::default()));
     let collector_stop = Arc::new(AtomicBool::new(false));
     let metrics_interval = Duration::from_millis(options.metrics_interval_ms.max(10));
     let metrics_socket = options

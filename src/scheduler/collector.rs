@@ -6,16 +6,15 @@
 //! A datagram that does not decode, or names a worker that does not exist,
 //! is counted and dropped; it never stops the collector.
 
-use std::cell::RefCell;
 use std::os::unix::net::UnixDatagram;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::metrics::WorkerSample;
 use super::score::{self, Ewma, Normalised, Smoothed, Weights};
+use crate::board::{Board, CoreCopy, Versioned};
 
 /// How often the collector looks at its stop flag when no datagram comes.
 const RECV_TIMEOUT: Duration = Duration::from_millis(100);
@@ -33,10 +32,15 @@ pub struct WorkerScore {
 }
 
 /// Scores of every worker that has reported, by worker id.
+/// Scores of every worker that has reported, by worker id, and the
+/// collector's datagram counts at publication.
 #[derive(Debug, Default)]
 pub struct WorkerScores {
     pub version: u64,
     pub workers: Vec<Option<WorkerScore>>,
+    pub datagrams_received: u64,
+    /// Datagrams that did not decode or named no worker of ours.
+    pub datagrams_rejected: u64,
 }
 
 impl WorkerScores {
@@ -50,58 +54,15 @@ impl WorkerScores {
     }
 }
 
-#[derive(Default)]
-pub struct ScoreBoard {
-    version: AtomicU64,
-    current: Mutex<Arc<WorkerScores>>,
-    pub datagrams_received: AtomicU64,
-    pub datagrams_rejected: AtomicU64,
-}
-
-impl ScoreBoard {
-    fn publish(&self, scores: WorkerScores) {
-        let version = scores.version;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(scores);
-        self.version.store(version, Ordering::Release);
-    }
-
-    pub fn current(&self) -> Arc<WorkerScores> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+impl Versioned for WorkerScores {
+    fn version(&self) -> u64 {
+        self.version
     }
 }
 
-/// One core's copy; only touched by that core's thread.
-pub struct CoreScores {
-    board: Arc<ScoreBoard>,
-    // Rc over Arc: readers clone without an atomic read-modify-write.
-    #[allow(clippy::redundant_allocation)]
-    local: RefCell<Rc<Arc<WorkerScores>>>,
-}
-
-impl CoreScores {
-    pub fn new(board: Arc<ScoreBoard>) -> CoreScores {
-        let local = RefCell::new(Rc::new(board.current()));
-        CoreScores { board, local }
-    }
-
-    pub fn refresh(&self) {
-        if self.board.version.load(Ordering::Acquire) != self.local.borrow().version {
-            *self.local.borrow_mut() = Rc::new(self.board.current());
-        }
-    }
-
-    #[allow(clippy::redundant_allocation)]
-    pub fn get(&self) -> Rc<Arc<WorkerScores>> {
-        self.local.borrow().clone()
-    }
-
-    pub fn board(&self) -> &ScoreBoard {
-        &self.board
-    }
-}
+/// Scores travel to the cores like route tables (see [`crate::board`]).
+pub type ScoreBoard = Board<WorkerScores>;
+pub type CoreScores = CoreCopy<WorkerScores>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CollectorConfig {
@@ -138,7 +99,8 @@ fn collect(
 ) {
     let mut smoothers: Vec<Option<Smoother>> = vec![None; config.worker_count];
     let mut latest: Vec<Option<(WorkerSample, Instant)>> = vec![None; config.worker_count];
-    let mut version = 0u64;
+    let mut counts = Counts::default();
+    let mut version = board.version();
     // One byte more than a datagram, so an oversized one is seen as such.
     let mut buffer = [0u8; super::metrics::METRICS_BYTES + 1];
     while !stop.load(Ordering::Acquire) {
@@ -146,35 +108,44 @@ fn collect(
             Ok(len) => len,
             Err(_) => continue, // timeout (or a transient error): look at the flag
         };
-        board.datagrams_received.fetch_add(1, Ordering::Relaxed);
-        let sample = match WorkerSample::decode(&buffer[..len]) {
-            Ok(sample) if (sample.worker_id as usize) < config.worker_count => sample,
-            _ => {
-                board.datagrams_rejected.fetch_add(1, Ordering::Relaxed);
-                continue;
+        counts.received += 1;
+        match WorkerSample::decode(&buffer[..len]) {
+            Ok(sample) if (sample.worker_id as usize) < config.worker_count => {
+                let id = sample.worker_id as usize;
+                let smoother = smoothers[id].get_or_insert_with(Smoother::default);
+                if smoother.pid != sample.pid {
+                    // A restarted worker starts from its own first sample.
+                    *smoother = Smoother {
+                        pid: sample.pid,
+                        ..Smoother::default()
+                    };
+                }
+                smoother
+                    .cpu
+                    .update(f64::from(sample.cpu_ppm) / 1e6, config.alpha);
+                smoother.rss.update(sample.rss_bytes as f64, config.alpha);
+                smoother
+                    .io
+                    .update(sample.io_bytes_per_s as f64, config.alpha);
+                latest[id] = Some((sample, Instant::now()));
             }
-        };
-        let id = sample.worker_id as usize;
-        let smoother = smoothers[id].get_or_insert_with(Smoother::default);
-        if smoother.pid != sample.pid {
-            // A restarted worker starts from its own first sample.
-            *smoother = Smoother {
-                pid: sample.pid,
-                ..Smoother::default()
-            };
+            _ => counts.rejected += 1,
         }
-        smoother
-            .cpu
-            .update(f64::from(sample.cpu_ppm) / 1e6, config.alpha);
-        smoother.rss.update(sample.rss_bytes as f64, config.alpha);
-        smoother
-            .io
-            .update(sample.io_bytes_per_s as f64, config.alpha);
-        latest[id] = Some((sample, Instant::now()));
-
         version += 1;
-        board.publish(score_all(version, &smoothers, &latest, &config.weights));
+        board.publish(score_all(
+            version,
+            &smoothers,
+            &latest,
+            &config.weights,
+            counts,
+        ));
     }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    received: u64,
+    rejected: u64,
 }
 
 fn score_all(
@@ -182,6 +153,7 @@ fn score_all(
     smoothers: &[Option<Smoother>],
     latest: &[Option<(WorkerSample, Instant)>],
     weights: &Weights,
+    counts: Counts,
 ) -> WorkerScores {
     let smoothed: Vec<Smoothed> = smoothers
         .iter()
@@ -210,5 +182,10 @@ fn score_all(
             })
         })
         .collect();
-    WorkerScores { version, workers }
+    WorkerScores {
+        version,
+        workers,
+        datagrams_received: counts.received,
+        datagrams_rejected: counts.rejected,
+    }
 }

@@ -482,6 +482,7 @@ fn sealed_memfd(body: &[u8]) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::collector::ScoreBoard;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
     /// A pool with `n` links whose peers are returned (kept open).
@@ -489,7 +490,7 @@ mod tests {
         let workers = CoreWorkers::new(
             0,
             Arc::default(),
-            CoreScores::new(Arc::default()),
+            CoreScores::new(Arc::new(ScoreBoard::new(WorkerScores::default()))),
             4,
             Duration::from_millis(500),
         );

@@ -1,0 +1,88 @@
+//! Publication of immutable values from a control-plane thread to the
+//! cores: route tables (from the watcher) and worker scores (from the
+//! metrics collector) travel the same way.
+//!
+//! The publisher puts each new value on a [`Board`] and bumps its version;
+//! each core's housekeeping task notices the new version with one atomic
+//! load and swaps its [`CoreCopy`]. Readers on the request path clone the
+//! core's `Rc` (no atomic read-modify-write) and keep the value they
+//! started with until they finish. Nothing here blocks a request.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A published value knows its version; versions only grow.
+pub trait Versioned {
+    fn version(&self) -> u64;
+}
+
+pub struct Board<T> {
+    version: AtomicU64,
+    current: Mutex<Arc<T>>,
+}
+
+impl<T: Versioned> Board<T> {
+    pub fn new(value: T) -> Board<T> {
+        Board {
+            version: AtomicU64::new(value.version()),
+            current: Mutex::new(Arc::new(value)),
+        }
+    }
+
+    /// Called by the one publishing thread.
+    pub fn publish(&self, value: T) {
+        let version = value.version();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(version > current.version(), "published versions only grow");
+        *current = Arc::new(value);
+        self.version.store(version, Ordering::Release);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Arc<T> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// One core's copy; only ever touched by that core's thread.
+pub struct CoreCopy<T> {
+    board: Arc<Board<T>>,
+    // The outer Rc is deliberate: a request clones it without an atomic
+    // read-modify-write, which cloning the Arc would cost on every request.
+    #[allow(clippy::redundant_allocation)]
+    local: RefCell<Rc<Arc<T>>>,
+}
+
+impl<T: Versioned> CoreCopy<T> {
+    pub fn new(board: Arc<Board<T>>) -> CoreCopy<T> {
+        let local = RefCell::new(Rc::new(board.current()));
+        CoreCopy { board, local }
+    }
+
+    /// The value a request should use from start to finish.
+    #[allow(clippy::redundant_allocation)]
+    pub fn get(&self) -> Rc<Arc<T>> {
+        self.local.borrow().clone()
+    }
+
+    /// Housekeeping: adopt the board's newest value if it changed. Returns
+    /// true when the copy was swapped.
+    pub fn refresh(&self) -> bool {
+        let local_version = self.local.borrow().version();
+        if self.board.version() == local_version {
+            return false;
+        }
+        let newest = self.board.current();
+        debug_assert!(newest.version() > local_version, "versions only grow");
+        *self.local.borrow_mut() = Rc::new(newest);
+        true
+    }
+}
