@@ -48,6 +48,8 @@ die_showing() {
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
+# shellcheck source=scripts/common.sh
+source "$REPO/scripts/common.sh"
 
 # --- prerequisites -----------------------------------------------------------
 
@@ -125,10 +127,6 @@ db.close()
 PY
 
 # --- servers -------------------------------------------------------------------
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 declare -A PORT=([corefn]=$COREFN_PORT [ceiling]=$CEILING_PORT)
 

@@ -46,6 +46,8 @@ die_showing() {
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
+# shellcheck source=scripts/common.sh
+source "$REPO/scripts/common.sh"
 
 # --- prerequisites -----------------------------------------------------------
 
@@ -95,14 +97,7 @@ SERVER_PID=
 
 cleanup() {
     if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        # corefn stops within its shutdown grace; do not wait longer than that.
-        local deadline=$((SECONDS + 15))
-        while kill -0 "$SERVER_PID" 2>/dev/null && ((SECONDS < deadline)); do
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+        stop_server "$SERVER_PID"
     fi
     rm -rf "$WORK"
     # A run that did not get to its summary leaves no result folder.
@@ -117,29 +112,9 @@ mkdir -p "$RAW"
 
 head -c "$ECHO_BODY_BYTES" /dev/zero | tr '\0' 'x' >"$BODY"
 
-python3 - "$DB" <<'PY'
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1])
-db.execute("CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)")
-now = int(time.time())
-db.executemany(
-    "INSERT INTO functions(k, v, updated) VALUES (?, ?, ?)",
-    [
-        ("GET:/hello",
-         '{"runtime":"static","body":"Hello, world!\\n","headers":{"content-type":"text/plain"}}', now),
-        ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}', now),
-        ("POST:/wasm/echo", '{"runtime":"wasm","module":"echo.wat"}', now),
-    ],
-)
-db.commit()
-db.close()
-PY
+make_bench_db "$DB"
 
 # --- server ----------------------------------------------------------------------
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 # SO_REUSEPORT would let a leftover server share the port and the load.
 if port_open "$PORT"; then

@@ -62,6 +62,8 @@ ROUTE=${3:-/wasm/hello}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
+# shellcheck source=scripts/common.sh
+source "$REPO/scripts/common.sh"
 
 # --- prerequisites -----------------------------------------------------------
 
@@ -92,20 +94,13 @@ SERVER_PID=
 LOAD_PID=
 
 cleanup() {
-    local pid
-    for pid in $LOAD_PID $SERVER_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-    if [[ -n $SERVER_PID ]]; then
-        local deadline=$((SECONDS + 15))
-        while kill -0 "$SERVER_PID" 2>/dev/null && ((SECONDS < deadline)); do
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    if [[ -n $LOAD_PID ]]; then
+        kill "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
     fi
-    for pid in $LOAD_PID $SERVER_PID; do
-        wait "$pid" 2>/dev/null || true
-    done
+    if [[ -n $SERVER_PID ]]; then
+        stop_server "$SERVER_PID"
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -113,29 +108,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 head -c 1024 /dev/zero | tr '\0' 'x' >"$BODY"
-python3 - "$DB" <<'PY'
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1])
-db.execute("CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)")
-now = int(time.time())
-db.executemany(
-    "INSERT INTO functions(k, v, updated) VALUES (?, ?, ?)",
-    [
-        ("GET:/hello",
-         '{"runtime":"static","body":"Hello, world!\\n","headers":{"content-type":"text/plain"}}', now),
-        ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}', now),
-        ("POST:/wasm/echo", '{"runtime":"wasm","module":"echo.wat"}', now),
-    ],
-)
-db.commit()
-db.close()
-PY
+make_bench_db "$DB"
 
 # --- server and load -------------------------------------------------------------
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 if port_open "$PORT"; then
     die "port $PORT is already in use; stop whatever listens there"
