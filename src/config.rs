@@ -48,6 +48,16 @@ pub struct WorkerArgs {
     pub metrics_socket: Option<PathBuf>,
     #[arg(long, default_value_t = 500)]
     pub metrics_interval_ms: u64,
+    #[arg(long)]
+    pub logs_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub host_min_instances: usize,
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+    #[arg(long, default_value = "node")]
+    pub node: PathBuf,
+    #[arg(long, default_value = "php-cgi")]
+    pub php_cgi: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -134,6 +144,28 @@ pub struct ServeOptions {
     /// the database, `<db>.metrics.sock`).
     #[arg(long)]
     pub metrics_socket: Option<PathBuf>,
+
+    /// Per-function log files (`<dir>/<runtime>/<module>.log`): function
+    /// stderr, handler output and tracebacks.
+    #[arg(long, default_value = "corefn-logs")]
+    pub logs_dir: PathBuf,
+
+    /// Warm language hosts (python, node, php) kept per function and
+    /// worker once the function has been called.
+    #[arg(long, default_value_t = 1)]
+    pub host_min_instances: usize,
+
+    /// Interpreter of `python` functions (looked up in PATH).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+
+    /// Interpreter of `node` functions (looked up in PATH).
+    #[arg(long, default_value = "node")]
+    pub node: PathBuf,
+
+    /// FastCGI server of `php` functions (looked up in PATH).
+    #[arg(long, default_value = "php-cgi")]
+    pub php_cgi: PathBuf,
 }
 
 /// The limits one core enforces, in the units the hot path uses.

@@ -33,8 +33,10 @@ pub enum HttpError {
     ExpectationFailed(String),
     #[error("{0}")]
     NotImplemented(String),
-    #[error("runtime {0} runs in worker processes, which this gateway does not have yet")]
-    RuntimeUnavailable(&'static str),
+    /// The route's runtime cannot run here: no worker processes
+    /// (`--workers 0`), or its interpreter is missing.
+    #[error("{0}")]
+    RuntimeUnavailable(String),
     #[error("server is at its limit of {limit} open connections")]
     Overloaded { limit: usize },
     #[error("function failed: {0}")]

@@ -15,10 +15,6 @@ fn server() -> Server {
             ),
             ("PUT:/thing", &static_route("put thing")),
             ("POST:/thing", &static_route("post thing")),
-            (
-                "GET:/python-fn",
-                r#"{"runtime":"python","module":"app.py","handler":"handle"}"#,
-            ),
         ],
         &["--max-body", "1024"],
     )
@@ -274,14 +270,24 @@ fn transfer_encoding_gzip_is_501() {
 
 #[test]
 fn runtime_without_workers_is_501() {
-    let s = server();
-    expect_error(
+    let s = Server::start(
+        &[
+            ("GET:/ok", &static_route("ok\n")),
+            (
+                "GET:/python-fn",
+                r#"{"runtime":"python","module":"app.py","handler":"handle"}"#,
+            ),
+        ],
+        &["--workers", "0"],
+    );
+    let r = expect_error(
         &s,
-        "python route (no worker for that runtime yet)",
+        "python route on a gateway without workers",
         get_req("/python-fn").as_bytes(),
         501,
         false,
     );
+    assert!(r.text().contains("--workers 0"), "says why: {:?}", r.text());
 }
 
 #[test]

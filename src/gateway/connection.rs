@@ -25,7 +25,6 @@ use super::request::{parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf
 use crate::api::admin;
 use crate::error::HttpError;
 use crate::http::{self, ConnectionHeader};
-use crate::routes::descriptor::Runtime;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
 use crate::workers::pool::{CallError, CallRequest};
 use crate::workers::protocol;
@@ -286,9 +285,7 @@ impl Connection<'_> {
         }
         match table.lookup(method, path) {
             Lookup::Found(route) => match &route.action {
-                RouteAction::Function(target)
-                    if target.runtime == Runtime::Wasm && self.core.workers.has_workers() =>
-                {
+                RouteAction::Function(target) if self.core.workers.has_workers() => {
                     Decision::Function(route, target)
                 }
                 _ => Decision::Route(route),
@@ -444,9 +441,10 @@ impl Connection<'_> {
                     self.log(head, response.status(), body_bytes, received_at);
                     return true;
                 }
-                RouteAction::Function(target) => {
-                    HttpError::RuntimeUnavailable(target.runtime.name())
-                }
+                RouteAction::Function(target) => HttpError::RuntimeUnavailable(format!(
+                    "runtime {} runs in worker processes, and this gateway has none (--workers 0)",
+                    target.runtime.name()
+                )),
             },
             Decision::MethodNotAllowed(allow) => HttpError::MethodNotAllowed {
                 method: method.into(),

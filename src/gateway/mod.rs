@@ -185,6 +185,11 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     cache_dir: Some(options.cache_dir.clone()),
                     metrics_socket: Some(metrics_socket.clone()),
                     metrics_interval_ms: metrics_interval.as_millis() as u64,
+                    logs_dir: Some(options.logs_dir.clone()),
+                    host_min_instances: options.host_min_instances,
+                    python: options.python.clone(),
+                    node: options.node.clone(),
+                    php_cgi: options.php_cgi.clone(),
                 },
                 inboxes.clone(),
             )

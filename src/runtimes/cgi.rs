@@ -1,6 +1,8 @@
-//! CGI/1.1 (RFC 3875) for the runtimes that speak it (`wasm` today, `exec`
-//! later): the request described as environment variables, and the
-//! function's stdout parsed as a CGI response and rendered as HTTP/1.1.
+//! CGI/1.1 (RFC 3875) for the runtimes that speak it (`wasm`, `exec`, `php`
+//! through FastCGI): the request described as environment variables, and the
+//! function's stdout parsed as a CGI response and rendered as HTTP/1.1. The
+//! runtimes that return status, headers and body apart (`native`, `python`,
+//! `node`) go through the same header rules ([`response_from_parts`]).
 //!
 //! Pure functions over borrowed bytes: no I/O, no global state. Everything a
 //! function prints is untrusted input; a malformed response is a typed
@@ -250,55 +252,103 @@ pub struct CgiResponse {
 ///   no header section: [`CgiError::NoHeaderEnd`], or
 ///   [`CgiError::HeaderTooLarge`] when it is longer than that.
 pub fn parse_response(stdout: &[u8]) -> Result<CgiResponse, CgiError> {
-    let mut status: Option<u16> = None;
-    let mut has_location = false;
-    let mut has_content_type = false;
-    let mut headers = Vec::new();
+    let mut section = HeaderSection::default();
     let body_start = header_end(stdout)?;
     for (index, line) in stdout[..body_start].split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-
         let (name, value) = split_header_line(line).ok_or_else(|| CgiError::InvalidHeaderLine {
             line: index + 1,
             text: snippet(line),
         })?;
+        section.add(name, value)?;
+    }
+    Ok(section.finish(body_start..stdout.len()))
+}
+
+/// The same response rules as [`parse_response`] for a runtime that hands
+/// over status, headers and body separately (the language hosts, native
+/// libraries): header names must be tokens, values text; gateway-owned
+/// headers are dropped; a body gets a default content type. The body is
+/// `0..body_len` of the caller's buffer.
+pub fn response_from_parts<'h>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    body_len: usize,
+) -> Result<CgiResponse, CgiError> {
+    if !(200..=599).contains(&status) {
+        return Err(CgiError::InvalidStatus {
+            value: status.to_string(),
+        });
+    }
+    let mut section = HeaderSection {
+        status: Some(status),
+        ..HeaderSection::default()
+    };
+    for (line, (name, value)) in headers.into_iter().enumerate() {
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(CgiError::InvalidHeaderLine {
+                line: line + 1,
+                text: snippet(name.as_bytes()),
+            });
+        }
+        section.add(name, value.trim().as_bytes())?;
+    }
+    Ok(section.finish(0..body_len))
+}
+
+/// Headers collected under the CGI rules, shared by both ways of building a
+/// [`CgiResponse`].
+#[derive(Default)]
+struct HeaderSection {
+    status: Option<u16>,
+    has_location: bool,
+    has_content_type: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl HeaderSection {
+    fn add(&mut self, name: &str, value: &[u8]) -> Result<(), CgiError> {
         let value = header_text(value).ok_or_else(|| CgiError::InvalidHeaderValue {
             name: name.to_string(),
         })?;
         if name.eq_ignore_ascii_case("status") {
-            if status.is_some() {
+            if self.status.is_some() {
                 return Err(CgiError::DuplicateStatus);
             }
-            status = Some(parse_status(value)?);
-        } else if GATEWAY_OWNED_HEADERS
+            self.status = Some(parse_status(value)?);
+        } else if !GATEWAY_OWNED_HEADERS
             .iter()
             .any(|owned| name.eq_ignore_ascii_case(owned))
         {
-            continue;
-        } else {
-            has_location |= name.eq_ignore_ascii_case("location");
-            has_content_type |= name.eq_ignore_ascii_case("content-type");
-            headers.push((name.to_string(), value.to_string()));
+            self.has_location |= name.eq_ignore_ascii_case("location");
+            self.has_content_type |= name.eq_ignore_ascii_case("content-type");
+            self.headers.push((name.to_string(), value.to_string()));
         }
+        Ok(())
     }
 
-    let status = status.unwrap_or(if has_location { 302 } else { 200 });
-    let body = if status == 204 || status == 304 {
-        body_start..body_start
-    } else {
-        body_start..stdout.len()
-    };
-    if !has_content_type && !body.is_empty() {
-        headers.push(("content-type".to_string(), CONTENT_TYPE_DEFAULT.to_string()));
+    fn finish(mut self, body: Range<usize>) -> CgiResponse {
+        let status = self
+            .status
+            .unwrap_or(if self.has_location { 302 } else { 200 });
+        let body = if status == 204 || status == 304 {
+            body.start..body.start
+        } else {
+            body
+        };
+        if !self.has_content_type && !body.is_empty() {
+            self.headers
+                .push(("content-type".to_string(), CONTENT_TYPE_DEFAULT.to_string()));
+        }
+        CgiResponse {
+            status,
+            headers: self.headers,
+            body,
+        }
     }
-    Ok(CgiResponse {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// Where the body starts: after the first empty line (LF or CRLF). Only the
@@ -401,6 +451,43 @@ impl CgiResponse {
 mod tests {
     use super::*;
     use crate::clock::date_line;
+
+    #[test]
+    fn parts_follow_the_cgi_header_rules() {
+        let response = response_from_parts(
+            201,
+            [("X-A", "b"), ("Content-Length", "99"), ("connection", "close")],
+            5,
+        )
+        .expect("valid parts");
+        assert_eq!(response.status, 201);
+        assert_eq!(
+            response.headers,
+            vec![
+                ("X-A".to_string(), "b".to_string()),
+                ("content-type".to_string(), CONTENT_TYPE_DEFAULT.to_string()),
+            ],
+            "gateway-owned headers dropped, content type defaulted"
+        );
+        assert_eq!(response.body, 0..5);
+        assert_eq!(
+            response_from_parts(204, [], 5).expect("204").body,
+            0..0,
+            "204 carries no body"
+        );
+        assert!(matches!(
+            response_from_parts(99, [], 0),
+            Err(CgiError::InvalidStatus { .. })
+        ));
+        assert!(matches!(
+            response_from_parts(200, [("bad name", "x")], 0),
+            Err(CgiError::InvalidHeaderLine { .. })
+        ));
+        assert!(matches!(
+            response_from_parts(200, [("x", "a\r\nb")], 0),
+            Err(CgiError::InvalidHeaderValue { .. })
+        ));
+    }
 
     fn request<'a>(headers: &'a [(&'a str, &'a [u8])]) -> CgiRequest<'a> {
         CgiRequest {

@@ -1,14 +1,27 @@
 //! What answers a matched route.
 //!
 //! * [`static_response`]: the gateway answers from the descriptor itself.
-//! * [`wasm`]: WebAssembly modules run as CGI-style WASI commands under
-//!   wasmtime; used inside worker processes, never on a gateway core.
-//! * [`cgi`]: the CGI/1.1 request environment and response parsing shared by
-//!   the runtimes that speak CGI (`wasm`, later `exec`).
 //!
-//! The other runtimes of the descriptor (native, exec, python, node, php)
-//! are not built yet.
+//! Everything else runs inside worker processes, never on a gateway core:
+//!
+//! * [`wasm`]: WebAssembly modules run as CGI-style WASI commands under
+//!   wasmtime.
+//! * [`native`]: shared libraries with the C ABI of
+//!   `runtimes/native/corefn.h`, reloaded when their file changes.
+//! * [`exec`]: any executable under the CGI contract, a process per request.
+//! * [`hosts`]: warm Python, Node and PHP hosts, one request at a time each.
+//!
+//! Shared by them: [`cgi`] (the CGI request environment and the response
+//! rules every runtime's output goes through), [`file_stamp`] (noticing a
+//! changed function file), [`process`] (child processes with deadlines) and
+//! [`logs`] (each function's stderr in a file of its own).
 
 pub mod cgi;
+pub mod exec;
+pub mod file_stamp;
+pub mod hosts;
+pub mod logs;
+pub mod native;
+pub mod process;
 pub mod static_response;
 pub mod wasm;

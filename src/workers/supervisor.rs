@@ -45,6 +45,11 @@ pub struct PoolSpec {
     pub cache_dir: Option<PathBuf>,
     pub metrics_socket: Option<PathBuf>,
     pub metrics_interval_ms: u64,
+    pub logs_dir: Option<PathBuf>,
+    pub host_min_instances: usize,
+    pub python: PathBuf,
+    pub node: PathBuf,
+    pub php_cgi: PathBuf,
 }
 
 /// What the supervisor knows of each worker slot, for `/_/workers`.
@@ -302,6 +307,18 @@ fn start_worker(
     if let Some(cache_dir) = &spec.cache_dir {
         command.arg("--cache-dir").arg(cache_dir);
     }
+    if let Some(logs_dir) = &spec.logs_dir {
+        command.arg("--logs-dir").arg(logs_dir);
+    }
+    command
+        .arg("--host-min-instances")
+        .arg(spec.host_min_instances.to_string())
+        .arg("--python")
+        .arg(&spec.python)
+        .arg("--node")
+        .arg(&spec.node)
+        .arg("--php-cgi")
+        .arg(&spec.php_cgi);
     if let Some(metrics_socket) = &spec.metrics_socket {
         command
             .arg("--metrics-socket")

@@ -1,5 +1,6 @@
 //! The worker process (`corefn worker`, started by the supervisor): receives
-//! dispatches from every core, runs the function, writes the HTTP response
+//! dispatches from every core, runs the function in its runtime (wasm,
+//! native, exec, or a warm language host), writes the HTTP response
 //! straight to the client socket and reports completion to the core.
 //!
 //! Threads: `threads` identical loops, each polling every core channel and
@@ -34,7 +35,12 @@ use crate::config::HEADER_COUNT_MAX;
 use crate::error::HttpError;
 use crate::http::ConnectionHeader;
 use crate::routes::descriptor::{Descriptor, Runtime};
+use super::watchdog::Watchdog;
 use crate::runtimes::cgi::{self, CgiRequest};
+use crate::runtimes::exec::{self, ExecCall};
+use crate::runtimes::hosts::{self, HostCall, HostsConfig, ScriptHosts};
+use crate::runtimes::logs::FunctionLogs;
+use crate::runtimes::native::{NativeCall, NativeRuntime};
 use crate::runtimes::wasm::{WasmCall, WasmConfig, WasmRuntime};
 use crate::scheduler::metrics::WorkerSample;
 
@@ -54,6 +60,9 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DESCRIPTOR_CACHE_MAX: usize = 4096;
 /// How often an idle thread wakes up to notice that the gateway is gone.
 const POLL_TIMEOUT_MS: u16 = 1000;
+/// Largest response a function may produce (CGI stdout, host or native
+/// body).
+const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -65,6 +74,11 @@ pub struct WorkerOptions {
     pub cache_dir: Option<PathBuf>,
     pub metrics_socket: Option<PathBuf>,
     pub metrics_interval: Duration,
+    pub logs_dir: Option<PathBuf>,
+    pub host_min_instances: usize,
+    pub python: PathBuf,
+    pub node: PathBuf,
+    pub php_cgi: PathBuf,
 }
 
 impl From<crate::config::WorkerArgs> for WorkerOptions {
@@ -78,6 +92,11 @@ impl From<crate::config::WorkerArgs> for WorkerOptions {
             cache_dir: args.cache_dir,
             metrics_socket: args.metrics_socket,
             metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(10)),
+            logs_dir: args.logs_dir,
+            host_min_instances: args.host_min_instances,
+            python: args.python,
+            node: args.node,
+            php_cgi: args.php_cgi,
         }
     }
 }
@@ -92,6 +111,8 @@ pub enum WorkerError {
     Channel(RawFd),
     #[error("worker: cannot start the wasm runtime: {0}")]
     Wasm(String),
+    #[error("worker: cannot set up the language hosts: {0}")]
+    Hosts(io::Error),
     #[error("worker: cannot start a thread: {0}")]
     Thread(io::Error),
 }
@@ -100,6 +121,10 @@ struct Worker {
     options: WorkerOptions,
     channels: Vec<OwnedFd>,
     wasm: WasmRuntime,
+    native: NativeRuntime,
+    hosts: ScriptHosts,
+    logs: FunctionLogs,
+    watchdog: Watchdog,
     descriptors: Mutex<HashMap<Box<[u8]>, Arc<Descriptor>>>,
     in_flight: AtomicU32,
     requests_done: AtomicU64,
@@ -139,6 +164,10 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
                 return Err(WorkerError::Channel(fd));
             }
+            // Children (exec functions, language hosts) must not hold a
+            // channel: the gateway tells a dead worker by its channels closing.
+            // SAFETY: F_SETFD only changes the descriptor's flags.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             // SAFETY: the supervisor placed our end of channel c here for us alone.
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         })
@@ -149,11 +178,32 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         cache_dir: options.cache_dir.clone(),
         instances_max: (options.threads as u32).max(1) + 2,
         memory_mb_max: 512,
-        stdout_bytes_max: 16 * 1024 * 1024,
+        stdout_bytes_max: RESPONSE_BYTES_MAX,
     })
     .map_err(|e| WorkerError::Wasm(e.to_string()))?;
+    let logs = FunctionLogs::new(options.logs_dir.clone());
+    let work_dir = match &options.cache_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("corefn-worker-{}", std::process::id())),
+    };
+    let hosts = ScriptHosts::new(HostsConfig {
+        functions_dir: options.functions_dir.clone(),
+        scripts_dir: work_dir.join("hosts"),
+        logs: logs.clone(),
+        hosts_per_function_max: options.threads,
+        min_instances: options.host_min_instances,
+        python: hosts::find_program(&options.python),
+        node: hosts::find_program(&options.node),
+        php_cgi: hosts::find_program(&options.php_cgi),
+        response_bytes_max: RESPONSE_BYTES_MAX,
+    })
+    .map_err(WorkerError::Hosts)?;
 
     let worker = Arc::new(Worker {
+        native: NativeRuntime::new(options.functions_dir.clone(), work_dir.join("native")),
+        hosts,
+        logs,
+        watchdog: Watchdog::default(),
         options,
         channels,
         wasm,
@@ -245,7 +295,7 @@ impl Worker {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let header = dispatch.header;
         let mut response = Vec::with_capacity(4 * 1024);
-        let status = self.respond(&dispatch, &mut response);
+        let status = self.respond(channel, &dispatch, &mut response);
         let written = write_response(dispatch.client.as_fd(), &response);
         // Our copy only: the gateway keeps the connection.
         drop(dispatch.client);
@@ -272,13 +322,15 @@ impl Worker {
                 self.options.worker_id
             );
         }
+        // Off the request's path: the client and the core have their answer.
+        self.hosts.maintain();
     }
 
     /// Renders the whole response for one dispatch; returns its status.
-    fn respond(&self, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
+    fn respond(&self, channel: BorrowedFd<'_>, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
         let header = &dispatch.header;
         let head_only = header.flags & FLAG_HEAD_ONLY != 0;
-        let result = self.run_function(dispatch);
+        let result = self.run_function(channel, dispatch);
         // Decided after the run: the gateway may have started draining.
         let connection = connection_header(header);
         let date_line = clock::date_line(clock::unix_now_secs());
@@ -296,6 +348,7 @@ impl Worker {
 
     fn run_function(
         &self,
+        channel: BorrowedFd<'_>,
         dispatch: &Dispatch<'_>,
     ) -> Result<(Vec<u8>, cgi::CgiResponse), HttpError> {
         let descriptor = self.descriptor(dispatch.descriptor)?;
@@ -342,37 +395,159 @@ impl Worker {
         };
         let env = cgi::environment(&cgi_request, &descriptor.env);
         let module = descriptor.module.as_deref().unwrap_or_default();
+        let timeout_ms = descriptor.timeout_ms;
+        let failed = |message: String| HttpError::FunctionFailed(message);
         match descriptor.runtime {
-            Runtime::Wasm => {}
-            other => return Err(HttpError::RuntimeUnavailable(other.name())),
-        }
-        let output = self
-            .wasm
-            .call(&WasmCall {
-                module,
-                timeout_ms: descriptor.timeout_ms,
-                memory_mb: descriptor.memory_mb,
-                env: &env,
-                stdin: body,
-            })
-            .map_err(|error| {
-                if error.is_timeout() {
-                    HttpError::FunctionTimeout {
-                        timeout_ms: descriptor.timeout_ms,
+            Runtime::Wasm => {
+                let output = self
+                    .wasm
+                    .call(&WasmCall {
+                        module,
+                        timeout_ms,
+                        memory_mb: descriptor.memory_mb,
+                        env: &env,
+                        stdin: body,
+                    })
+                    .map_err(|error| {
+                        if error.is_timeout() {
+                            HttpError::FunctionTimeout { timeout_ms }
+                        } else {
+                            failed(error.to_string())
+                        }
+                    })?;
+                self.logs.append(Runtime::Wasm, module, &output.stderr);
+                cgi_output(output.stdout)
+            }
+            Runtime::Exec => {
+                let stderr = self
+                    .logs
+                    .open(Runtime::Exec, module)
+                    .map_err(|e| failed(format!("cannot open the function log: {e}")))?;
+                let program = self.options.functions_dir.join(module);
+                let stdout = exec::run(ExecCall {
+                    program: &program,
+                    module,
+                    env: &env,
+                    stdin: body,
+                    timeout_ms,
+                    stdout_bytes_max: RESPONSE_BYTES_MAX,
+                    stderr: Some(stderr),
+                })
+                .map_err(|error| {
+                    if error.is_timeout() {
+                        HttpError::FunctionTimeout { timeout_ms }
+                    } else {
+                        failed(error.to_string())
                     }
-                } else {
-                    HttpError::FunctionFailed(error.to_string())
+                })?;
+                cgi_output(stdout)
+            }
+            Runtime::Native => {
+                let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                let watch = self
+                    .watchdog
+                    .watch(deadline, self.on_native_timeout(channel, dispatch, module, timeout_ms));
+                let descriptor_env: Vec<(String, String)> = descriptor
+                    .env
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                let result = self.native.call(&NativeCall {
+                    module,
+                    handler: descriptor.handler.as_deref(),
+                    method: cgi_request.method,
+                    path,
+                    query,
+                    headers: &header_pairs,
+                    body,
+                    env: &descriptor_env,
+                    body_bytes_max: RESPONSE_BYTES_MAX,
+                });
+                if !watch.finish() {
+                    // The watchdog answered this request and is ending the
+                    // process; nothing may be written after it.
+                    loop {
+                        thread::park();
+                    }
                 }
-            })?;
-        if !output.stderr.is_empty() {
-            eprintln!(
-                "corefn: function {module} stderr: {}",
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
+                let output = result.map_err(|error| failed(error.to_string()))?;
+                Ok((output.body, output.response))
+            }
+            Runtime::Python | Runtime::Node | Runtime::Php => {
+                let output = self
+                    .hosts
+                    .call(&HostCall {
+                        runtime: descriptor.runtime,
+                        module,
+                        handler: descriptor.handler.as_deref(),
+                        descriptor_env: &descriptor.env,
+                        request: &cgi_request,
+                        body,
+                        cgi_env: &env,
+                        timeout_ms,
+                    })
+                    .map_err(|error| {
+                        if error.is_timeout() {
+                            HttpError::FunctionTimeout { timeout_ms }
+                        } else if error.is_unavailable() {
+                            HttpError::RuntimeUnavailable(error.to_string())
+                        } else {
+                            failed(error.to_string())
+                        }
+                    })?;
+                Ok((output.bytes, output.response))
+            }
+            Runtime::Static => Err(failed("static routes are answered by the gateway".into())),
         }
-        let cgi_response = cgi::parse_response(&output.stdout)
-            .map_err(|error| HttpError::FunctionFailed(format!("invalid CGI output: {error}")))?;
-        Ok((output.stdout, cgi_response))
+    }
+
+    /// What the watchdog does for a native call past its deadline: answer
+    /// 504 on the client socket, report the completion, end the process.
+    /// The dispatch (and so both descriptors) stays alive meanwhile: its
+    /// thread is stuck in the call.
+    fn on_native_timeout(
+        &self,
+        channel: BorrowedFd<'_>,
+        dispatch: &Dispatch<'_>,
+        module: &str,
+        timeout_ms: u64,
+    ) -> Box<dyn FnOnce() + Send> {
+        let client_fd = dispatch.client.as_raw_fd();
+        let channel_fd = channel.as_raw_fd();
+        let header = dispatch.header;
+        let worker_id = self.options.worker_id;
+        let module = module.to_string();
+        let started = Instant::now();
+        Box::new(move || {
+            let error = HttpError::FunctionTimeout { timeout_ms };
+            let mut out = Vec::with_capacity(256);
+            let date_line = clock::date_line(clock::unix_now_secs());
+            let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+            error.render(&mut out, &date_line, connection_header(&header), head_only);
+            // SAFETY: the dispatch owning the descriptor outlives this: its
+            // thread is blocked in the native call until the process ends.
+            let client = unsafe { BorrowedFd::borrow_raw(client_fd) };
+            let written = write_response(client, &out);
+            let completion = Completion {
+                status: error.status(),
+                flags: if written.is_err() {
+                    COMPLETION_CONNECTION_BROKEN
+                } else {
+                    0
+                },
+                request_id: header.request_id,
+                response_bytes: written.unwrap_or(0) as u64,
+                duration_us: started.elapsed().as_micros() as u64,
+            };
+            let _ = send(channel_fd, &completion.encode(), MsgFlags::MSG_NOSIGNAL);
+            eprintln!(
+                "corefn: worker {worker_id}: native function {module:?} ran past its timeout of {timeout_ms} ms; \
+                 replacing this worker (native code cannot be interrupted)"
+            );
+            // SAFETY: ends the process at once, without running destructors
+            // that other threads (one stuck in native code) might race.
+            unsafe { libc::_exit(70) }
+        })
     }
 
     /// Sends a metrics datagram every interval until the process ends.
@@ -486,6 +661,13 @@ fn procfs_ticks_per_second() -> f64 {
     } else {
         100.0
     }
+}
+
+/// A CGI program's stdout as a response.
+fn cgi_output(stdout: Vec<u8>) -> Result<(Vec<u8>, cgi::CgiResponse), HttpError> {
+    let response = cgi::parse_response(&stdout)
+        .map_err(|error| HttpError::FunctionFailed(format!("invalid CGI output: {error}")))?;
+    Ok((stdout, response))
 }
 
 fn connection_header(header: &DispatchHeader) -> ConnectionHeader {

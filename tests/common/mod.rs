@@ -940,3 +940,4 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+pub mod functions;

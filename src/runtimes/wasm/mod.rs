@@ -43,7 +43,8 @@ use host::Host;
 use modules::{Modules, ENTRY_POINT};
 use ticker::Ticker;
 
-pub use modules::{WasmStats, FILE_CHECK_INTERVAL_MS, MODULES_CACHED_MAX, MODULE_BYTES_MAX};
+pub use crate::runtimes::file_stamp::FILE_CHECK_INTERVAL_MS;
+pub use modules::{WasmStats, MODULES_CACHED_MAX, MODULE_BYTES_MAX};
 
 const MIB: u64 = 1024 * 1024;
 

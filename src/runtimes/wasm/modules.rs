@@ -23,7 +23,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -32,6 +31,7 @@ use std::time::Instant;
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module};
 
 use super::disk_cache::{DiskCache, Rejected};
+use crate::runtimes::file_stamp::{FileStamp, FILE_CHECK_INTERVAL_MS};
 use super::host::Host;
 use super::{CacheOutcome, WasmError};
 
@@ -41,37 +41,8 @@ pub const MODULES_CACHED_MAX: usize = 1024;
 /// Largest module file accepted (`.wasm` or `.wat`).
 pub const MODULE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
-/// A module's file is looked at (one `stat`) at most this often per
-/// process: a path lookup per call was 8 % of a worker's time under load.
-/// A change on disk is served within this much.
-pub const FILE_CHECK_INTERVAL_MS: u64 = 10;
-
 /// The export a WASI command runs.
 pub(super) const ENTRY_POINT: &str = "_start";
-
-/// What identifies one version of a module file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileStamp {
-    fn of(metadata: &fs::Metadata) -> FileStamp {
-        FileStamp {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            size: metadata.size(),
-            mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                + i128::from(metadata.mtime_nsec()),
-            ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000
-                + i128::from(metadata.ctime_nsec()),
-        }
-    }
-}
 
 /// One version of a module file: ready to instantiate, or the error it
 /// gave. Errors are kept too, so that a broken deploy costs one compile,

@@ -1,0 +1,110 @@
+//! Child processes of a worker (exec functions, language hosts): how they
+//! are started, waited for with a deadline, and ended.
+//!
+//! Every child gets a process group of its own (so that a timeout kills what
+//! it forked too), SIGKILL when the worker dies (`PR_SET_PDEATHSIG`, which
+//! follows the thread that forked: children are only started from the
+//! worker's long-lived request threads), default SIGINT/SIGPIPE handling
+//! (the worker ignores SIGINT and exec keeps ignored signals ignored), and
+//! only the descriptors it is given: everything of the worker's is
+//! close-on-exec. Nothing here decides an HTTP status.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// Variables every child gets unless the descriptor's `env` sets them:
+/// scripts find their interpreters (`#!/usr/bin/env python3`) and decode
+/// UTF-8 the same way on every machine.
+pub const BASE_ENV: [(&str, &str); 2] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// A command with nothing inherited: `env` is the whole environment (plus
+/// [`BASE_ENV`] where it is silent), the working directory is `cwd`.
+pub fn command(program: &Path, env: &[(String, String)], cwd: Option<&Path>) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for (name, value) in BASE_ENV {
+        if !env.iter().any(|(n, _)| n == name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    command.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (prctl, signal); it allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    command
+}
+
+/// SIGKILL to the child's whole process group, then reap it. Never fails:
+/// a child that is already gone is simply reaped.
+pub fn kill_and_reap(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill has no memory effects; the group is the child's own
+        // (process_group(0)), so nothing else is hit.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until one of `fds` is ready for its events or `deadline` passes;
+/// returns the revents of each (all empty on timeout). EINTR is retried.
+pub fn poll_until(
+    fds: &[(BorrowedFd<'_>, PollFlags)],
+    deadline: Instant,
+) -> io::Result<Vec<PollFlags>> {
+    let mut poll_fds: Vec<PollFd> = fds
+        .iter()
+        .map(|(fd, events)| PollFd::new(*fd, *events))
+        .collect();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(vec![PollFlags::empty(); fds.len()]);
+        }
+        let left_ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        match poll(&mut poll_fds, PollTimeout::from(left_ms)) {
+            Ok(0) => continue,
+            Ok(_) => {
+                return Ok(poll_fds
+                    .iter()
+                    .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+                    .collect())
+            }
+            Err(Errno::EINTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Sets O_NONBLOCK on a descriptor this process owns.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only change the descriptor's status flags.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

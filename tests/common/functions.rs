@@ -1,0 +1,399 @@
+//! One harness for the function runtimes beyond wasm (native, exec,
+//! python, node, php): a server whose functions directory is a private copy
+//! of `examples/<runtime>/` (native examples compiled with `cc`), the same
+//! routes for every runtime, and the checks every runtime must pass. Each
+//! runtime's test file states the behaviours and calls these.
+
+use super::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// Timeout of the `/spin` route.
+pub const SPIN_TIMEOUT_MS: u64 = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Native,
+    Exec,
+    Python,
+    Node,
+    Php,
+}
+
+impl Lang {
+    pub fn runtime(self) -> &'static str {
+        match self {
+            Lang::Native => "native",
+            Lang::Exec => "exec",
+            Lang::Python => "python",
+            Lang::Node => "node",
+            Lang::Php => "php",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Lang::Native => "so",
+            Lang::Exec => "sh",
+            Lang::Python => "py",
+            Lang::Node => "js",
+            Lang::Php => "php",
+        }
+    }
+
+    pub fn hello_body(self) -> &'static str {
+        match self {
+            Lang::Native => "Hello from C!\n",
+            Lang::Exec => "Hello from exec!\n",
+            Lang::Python => "Hello from Python!\n",
+            Lang::Node => "Hello from Node!\n",
+            Lang::Php => "Hello from PHP!\n",
+        }
+    }
+
+    /// The example that fails: raises, throws, returns non-zero, exits 3.
+    fn failing_example(self) -> &'static str {
+        match self {
+            Lang::Native | Lang::Exec => "fail",
+            _ => "boom",
+        }
+    }
+
+    /// Source of `changing.<ext>`, answering `version`.
+    fn changing_source(self, version: &str) -> String {
+        match self {
+            Lang::Native => String::new(), // compiled from slow.c instead
+            Lang::Exec => format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n{version}\\n'\n"),
+            Lang::Python => format!(
+                "def handle(request):\n    return (200, {{\"content-type\": \"text/plain\"}}, \"{version}\\n\")\n"
+            ),
+            Lang::Node => format!(
+                "exports.handler = async () => ({{statusCode: 200, headers: {{\"content-type\": \"text/plain\"}}, body: \"{version}\\n\"}});\n"
+            ),
+            Lang::Php => format!("<?php\nheader('Content-Type: text/plain');\necho \"{version}\\n\";\n"),
+        }
+    }
+}
+
+/// `examples/<dir>` of this repository.
+pub fn example_dir(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(dir)
+}
+
+/// Compiles one C file into a shared library at `out` (written aside and
+/// renamed, as a deploy should), with `-D` definitions.
+pub fn compile_native(source: &Path, out: &Path, defines: &[&str]) {
+    let temporary = out.with_extension("so.tmp");
+    let status = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&temporary)
+        .arg(source)
+        .args(defines.iter().map(|d| format!("-D{d}")))
+        .status()
+        .expect("run cc (a C compiler is needed for the native tests)");
+    assert!(status.success(), "cc {} failed: {status}", source.display());
+    std::fs::rename(&temporary, out).expect("rename the compiled library into place");
+}
+
+/// A corefn with two workers serving every example of one runtime.
+pub struct FunctionServer {
+    pub server: WorkerServer,
+    pub lang: Lang,
+    functions: tempfile::TempDir,
+}
+
+impl std::ops::Deref for FunctionServer {
+    type Target = WorkerServer;
+    fn deref(&self) -> &WorkerServer {
+        &self.server
+    }
+}
+
+impl FunctionServer {
+    pub fn start(lang: Lang) -> FunctionServer {
+        let functions = tempfile::tempdir().expect("functions tempdir");
+        let examples = example_dir(lang.runtime());
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&examples).expect("examples directory").flatten() {
+            let path = entry.path();
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            match (lang, path.extension().and_then(|e| e.to_str())) {
+                (Lang::Native, Some("c")) => {
+                    compile_native(&path, &functions.path().join(format!("{stem}.so")), &[]);
+                    names.push(stem.to_string());
+                }
+                (Lang::Native, _) => {}
+                (_, Some(ext)) if ext == lang.extension() => {
+                    let target = functions.path().join(entry.file_name());
+                    std::fs::copy(&path, &target).expect("copy example");
+                    names.push(stem.to_string());
+                }
+                _ => {}
+            }
+        }
+        names.push("changing".to_string());
+        write_changing(lang, functions.path(), "v1");
+        let rows: Vec<(String, String)> = names
+            .iter()
+            .map(|name| {
+                let method = if name == "echo" { "POST" } else { "GET" };
+                let mut extra = json!({});
+                if name == "spin" {
+                    extra["timeout_ms"] = json!(SPIN_TIMEOUT_MS);
+                }
+                (
+                    format!("{method}:/{name}"),
+                    Self::descriptor(lang, functions.path(), name, extra),
+                )
+            })
+            .collect();
+        let routes: Vec<(&str, &str)> = rows.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        FunctionServer {
+            server: WorkerServer::start(&routes, functions.path(), &[]),
+            lang,
+            functions,
+        }
+    }
+
+    fn descriptor(lang: Lang, functions: &Path, name: &str, mut extra: serde_json::Value) -> String {
+        extra["runtime"] = json!(lang.runtime());
+        extra["module"] = json!(format!("{name}.{}", lang.extension()));
+        extra["env"] = json!({"COREFN_TEST_FUNCTION": marker(functions, name)});
+        extra.to_string()
+    }
+
+    /// The value of `COREFN_TEST_FUNCTION` in the processes of `name`.
+    pub fn marker(&self, name: &str) -> String {
+        marker(self.functions.path(), name)
+    }
+
+    pub fn functions_dir(&self) -> &Path {
+        self.functions.path()
+    }
+
+    /// Replaces `changing.<ext>` with a version answering `version`.
+    pub fn write_changing(&self, version: &str) {
+        write_changing(self.lang, self.functions.path(), version);
+    }
+
+    /// The function log of example `name` (empty when there is none yet).
+    pub fn log_text(&self, name: &str) -> String {
+        let path = self
+            .server
+            .dir()
+            .join("corefn-logs")
+            .join(self.lang.runtime())
+            .join(format!("{name}.{}.log", self.lang.extension()));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
+fn write_changing(lang: Lang, functions: &Path, version: &str) {
+    let out = functions.join(format!("changing.{}", lang.extension()));
+    if lang == Lang::Native {
+        let define = format!("VERSION=\"{version}\"");
+        compile_native(&example_dir("native").join("slow.c"), &out, &[&define]);
+        return;
+    }
+    let temporary = out.with_extension("tmp");
+    std::fs::write(&temporary, lang.changing_source(version)).expect("write changing");
+    if lang == Lang::Exec {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::fs::rename(&temporary, &out).expect("rename changing into place");
+}
+
+fn marker(functions: &Path, name: &str) -> String {
+    format!("{name}@{}", functions.display())
+}
+
+/// Processes whose environment has `COREFN_TEST_FUNCTION=<marker>`, with
+/// their state letter (zombies left out).
+pub fn processes_with_marker(marker: &str) -> Vec<(u32, char)> {
+    let needle = format!("COREFN_TEST_FUNCTION={marker}");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|var| var == needle.as_bytes()) {
+            if let Some((state, _)) = proc_state(pid) {
+                if state != 'Z' {
+                    found.push((pid, state));
+                }
+            }
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// The checks every runtime passes
+// ---------------------------------------------------------------------------
+
+pub fn check_hello(s: &FunctionServer) {
+    let mut c = Conn::connect(s.addr());
+    for round in 0..3 {
+        c.write(get_req("/hello").as_bytes());
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "round {round}: body {:?}", r.text());
+        assert_eq!(r.text(), s.lang.hello_body(), "round {round}");
+        assert!(!r.is_connection_close(), "keep-alive survives a function call");
+    }
+}
+
+pub fn check_json_echo(s: &FunctionServer) {
+    let input = json!({"n": 42, "text": "héllo", "list": [1, 2, 3]});
+    let body = input.to_string();
+    let r = send(s.addr(), &post_req("/echo?x=1", body.as_bytes()));
+    assert_eq!(r.status, 200, "body {:?}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["echo"], input, "the body comes back: {answer}");
+    assert_eq!(answer["method"], "POST", "{answer}");
+    let content_type = r.header("content-type").unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "{content_type:?}");
+}
+
+pub fn check_status_and_headers(s: &FunctionServer) {
+    let r = get(s.addr(), "/status");
+    assert_eq!(r.status, 201, "body {:?}", r.text());
+    assert_eq!(r.header("x-corefn-example"), Some("status"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.text(), "created\n");
+}
+
+/// The failing example gets 502 naming `in_body`; the function log holds
+/// every string of `in_log`; the gateway and the other functions go on.
+pub fn check_handler_error(s: &FunctionServer, in_body: &str, in_log: &[&str]) {
+    let name = s.lang.failing_example();
+    let mut c = Conn::connect(s.addr());
+    c.write(get_req(&format!("/{name}")).as_bytes());
+    let r = c.read_response();
+    assert_eq!(r.status, 502, "body {:?}", r.text());
+    assert!(r.text().contains(in_body), "502 body names the error: {:?}", r.text());
+    eprintln!("{} error response: {:?}", s.lang.runtime(), r.text().trim_end());
+    if !r.is_connection_close() {
+        c.write(get_req("/hello").as_bytes());
+        assert_eq!(c.read_response().text(), s.lang.hello_body(), "same connection goes on");
+    }
+    assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
+    let mut log = String::new();
+    let complete = wait_until(Duration::from_secs(5), || {
+        log = s.log_text(name);
+        in_log.iter().all(|needle| log.contains(needle))
+    });
+    assert!(complete.is_some(), "the function log has {in_log:?}:\n{log}");
+}
+
+/// `/spin` runs forever: 504 at its timeout, then the host (or worker)
+/// that ran it is gone and a fresh one serves.
+pub fn check_timeout_replaces_host(s: &FunctionServer) {
+    let workers_before = wait_for_workers(s.pid(), 2, Duration::from_secs(10));
+    let marker = s.marker("spin");
+    let client = {
+        let addr = s.addr();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let r = get(addr, "/spin");
+            (r, started.elapsed())
+        })
+    };
+    // While it spins: the processes running it.
+    let mut spinning = Vec::new();
+    if matches!(s.lang, Lang::Python | Lang::Node | Lang::Php | Lang::Exec) {
+        wait_until(Duration::from_millis(SPIN_TIMEOUT_MS - 100), || {
+            spinning = processes_with_marker(&marker);
+            spinning.iter().any(|&(_, state)| state == 'R')
+        });
+    }
+    let (r, elapsed) = client.join().expect("client thread");
+    assert_eq!(r.status, 504, "body {:?}", r.text());
+    assert!(r.text().contains(&format!("{SPIN_TIMEOUT_MS} ms")), "{:?}", r.text());
+    eprintln!("{}: 504 after {elapsed:?}", s.lang.runtime());
+    match s.lang {
+        Lang::Native => {
+            // Native code cannot be stopped: its worker is replaced.
+            let mut workers_after = Vec::new();
+            let replaced = wait_until(Duration::from_secs(10), || {
+                workers_after = worker_pids(s.pid());
+                workers_after.len() == 2 && workers_after != workers_before
+            });
+            assert!(replaced.is_some(), "a worker was replaced: {workers_before:?} → {workers_after:?}");
+        }
+        _ => {
+            let spinning_pids: BTreeSet<u32> = spinning.iter().map(|&(pid, _)| pid).collect();
+            assert!(!spinning_pids.is_empty(), "saw the process running /spin");
+            let mut now = Vec::new();
+            let gone = wait_until(Duration::from_secs(5), || {
+                now = processes_with_marker(&marker);
+                now.iter().all(|(pid, _)| !spinning_pids.contains(pid))
+            });
+            assert!(gone.is_some(), "the spinning process {spinning_pids:?} was killed; now {now:?}");
+            assert_eq!(
+                worker_pids(s.pid()),
+                workers_before,
+                "the workers themselves survive"
+            );
+            if s.lang != Lang::Exec {
+                // The pool is filled back: an idle host, not spinning.
+                let refilled = wait_until(Duration::from_secs(10), || {
+                    now = processes_with_marker(&marker);
+                    !now.is_empty() && now.iter().all(|&(_, state)| state != 'R')
+                });
+                assert!(refilled.is_some(), "a fresh idle host replaced it: {now:?}");
+            }
+        }
+    }
+    // Spinning again is again a 504, and everything else still works.
+    assert_eq!(get(s.addr(), "/spin").status, 504);
+    assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
+}
+
+pub fn check_concurrent_requests(s: &FunctionServer, count: usize) {
+    let barrier = Arc::new(std::sync::Barrier::new(count));
+    let handles: Vec<_> = (0..count)
+        .map(|n| {
+            let addr = s.addr();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let body = json!({"n": n}).to_string();
+                let mut c = Conn::connect(addr);
+                barrier.wait();
+                c.write(&post_req("/echo", body.as_bytes()));
+                let r = c.read_response();
+                (n, r.status, r.body.clone())
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (n, status, body) = handle.join().expect("client thread");
+        assert_eq!(status, 200, "request {n}: {:?}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON answer");
+        assert_eq!(answer["echo"]["n"], n, "request {n} got its own answer: {answer}");
+    }
+}
+
+pub fn check_file_change(s: &FunctionServer) {
+    assert_eq!(get(s.addr(), "/changing").text(), "v1\n");
+    s.write_changing("v2");
+    let mut last = String::new();
+    let served = wait_until(Duration::from_secs(5), || {
+        last = get(s.addr(), "/changing").text();
+        last == "v2\n"
+    });
+    assert!(served.is_some(), "the new code is served; last answer {last:?}");
+    eprintln!("{}: new code served after {:?}", s.lang.runtime(), served);
+    for round in 0..10 {
+        assert_eq!(get(s.addr(), "/changing").text(), "v2\n", "round {round}: never the old code again");
+    }
+}

@@ -1,0 +1,48 @@
+//! Python functions: `def handle(request)` in a warm host per function,
+//! answered with real python3 processes behind a real gateway.
+mod common;
+
+use common::functions::*;
+
+fn server() -> FunctionServer {
+    FunctionServer::start(Lang::Python)
+}
+
+#[test]
+fn hello_is_served_by_a_warm_host() {
+    check_hello(&server());
+}
+
+#[test]
+fn json_body_is_echoed_through_get_json() {
+    check_json_echo(&server());
+}
+
+#[test]
+fn returned_status_and_headers_reach_the_client() {
+    check_status_and_headers(&server());
+}
+
+#[test]
+fn an_exception_is_502_with_the_traceback_in_the_function_log() {
+    check_handler_error(
+        &server(),
+        "ZeroDivisionError: division by zero",
+        &["Traceback", "ZeroDivisionError", "boom.py"],
+    );
+}
+
+#[test]
+fn an_endless_handler_is_504_and_its_host_is_replaced() {
+    check_timeout_replaces_host(&server());
+}
+
+#[test]
+fn thirty_two_concurrent_requests_each_get_their_own_answer() {
+    check_concurrent_requests(&server(), 32);
+}
+
+#[test]
+fn a_changed_handler_file_is_served_at_once() {
+    check_file_change(&server());
+}
