@@ -32,4 +32,33 @@ INSERT OR IGNORE INTO functions (k, v, updated) VALUES
      unixepoch()),
     ('POST:/wasm/echo',
      '{"runtime":"wasm","module":"echo.wat","timeout_ms":5000}',
+     unixepoch()),
+    -- A shared library with the C ABI of runtimes/native/corefn.h
+    -- (make -C examples/native builds it; scripts/run.sh does that).
+    ('GET:/native/hello',
+     '{"runtime":"native","module":"hello.so"}',
+     unixepoch()),
+    -- Any executable under the CGI contract, a process per request.
+    ('GET:/exec/hello',
+     '{"runtime":"exec","module":"hello.sh"}',
+     unixepoch()),
+    -- Warm language hosts: the handler is loaded once and serves many
+    -- requests.
+    ('GET:/python/hello',
+     '{"runtime":"python","module":"hello.py"}',
+     unixepoch()),
+    ('POST:/python/echo',
+     '{"runtime":"python","module":"echo.py","timeout_ms":5000}',
+     unixepoch()),
+    ('GET:/node/hello',
+     '{"runtime":"node","module":"hello.js"}',
+     unixepoch()),
+    ('POST:/node/echo',
+     '{"runtime":"node","module":"echo.js","timeout_ms":5000}',
+     unixepoch()),
+    ('GET:/php/hello',
+     '{"runtime":"php","module":"hello.php"}',
+     unixepoch()),
+    ('POST:/php/echo',
+     '{"runtime":"php","module":"echo.php","timeout_ms":5000}',
      unixepoch());

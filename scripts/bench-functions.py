@@ -2,18 +2,22 @@
 """Function routes against the static route, in the same run.
 
 Starts a release `corefn serve` on a fresh database holding a static hello, the
-wasm hello and a wasm echo (1 KiB body), then runs wrk against each route,
+wasm hello and a wasm echo (1 KiB body) (with --all-runtimes also the hello of
+every other runtime: native, exec, python, node, php, and php's bench.php),
+then runs wrk against each route,
 REPEATS rounds with the route order rotating, and reports per route the median
 req/s, p50/p99 and server CPU per request, with ratios to the static route.
 
-Server CPU counts the gateway and every worker process (utime + stime of each
-process from /proc, children found by their parent pid), because a function
-call spends most of its CPU in a worker. wrk shares the machine's cores with
+Server CPU counts the gateway and every process below it (utime + stime of
+each, plus cutime + cstime for the children they reaped, such as exec
+functions), because a function call spends most of its CPU in a worker or a
+language host. wrk shares the machine's cores with
 all of them: compare ratios within one run, not absolute figures across runs.
 
 usage: scripts/bench-functions.py [--duration 5] [--repeats 3] [--wrk "-t2 -c64"]
-       [--workers N] [--worker-threads T] [--out DIR]
-Needs wrk (apt-get install wrk) and a release build (cargo build --release).
+       [--workers N] [--worker-threads T] [--all-runtimes] [--out DIR]
+Needs wrk (apt-get install wrk) and a release build (cargo build --release);
+--all-runtimes also a C compiler, python3, node and php-cgi.
 """
 
 import argparse
@@ -38,6 +42,15 @@ ROUTES = [
     ("wasm hello", "GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}', "/wasm/hello", None),
     ("wasm echo 1 KiB", "POST:/wasm/echo", '{"runtime":"wasm","module":"echo.wat"}', "/wasm/echo", 1024),
 ]
+# (name, key, descriptor, path, body bytes, example file under examples/)
+RUNTIME_ROUTES = [
+    ("native hello", "GET:/native/hello", '{"runtime":"native","module":"hello.so"}', "/native/hello", None, "native/hello.c"),
+    ("exec hello", "GET:/exec/hello", '{"runtime":"exec","module":"hello.sh"}', "/exec/hello", None, "exec/hello.sh"),
+    ("python hello", "GET:/python/hello", '{"runtime":"python","module":"hello.py"}', "/python/hello", None, "python/hello.py"),
+    ("node hello", "GET:/node/hello", '{"runtime":"node","module":"hello.js"}', "/node/hello", None, "node/hello.js"),
+    ("php hello", "GET:/php/hello", '{"runtime":"php","module":"hello.php"}', "/php/hello", None, "php/hello.php"),
+    ("php bench.php", "GET:/php/bench", '{"runtime":"php","module":"bench.php"}', "/php/bench", None, "php/bench.php"),
+]
 
 
 def process_cpu_ticks(pid):
@@ -48,19 +61,26 @@ def process_cpu_ticks(pid):
 
 
 def tree_cpu_seconds(root_pid):
-    """CPU of root_pid and its live children (workers)."""
-    total = 0
+    """CPU of root_pid and every live descendant (workers, language hosts),
+    with what each has reaped of its own children (exec functions)."""
+    parents, ticks = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            ppid = int(fields[1])
-            if int(entry) == root_pid or ppid == root_pid:
-                total += int(fields[11]) + int(fields[12])
+            parents[int(entry)] = int(fields[1])
+            ticks[int(entry)] = sum(int(fields[i]) for i in (11, 12, 13, 14))
         except (OSError, ValueError, IndexError):
             continue
+    total = 0
+    for pid, tick in ticks.items():
+        ancestor, hops = pid, 0
+        while ancestor not in (root_pid, 0, 1) and hops < 16:
+            ancestor, hops = parents.get(ancestor, 0), hops + 1
+        if ancestor == root_pid:
+            total += tick
     return total / CLK_TCK
 
 
@@ -104,6 +124,7 @@ def main():
     parser.add_argument("--wrk", default="-t2 -c64")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=4)
+    parser.add_argument("--all-runtimes", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/corefn"))
     args = parser.parse_args()
@@ -112,6 +133,20 @@ def main():
     if not os.path.exists(binary):
         sys.exit("build first: cargo build --release")
     tmp = tempfile.mkdtemp(prefix="corefn-bench-")
+    functions = os.path.join(tmp, "functions")
+    os.makedirs(functions)
+    for name in ("hello.wat", "echo.wat"):
+        os.symlink(os.path.join(ROOT, "examples/wasm", name), os.path.join(functions, name))
+    if args.all_runtimes:
+        for name, key, value, path, body, example in RUNTIME_ROUTES:
+            source = os.path.join(ROOT, "examples", example)
+            target = os.path.join(functions, os.path.basename(example))
+            if example.endswith(".c"):
+                subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", target[:-2] + ".so", source],
+                               check=True)
+            elif not os.path.exists(target):
+                os.symlink(source, target)
+            ROUTES.append((name, key, value, path, body))
     db = os.path.join(tmp, "bench.db")
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)")
@@ -120,7 +155,7 @@ def main():
     server = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{PORT}", "--db", db,
          "--workers", str(args.workers), "--worker-threads", str(args.worker_threads),
-         "--functions-dir", os.path.join(ROOT, "examples/wasm"),
+         "--functions-dir", functions, "--logs-dir", os.path.join(tmp, "logs"),
          "--cache-dir", os.path.join(tmp, "cache")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     results = {name: [] for name, *_ in ROUTES}

@@ -12,9 +12,14 @@ Modes:
               (a new file with new content: compile included)
   wasm-cached deploy a wasm route under a new name whose content is already
               in the disk cache (the cold-compile cost excluded)
+  native, exec, python, node, php
+              deploy a route to a new copy of that runtime's hello example
+              (a library loaded, or a language host started, for the first
+              response: the cold start of a new function)
 
 usage: scripts/route-latency.py [--binary target/release/corefn]
-       [--iterations 50] [--mode static|wasm-cold|wasm-cached] [--watch-interval-ms 5]
+       [--iterations 50] [--mode static|wasm-cold|wasm-cached|native|exec|python|node|php]
+       [--watch-interval-ms 5]
 """
 
 import argparse
@@ -31,6 +36,14 @@ import time
 
 PORT = 18190
 POLL_DEADLINE_S = 5.0
+# mode -> (example, extension, expected body)
+RUNTIME_HELLOS = {
+    "native": ("native/hello.c", "so", "Hello from C!\n"),
+    "exec": ("exec/hello.sh", "sh", "Hello from exec!\n"),
+    "python": ("python/hello.py", "py", "Hello from Python!\n"),
+    "node": ("node/hello.js", "js", "Hello from Node!\n"),
+    "php": ("php/hello.php", "php", "Hello from PHP!\n"),
+}
 
 
 def get(path):
@@ -48,7 +61,8 @@ def main():
     parser.add_argument("--binary", default="target/release/corefn")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--watch-interval-ms", type=int, default=5)
-    parser.add_argument("--mode", choices=["static", "wasm-cold", "wasm-cached"], default="static")
+    parser.add_argument("--mode", default="static",
+                        choices=["static", "wasm-cold", "wasm-cached", *RUNTIME_HELLOS])
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "examples/wasm/hello.wat")) as f:
@@ -61,7 +75,8 @@ def main():
         server = subprocess.Popen(
             [args.binary, "serve", "--listen", f"127.0.0.1:{PORT}", "--db", db,
              "--watch-interval-ms", str(args.watch_interval_ms),
-             "--functions-dir", functions, "--cache-dir", os.path.join(tmp, "cache")],
+             "--functions-dir", functions, "--cache-dir", os.path.join(tmp, "cache"),
+             "--logs-dir", os.path.join(tmp, "logs")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             line = server.stdout.readline()
@@ -69,6 +84,15 @@ def main():
                 sys.exit(f"server did not start: {line!r}")
             writer = sqlite3.connect(db, timeout=5)
             latencies_ms = []
+            template = None
+            if args.mode in RUNTIME_HELLOS:
+                example, extension, _ = RUNTIME_HELLOS[args.mode]
+                source = os.path.join(root, "examples", example)
+                template = os.path.join(tmp, "template." + extension)
+                if extension == "so":
+                    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", template, source], check=True)
+                else:
+                    shutil.copy(source, template)
             if args.mode == "wasm-cached":
                 # Compile the module once (fills the disk cache), then deploy
                 # the same content under new names.
@@ -87,6 +111,11 @@ def main():
                     path = "/probe"
                     body = f"version {i}"
                     value = '{"runtime":"static","body":"%s"}' % body
+                elif template:
+                    _, extension, body = RUNTIME_HELLOS[args.mode]
+                    module = f"m{i}.{extension}"
+                    shutil.copy(template, os.path.join(functions, module))
+                    value = '{"runtime":"%s","module":"%s"}' % (args.mode, module)
                 else:
                     module = f"m{i}.wat"
                     content = hello_wat

@@ -59,7 +59,10 @@ fn every_process_is_reaped() {
             .into_iter()
             .filter(|&(_, state)| state == 'Z')
             .collect();
-        assert!(zombies.is_empty(), "worker {worker} left zombies: {zombies:?}");
+        assert!(
+            zombies.is_empty(),
+            "worker {worker} left zombies: {zombies:?}"
+        );
     }
 }
 

@@ -63,9 +63,17 @@ fn a_reload_lets_the_call_running_on_the_old_copy_finish_on_it() {
         last = get(s.addr(), "/changing?ms=0").text();
         last == "v2\n"
     });
-    assert!(reloaded.is_some(), "new calls run the new copy; last {last:?}");
+    assert!(
+        reloaded.is_some(),
+        "new calls run the new copy; last {last:?}"
+    );
     let r = slow.join().expect("slow client");
-    assert_eq!(r.status, 200, "the slow call survived the reload: {:?}", r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "the slow call survived the reload: {:?}",
+        r.text()
+    );
     assert_eq!(r.text(), "v1\n", "and finished on the copy it started on");
     assert_eq!(get(s.addr(), "/changing?ms=0").text(), "v2\n");
 }
@@ -81,7 +89,10 @@ fn a_segfault_is_502_and_the_worker_is_replaced() {
         after = worker_pids(s.pid());
         after.len() == 2 && after != before
     });
-    assert!(replaced.is_some(), "the crashed worker was replaced: {before:?} → {after:?}");
+    assert!(
+        replaced.is_some(),
+        "the crashed worker was replaced: {before:?} → {after:?}"
+    );
     for _ in 0..10 {
         assert_eq!(get(s.addr(), "/hello").text(), "Hello from C!\n");
     }

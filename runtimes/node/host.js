@@ -292,8 +292,9 @@ async function serve(handler, metaBytes, body) {
 
 // Pipes and socketpairs go through a libuv pipe handle (epoll, like piped
 // process.stdin): it works whether or not the fd is non-blocking, and costs no
-// thread-pool hop per read. A regular file (a recorded request stream, when
-// debugging by hand) is read with a file stream.
+// thread-pool hop per read (fs.createReadStream's hop made a hello round trip
+// 70-85 us instead of 15-30 us). A regular file (a recorded request stream,
+// when debugging by hand) is read with a file stream.
 function openRequests() {
   const stat = fs.fstatSync(REQUEST_FD);
   if (stat.isFIFO() || stat.isSocket()) {

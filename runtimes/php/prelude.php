@@ -6,7 +6,10 @@
 // Host process. A corefn worker runs one php-cgi per warm PHP host, in
 // FastCGI mode: the worker binds a listening Unix socket and passes it as
 // fd 0 (php-cgi finds fd 0 to be a socket with no peer, so it serves FastCGI
-// on it and accepts connections itself; no -b). Exactly:
+// on it and accepts connections itself; no -b). The worker closes its own
+// copy of the listener after the spawn: then a host that exited makes
+// connect() fail at once (ECONNREFUSED) instead of queueing in a backlog
+// nobody accepts. Exactly:
 //
 //   env -i PATH=... HOME=... LANG=... <descriptor env> \
 //       PHP_FCGI_CHILDREN=0 PHP_FCGI_MAX_REQUESTS=0 \
@@ -23,14 +26,24 @@
 //     -d html_errors=0 \
 //     -d expose_php=0 \
 //     -d cgi.fix_pathinfo=0 \
-//     -d output_buffering=<stdout cap in bytes, e.g. 16777216> \
+//     -d output_buffering=On \
 //     -d post_max_size=<max request body in bytes> \
 //     -d max_execution_time=0
-//   (fd 0 = the listening socket, fd 1 = /dev/null, fd 2 = the function log)
+//   fd 0 = the listening socket, fd 1 = /dev/null, fd 2 = the function's log
+//   (php://stderr and php-cgi's own startup errors land there).
 //
-// * PHP_FCGI_CHILDREN=0: one process, no php-cgi process manager; it serves
-//   one request at a time. PHP_FCGI_MAX_REQUESTS=0 means no limit (php-cgi's
-//   default, 500, would make the host exit after 500 requests).
+// * PHP_FCGI_CHILDREN=0: one process, no php-cgi process manager. It
+//   serves one connection at a time, one request at a time: while the
+//   worker keeps a connection (FCGI_KEEP_CONN) other connections wait in the
+//   backlog, so the worker keeps exactly one connection per host and gives
+//   each request on it a new request id (a late answer to a timed-out
+//   request then cannot pass for the next one's).
+// * PHP_FCGI_MAX_REQUESTS=0 means no limit; php-cgi's default, 500, makes
+//   the host answer its 500th request and exit (the kept connection then
+//   reads end of file). The worker may recycle hosts itself instead.
+// * The process environment is visible to scripts through getenv() and
+//   $_SERVER (PHP_FCGI_* included) next to the request's params; $_ENV stays
+//   empty with Debian's variables_order "GPCS", which is fine.
 // * The distribution's php.ini and conf.d stay loaded (no -n): that is where
 //   opcache and the other extensions are enabled; -d overrides the rest.
 // * opcache: validate_timestamps=1 + revalidate_freq=0 stat the script on
@@ -43,15 +56,25 @@
 //   which in FastCGI mode is the request's FCGI_STDERR (fastcgi.logging=1).
 //   Note: php://stderr is the process's fd 2, NOT FCGI_STDERR; that is why
 //   this file logs with error_log().
-// * output_buffering as large as the stdout cap: the response stays in
-//   PHP's buffer until the script ends, so on an error below the buffer can
-//   still be discarded and the error header sent. A script that printed
-//   more than that (or called ob_flush/flush) has sent its headers; then the
-//   details still reach stderr but no error header can be added.
+// * output_buffering=On: one buffer without a size limit (chunk size 0): the
+//   response stays in PHP's memory until the script ends, so on an error it
+//   can still be discarded and the error header sent. Do not give a byte
+//   count: PHP allocates a buffer of that size up front on every request
+//   (16 MiB for 16777216), and it counts against memory_limit. The buffer
+//   starts at 16 KiB and grows; memory_limit bounds it (a runaway echo loop
+//   ends as an "Allowed memory size exhausted" fatal error). flush() does
+//   not send it. A script that calls ob_flush() or ob_end_flush() has sent
+//   its headers; then the details still reach stderr but no error header
+//   can be added.
 // * max_execution_time=0: the worker enforces the route's timeout by killing
 //   the host (Debian's php.ini for php-cgi says 30 s).
-// * The worker sends REDIRECT_STATUS=200 (php-cgi refuses to run a script
-//   without it, cgi.force_redirect) and SCRIPT_FILENAME = absolute path.
+// * Params: SCRIPT_FILENAME = the script's absolute path, REQUEST_METHOD,
+//   QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH (= the FCGI_STDIN bytes),
+//   HTTP_*, REDIRECT_STATUS=200 (FastCGI mode runs without it; plain CGI
+//   mode refuses to run a script without it, cgi.force_redirect).
+// * post_max_size = the worker's body limit (0 = none): a larger body still
+//   reads whole from php://input, but $_POST/$_FILES stay empty and a
+//   "POST Content-Length ... exceeds the limit" warning is logged.
 //
 // On an uncaught exception or a fatal error (E_ERROR, E_PARSE, E_CORE_ERROR,
 // E_COMPILE_ERROR, E_USER_ERROR, E_RECOVERABLE_ERROR) this file writes the

@@ -456,7 +456,11 @@ mod tests {
     fn parts_follow_the_cgi_header_rules() {
         let response = response_from_parts(
             201,
-            [("X-A", "b"), ("Content-Length", "99"), ("connection", "close")],
+            [
+                ("X-A", "b"),
+                ("Content-Length", "99"),
+                ("connection", "close"),
+            ],
             5,
         )
         .expect("valid parts");

@@ -113,7 +113,6 @@ pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
     }
 }
 
-
 /// Feeds stdin and drains stdout until stdout reaches end of file.
 fn exchange(
     child: &mut std::process::Child,
@@ -210,14 +209,19 @@ mod tests {
         path
     }
 
-    fn call<'a>(program: &'a Path, env: &'a [(String, String)], stdin: &'a [u8], timeout_ms: u64) -> ExecCall<'a> {
+    fn call<'a>(
+        program: &'a Path,
+        env: &'a [(String, String)],
+        stdin: &'a [u8],
+        timeout_ms: u64,
+    ) -> ExecCall<'a> {
         ExecCall {
             program,
             module: "test.sh",
             env,
             stdin,
             timeout_ms,
-            stdout_bytes_max: 1024 * 1024,
+            stdout_bytes_max: 4 * 1024 * 1024,
             stderr: Some(tempfile::tempfile().expect("stderr file")),
         }
     }
@@ -225,7 +229,11 @@ mod tests {
     #[test]
     fn stdin_and_environment_reach_the_program_and_stdout_comes_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let program = script(dir.path(), "echo.sh", "printf 'Status: 201\\n\\n%s:' \"$GREETING\"; cat");
+        let program = script(
+            dir.path(),
+            "echo.sh",
+            "printf 'Status: 201\\n\\n%s:' \"$GREETING\"; cat",
+        );
         let env = vec![("GREETING".to_string(), "hi".to_string())];
         let stdout = run(call(&program, &env, b"body bytes", 5000)).expect("runs");
         assert_eq!(stdout, b"Status: 201\n\nhi:body bytes");
@@ -254,7 +262,10 @@ mod tests {
         let started = Instant::now();
         let error = run(call(&program, &[], b"", 300)).expect_err("times out");
         assert!(error.is_timeout(), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(10), "killed promptly");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed promptly"
+        );
         let pid: i32 = std::fs::read_to_string(&marker)
             .expect("grandchild pid")
             .trim()
@@ -277,15 +288,24 @@ mod tests {
     fn failures_are_typed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let exit = script(dir.path(), "exit.sh", "exit 3");
-        assert!(matches!(run(call(&exit, &[], b"", 5000)), Err(ExecError::Exit { code: 3 })));
+        assert!(matches!(
+            run(call(&exit, &[], b"", 5000)),
+            Err(ExecError::Exit { code: 3 })
+        ));
         let missing = dir.path().join("missing.sh");
-        assert!(matches!(run(call(&missing, &[], b"", 5000)), Err(ExecError::NotFound { .. })));
-        let big = script(dir.path(), "big.sh", "head -c 3000000 /dev/zero");
+        assert!(matches!(
+            run(call(&missing, &[], b"", 5000)),
+            Err(ExecError::NotFound { .. })
+        ));
+        let big = script(dir.path(), "big.sh", "head -c 5000000 /dev/zero");
         assert!(matches!(
             run(call(&big, &[], b"", 5000)),
             Err(ExecError::StdoutTooLarge { .. })
         ));
         let killed = script(dir.path(), "kill.sh", "kill -9 $$");
-        assert!(matches!(run(call(&killed, &[], b"", 5000)), Err(ExecError::Signal { signal: 9 })));
+        assert!(matches!(
+            run(call(&killed, &[], b"", 5000)),
+            Err(ExecError::Signal { signal: 9 })
+        ));
     }
 }

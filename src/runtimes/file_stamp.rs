@@ -85,10 +85,11 @@ impl WatchedFile {
         let now_ms = self.created.elapsed().as_millis() as u64 + 1;
         let checked_ms = self.checked_ms.load(Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if checked_ms != 0 && now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS {
-            if state.0.is_some() {
-                return Ok(state.1);
-            }
+        if checked_ms != 0
+            && now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS
+            && state.0.is_some()
+        {
+            return Ok(state.1);
         }
         let stamp = match FileStamp::read(&self.path) {
             Ok(stamp) => stamp,

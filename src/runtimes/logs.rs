@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn module_names_become_flat_file_names() {
         assert_eq!(log_file_name("hello.py"), "hello.py.log");
-        assert_eq!(log_file_name("../examples/python/boom.py"), "examples_python_boom.py.log");
+        assert_eq!(
+            log_file_name("../examples/python/boom.py"),
+            "examples_python_boom.py.log"
+        );
         assert_eq!(log_file_name("/abs/x y.js"), "abs_x_y.js.log");
         assert_eq!(log_file_name(".."), "_.log");
     }

@@ -258,10 +258,9 @@ impl NativeRuntime {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let copy = self.copies_dir.join(format!(
-            "{}-{copy_number}-{file_name}",
-            std::process::id()
-        ));
+        let copy = self
+            .copies_dir
+            .join(format!("{}-{copy_number}-{file_name}", std::process::id()));
         let loaded = Arc::new(load(&entry, module, generation, &copy)?);
         // The previous version is unloaded when its last call drops it.
         *current = Some(loaded.clone());
@@ -350,7 +349,9 @@ fn load(
 
 /// dlerror names the copy's path; the client should see the reason only.
 fn short_dl_error(message: &str, path: &str) -> String {
-    message.replace(&format!("{path}: "), "").replace(path, "library")
+    message
+        .replace(&format!("{path}: "), "")
+        .replace(path, "library")
 }
 
 #[repr(C)]

@@ -19,22 +19,27 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-/// Variables every child gets unless the descriptor's `env` sets them:
-/// scripts find their interpreters (`#!/usr/bin/env python3`) and decode
-/// UTF-8 the same way on every machine.
-pub const BASE_ENV: [(&str, &str); 2] = [
+/// Variables every child gets unless the descriptor's `env` sets them,
+/// with the worker's own value where it has one: scripts find their
+/// interpreters (`#!/usr/bin/env python3`) where corefn found them, and
+/// decode UTF-8 the same way on every machine.
+pub const BASE_ENV: [(&str, &str); 3] = [
     ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/"),
     ("LANG", "C.UTF-8"),
 ];
 
-/// A command with nothing inherited: `env` is the whole environment (plus
-/// [`BASE_ENV`] where it is silent), the working directory is `cwd`.
+/// A command with nothing else inherited: `env` is the whole environment
+/// (plus [`BASE_ENV`] where it is silent), the working directory is `cwd`.
 pub fn command(program: &Path, env: &[(String, String)], cwd: Option<&Path>) -> Command {
     let mut command = Command::new(program);
     command.env_clear();
-    for (name, value) in BASE_ENV {
+    for (name, default) in BASE_ENV {
         if !env.iter().any(|(n, _)| n == name) {
-            command.env(name, value);
+            match std::env::var_os(name) {
+                Some(value) => command.env(name, value),
+                None => command.env(name, default),
+            };
         }
     }
     command.envs(env.iter().map(|(n, v)| (n.as_str(), v.as_str())));

@@ -210,6 +210,13 @@ impl CoreWorkers {
     fn deliver(&self, message: &[u8], link: &WorkerLink) {
         match Completion::decode(message) {
             Ok(completion) => {
+                if completion.worker_retiring() {
+                    // Its in-flight calls fail when its channel closes.
+                    link.alive.set(false);
+                }
+                if completion.status == protocol::COMPLETION_STATUS_NONE {
+                    return;
+                }
                 let pending = self.pending.borrow().get(&completion.request_id).cloned();
                 if let Some(pending) = pending {
                     pending.finish(Outcome::Completed(completion));

@@ -44,6 +44,12 @@ pub const FLAG_HTTP10: u32 = 1 << 3;
 /// Completion flag: the worker could not write a whole response, so the
 /// connection must be closed.
 pub const COMPLETION_CONNECTION_BROKEN: u16 = 1 << 0;
+/// Completion flag: the worker is about to exit (a native call it cannot
+/// stop ran past its deadline); choose it no more. Sent on every channel,
+/// with [`COMPLETION_STATUS_NONE`] where no request completes.
+pub const COMPLETION_WORKER_RETIRING: u16 = 1 << 1;
+/// Status of a completion that completes no request (a notice only).
+pub const COMPLETION_STATUS_NONE: u16 = 0;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -156,6 +162,10 @@ impl Completion {
 
     pub fn connection_broken(&self) -> bool {
         self.flags & COMPLETION_CONNECTION_BROKEN != 0
+    }
+
+    pub fn worker_retiring(&self) -> bool {
+        self.flags & COMPLETION_WORKER_RETIRING != 0
     }
 }
 

@@ -28,14 +28,15 @@ use thiserror::Error;
 
 use super::protocol::{
     self, Completion, Dispatch, DispatchHeader, ProtocolError, COMPLETION_CONNECTION_BROKEN,
-    DISPATCH_BYTES_MAX, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE,
+    COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HEAD_ONLY,
+    FLAG_HTTP10, FLAG_KEEP_ALIVE,
 };
+use super::watchdog::Watchdog;
 use crate::clock;
 use crate::config::HEADER_COUNT_MAX;
 use crate::error::HttpError;
 use crate::http::ConnectionHeader;
 use crate::routes::descriptor::{Descriptor, Runtime};
-use super::watchdog::Watchdog;
 use crate::runtimes::cgi::{self, CgiRequest};
 use crate::runtimes::exec::{self, ExecCall};
 use crate::runtimes::hosts::{self, HostCall, HostsConfig, ScriptHosts};
@@ -60,6 +61,9 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DESCRIPTOR_CACHE_MAX: usize = 4096;
 /// How often an idle thread wakes up to notice that the gateway is gone.
 const POLL_TIMEOUT_MS: u16 = 1000;
+/// How long the cores get to take in a retiring worker's notice before the
+/// client that caused it gets its answer.
+const RETIRING_NOTICE_LEAD: Duration = Duration::from_millis(20);
 /// Largest response a function may produce (CGI stdout, host or native
 /// body).
 const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -119,6 +123,7 @@ pub enum WorkerError {
 
 struct Worker {
     options: WorkerOptions,
+    functions_dir_absolute: PathBuf,
     channels: Vec<OwnedFd>,
     wasm: WasmRuntime,
     native: NativeRuntime,
@@ -199,7 +204,10 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
     })
     .map_err(WorkerError::Hosts)?;
 
+    let functions_dir_absolute = std::path::absolute(&options.functions_dir)
+        .unwrap_or_else(|_| options.functions_dir.clone());
     let worker = Arc::new(Worker {
+        functions_dir_absolute,
         native: NativeRuntime::new(options.functions_dir.clone(), work_dir.join("native")),
         hosts,
         logs,
@@ -423,7 +431,8 @@ impl Worker {
                     .logs
                     .open(Runtime::Exec, module)
                     .map_err(|e| failed(format!("cannot open the function log: {e}")))?;
-                let program = self.options.functions_dir.join(module);
+                // Absolute: the program runs in its own directory.
+                let program = self.functions_dir_absolute.join(module);
                 let stdout = exec::run(ExecCall {
                     program: &program,
                     module,
@@ -444,9 +453,10 @@ impl Worker {
             }
             Runtime::Native => {
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                let watch = self
-                    .watchdog
-                    .watch(deadline, self.on_native_timeout(channel, dispatch, module, timeout_ms));
+                let watch = self.watchdog.watch(
+                    deadline,
+                    self.on_native_timeout(channel, dispatch, module, timeout_ms),
+                );
                 let descriptor_env: Vec<(String, String)> = descriptor
                     .env
                     .iter()
@@ -514,11 +524,25 @@ impl Worker {
     ) -> Box<dyn FnOnce() + Send> {
         let client_fd = dispatch.client.as_raw_fd();
         let channel_fd = channel.as_raw_fd();
+        let all_channel_fds: Vec<RawFd> = self.channels.iter().map(AsRawFd::as_raw_fd).collect();
         let header = dispatch.header;
         let worker_id = self.options.worker_id;
         let module = module.to_string();
         let started = Instant::now();
         Box::new(move || {
+            // Every core stops choosing this worker first, so that requests
+            // the client sends after its 504 go to a worker that lives.
+            let mut notice = Completion {
+                status: COMPLETION_STATUS_NONE,
+                flags: COMPLETION_WORKER_RETIRING,
+                request_id: header.request_id,
+                response_bytes: 0,
+                duration_us: 0,
+            };
+            for fd in all_channel_fds.iter().filter(|&&fd| fd != channel_fd) {
+                let _ = send(*fd, &notice.encode(), MsgFlags::MSG_NOSIGNAL);
+            }
+            thread::sleep(RETIRING_NOTICE_LEAD);
             let error = HttpError::FunctionTimeout { timeout_ms };
             let mut out = Vec::with_capacity(256);
             let date_line = clock::date_line(clock::unix_now_secs());
@@ -528,18 +552,13 @@ impl Worker {
             // thread is blocked in the native call until the process ends.
             let client = unsafe { BorrowedFd::borrow_raw(client_fd) };
             let written = write_response(client, &out);
-            let completion = Completion {
-                status: error.status(),
-                flags: if written.is_err() {
-                    COMPLETION_CONNECTION_BROKEN
-                } else {
-                    0
-                },
-                request_id: header.request_id,
-                response_bytes: written.unwrap_or(0) as u64,
-                duration_us: started.elapsed().as_micros() as u64,
-            };
-            let _ = send(channel_fd, &completion.encode(), MsgFlags::MSG_NOSIGNAL);
+            notice.status = error.status();
+            if written.is_err() {
+                notice.flags |= COMPLETION_CONNECTION_BROKEN;
+            }
+            notice.response_bytes = written.unwrap_or(0) as u64;
+            notice.duration_us = started.elapsed().as_micros() as u64;
+            let _ = send(channel_fd, &notice.encode(), MsgFlags::MSG_NOSIGNAL);
             eprintln!(
                 "corefn: worker {worker_id}: native function {module:?} ran past its timeout of {timeout_ms} ms; \
                  replacing this worker (native code cannot be interrupted)"

@@ -1,13 +1,1612 @@
-// placeholder until the real client lands
-#[derive(Debug)]
-pub struct FastCgiOutput { pub stdout: Vec<u8>, pub stderr: Vec<u8>, pub app_status: u32 }
+//! FastCGI 1.0 client, responder role: how a worker talks to its warm
+//! `php-cgi` host.
+//!
+//! Owns the wire format and nothing else: record framing (8-byte headers,
+//! content of at most 65,535 bytes, padding to 8 bytes), name-value pair
+//! encoding (1- or 4-byte lengths), and the exchange of one request:
+//! BEGIN_REQUEST, PARAMS, STDIN out; STDOUT, STDERR, END_REQUEST back.
+//! [`request`] runs one request at a time on a connection (no multiplexing);
+//! with `keep_conn` the request carries FCGI_KEEP_CONN, so the application
+//! keeps the connection open and the same stream serves the next request.
+//! [`get_values`] asks the management question FCGI_GET_VALUES.
+//!
+//! The stream is the caller's: it connects, sets read/write timeouts (a
+//! timeout surfaces as [`FastCgiError::Io`], see [`FastCgiError::is_timeout`])
+//! and decides what to do with a host after an error (after any error but
+//! [`FastCgiError::Rejected`] the connection is in an unknown state and must
+//! be dropped; after [`FastCgiError::StdoutTooLarge`] the host is still
+//! writing and should be killed).
+//!
+//! Never does: panic on anything the peer sends (every length is checked,
+//! every malformed record is a [`FastCgiError::Protocol`]); grow a buffer
+//! without a bound (stdout is capped by the caller, stderr at
+//! [`STDERR_BYTES_MAX`] with the excess dropped, everything else the peer
+//! may send at [`RESPONSE_OVERHEAD_BYTES_MAX`]); read past the end of its
+//! own request on a kept connection.
+//!
+//! php-cgi with PHP_FCGI_CHILDREN=0 is one process serving one connection
+//! at a time: while a kept connection is open, further connections wait in
+//! the listen backlog. A worker keeps exactly one connection per host.
+//!
+//! The request is written in full before the response is read. A script that
+//! prints more than the socket buffer holds without reading a request body
+//! larger than the socket buffer therefore blocks both sides until the
+//! stream's timeout.
+
+use std::io::{self, ErrorKind, Read, Write};
+
+/// The only protocol version there is.
+pub const FCGI_VERSION_1: u8 = 1;
+/// Every record starts with a header of this size.
+pub const RECORD_HEADER_BYTES: usize = 8;
+/// The content length field is 16 bits.
+pub const RECORD_CONTENT_BYTES_MAX: usize = 65_535;
+/// Records are padded so that header + content + padding is a multiple of
+/// this (the spec's recommendation; php-cgi does the same).
+pub const RECORD_ALIGN_BYTES: usize = 8;
+/// Longest name or value a 4-byte length can encode (31 bits).
+pub const NAME_VALUE_LENGTH_MAX: usize = 0x7FFF_FFFF;
+/// Longest name or value a 1-byte length can encode.
+pub const NAME_VALUE_SHORT_LENGTH_MAX: usize = 127;
+/// The encoded params of one request, all records together. A single pair
+/// must also fit in one record: php-cgi parses each PARAMS record on its
+/// own, so a pair never spans records.
+pub const PARAMS_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of FCGI_STDERR kept per request; the excess is read and dropped.
+pub const STDERR_BYTES_MAX: usize = 64 * 1024;
+/// Bytes the peer may send for one request beyond the stdout it is allowed:
+/// record headers, padding, the whole stderr stream (kept or dropped),
+/// management records. More is a protocol error.
+pub const RESPONSE_OVERHEAD_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Names one [`get_values`] call may ask for.
+pub const GET_VALUES_NAMES_MAX: usize = 16;
+/// The request is written in writes of at most this many bytes; a small
+/// request (params and body together under this) is a single write.
+const WRITE_BUFFER_BYTES_MAX: usize = 128 * 1024;
+/// Responses are read in reads of at most this many bytes.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+const FCGI_BEGIN_REQUEST: u8 = 1;
+const FCGI_ABORT_REQUEST: u8 = 2;
+const FCGI_END_REQUEST: u8 = 3;
+const FCGI_PARAMS: u8 = 4;
+const FCGI_STDIN: u8 = 5;
+const FCGI_STDOUT: u8 = 6;
+const FCGI_STDERR: u8 = 7;
+const FCGI_DATA: u8 = 8;
+const FCGI_GET_VALUES: u8 = 9;
+const FCGI_GET_VALUES_RESULT: u8 = 10;
+const FCGI_UNKNOWN_TYPE: u8 = 11;
+
+/// Request id 0 is the connection's management channel.
+const FCGI_NULL_REQUEST_ID: u16 = 0;
+const FCGI_RESPONDER: u16 = 1;
+const FCGI_KEEP_CONN: u8 = 1;
+/// Body length of BEGIN_REQUEST and END_REQUEST records.
+const FCGI_BEGIN_END_BODY_BYTES: usize = 8;
+
+/// `protocol_status` of an END_REQUEST record.
+pub const FCGI_REQUEST_COMPLETE: u8 = 0;
+pub const FCGI_CANT_MPX_CONN: u8 = 1;
+pub const FCGI_OVERLOADED: u8 = 2;
+pub const FCGI_UNKNOWN_ROLE: u8 = 3;
+
+/// What the application answered to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastCgiOutput {
+    /// The FCGI_STDOUT stream: for php-cgi, a CGI response (headers, blank
+    /// line, body).
+    pub stdout: Vec<u8>,
+    /// The first [`STDERR_BYTES_MAX`] bytes of the FCGI_STDERR stream.
+    pub stderr: Vec<u8>,
+    /// `appStatus` of END_REQUEST (php-cgi always sends 0).
+    pub app_status: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FastCgiError {
-    #[error("io {0}")] Io(std::io::Error),
-    #[error("protocol {0}")] Protocol(String),
-    #[error("too large {limit_bytes}")] StdoutTooLarge { limit_bytes: usize },
-    #[error("closed")] ConnectionClosed,
-    #[error("rejected {protocol_status}")] Rejected { protocol_status: u8 },
+    /// Reading or writing the stream failed, including its timeouts (see
+    /// [`FastCgiError::is_timeout`]) and arguments this client refuses to
+    /// encode (kind `InvalidInput`).
+    #[error("fastcgi i/o: {0}")]
+    Io(#[source] io::Error),
+    /// The peer sent something that is not FastCGI 1.0 as this client
+    /// speaks it: a wrong version, a record for another request id, an
+    /// unexpected record type, a malformed record body.
+    #[error("fastcgi protocol: {0}")]
+    Protocol(String),
+    /// The application's stdout passed the caller's cap; reading stopped.
+    #[error("fastcgi stdout exceeds {limit_bytes} bytes")]
+    StdoutTooLarge { limit_bytes: usize },
+    /// The peer closed the connection before END_REQUEST.
+    #[error("fastcgi connection closed before the end of the request")]
+    ConnectionClosed,
+    /// END_REQUEST with a protocol status other than FCGI_REQUEST_COMPLETE
+    /// (1 = can't multiplex, 2 = overloaded, 3 = unknown role).
+    #[error("fastcgi request rejected: {}", protocol_status_name(*protocol_status))]
+    Rejected { protocol_status: u8 },
 }
-impl FastCgiError { pub fn is_timeout(&self) -> bool { false } }
-pub fn request<S: std::io::Read + std::io::Write>(_stream: &mut S, _request_id: u16, _params: &[(String, String)], _stdin: &[u8], _stdout_bytes_max: usize, _keep_conn: bool) -> Result<FastCgiOutput, FastCgiError> { Err(FastCgiError::ConnectionClosed) }
+
+/// The spec's name of an END_REQUEST `protocol_status`.
+fn protocol_status_name(status: u8) -> &'static str {
+    match status {
+        FCGI_REQUEST_COMPLETE => "FCGI_REQUEST_COMPLETE",
+        FCGI_CANT_MPX_CONN => "FCGI_CANT_MPX_CONN",
+        FCGI_OVERLOADED => "FCGI_OVERLOADED",
+        FCGI_UNKNOWN_ROLE => "FCGI_UNKNOWN_ROLE",
+        _ => "unknown protocol status",
+    }
+}
+
+impl FastCgiError {
+    /// True when a read or write timed out (a socket timeout shows as
+    /// `WouldBlock` on Linux, `TimedOut` elsewhere).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, FastCgiError::Io(error)
+            if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    }
+}
+
+/// I/O errors that mean the peer is gone become [`FastCgiError::ConnectionClosed`].
+fn io_error(error: io::Error) -> FastCgiError {
+    match error.kind() {
+        ErrorKind::UnexpectedEof
+        | ErrorKind::BrokenPipe
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::WriteZero => FastCgiError::ConnectionClosed,
+        _ => FastCgiError::Io(error),
+    }
+}
+
+fn invalid_input(message: String) -> FastCgiError {
+    FastCgiError::Io(io::Error::new(ErrorKind::InvalidInput, message))
+}
+
+/// Runs one responder request on `stream` and returns its output once the
+/// application sent END_REQUEST for `request_id` (which must not be 0).
+///
+/// `params` are the CGI variables (SCRIPT_FILENAME, REQUEST_METHOD, ...);
+/// `stdin` is the whole request body. With `keep_conn` the application
+/// keeps the connection open after the request and the stream can carry the
+/// next one; without it the application closes it.
+///
+/// Stdout past `stdout_bytes_max` stops the request with
+/// [`FastCgiError::StdoutTooLarge`]; stderr past [`STDERR_BYTES_MAX`] is
+/// dropped.
+///
+/// On a kept connection give each request a new id (cycle through
+/// 1..=65535): records of any other id are a [`FastCgiError::Protocol`]
+/// error, so a late answer to an earlier, abandoned request is never taken
+/// for this one's.
+pub fn request<S: Read + Write>(
+    stream: &mut S,
+    request_id: u16,
+    params: &[(String, String)],
+    stdin: &[u8],
+    stdout_bytes_max: usize,
+    keep_conn: bool,
+) -> Result<FastCgiOutput, FastCgiError> {
+    if request_id == FCGI_NULL_REQUEST_ID {
+        return Err(invalid_input(
+            "request id 0 is reserved for management records".to_string(),
+        ));
+    }
+    write_request(stream, request_id, params, stdin, keep_conn)?;
+    read_response(stream, request_id, stdout_bytes_max)
+}
+
+fn write_request<W: Write>(
+    stream: &mut W,
+    request_id: u16,
+    params: &[(String, String)],
+    stdin: &[u8],
+    keep_conn: bool,
+) -> Result<(), FastCgiError> {
+    // Refuse params this client cannot send before writing anything, so a
+    // refused request leaves the connection clean.
+    let mut params_bytes = 0usize;
+    for (name, value) in params {
+        let pair_bytes = name_value_pair_bytes(name.len(), value.len());
+        if pair_bytes > RECORD_CONTENT_BYTES_MAX {
+            return Err(invalid_input(format!(
+                "fastcgi param {name:?} encodes to {pair_bytes} bytes, more than one record holds ({RECORD_CONTENT_BYTES_MAX})"
+            )));
+        }
+        params_bytes += pair_bytes;
+        if params_bytes > PARAMS_BYTES_MAX {
+            return Err(invalid_input(format!(
+                "fastcgi params exceed {PARAMS_BYTES_MAX} bytes"
+            )));
+        }
+    }
+
+    let mut writer = RecordWriter::new(stream);
+    let mut begin = [0u8; FCGI_BEGIN_END_BODY_BYTES];
+    begin[0..2].copy_from_slice(&FCGI_RESPONDER.to_be_bytes());
+    begin[2] = if keep_conn { FCGI_KEEP_CONN } else { 0 };
+    writer.push(FCGI_BEGIN_REQUEST, request_id, &begin)?;
+
+    let mut content: Vec<u8> = Vec::with_capacity(params_bytes.min(RECORD_CONTENT_BYTES_MAX));
+    for (name, value) in params {
+        let pair_bytes = name_value_pair_bytes(name.len(), value.len());
+        if content.len() + pair_bytes > RECORD_CONTENT_BYTES_MAX {
+            writer.push(FCGI_PARAMS, request_id, &content)?;
+            content.clear();
+        }
+        encode_name_value_pair(&mut content, name.as_bytes(), value.as_bytes());
+    }
+    if !content.is_empty() {
+        writer.push(FCGI_PARAMS, request_id, &content)?;
+    }
+    writer.push(FCGI_PARAMS, request_id, &[])?;
+
+    for chunk in stdin.chunks(RECORD_CONTENT_BYTES_MAX) {
+        writer.push(FCGI_STDIN, request_id, chunk)?;
+    }
+    writer.push(FCGI_STDIN, request_id, &[])?;
+    writer.finish()
+}
+
+/// Padding that brings `content_bytes` to a multiple of [`RECORD_ALIGN_BYTES`].
+fn padding_bytes(content_bytes: usize) -> usize {
+    (RECORD_ALIGN_BYTES - content_bytes % RECORD_ALIGN_BYTES) % RECORD_ALIGN_BYTES
+}
+
+/// Appends one record (header, content, zero padding) to `out`.
+/// `content` must be at most [`RECORD_CONTENT_BYTES_MAX`] bytes.
+fn encode_record(out: &mut Vec<u8>, record_type: u8, request_id: u16, content: &[u8]) {
+    assert!(content.len() <= RECORD_CONTENT_BYTES_MAX);
+    let padding = padding_bytes(content.len());
+    let [id_high, id_low] = request_id.to_be_bytes();
+    let [length_high, length_low] = (content.len() as u16).to_be_bytes();
+    out.extend_from_slice(&[
+        FCGI_VERSION_1,
+        record_type,
+        id_high,
+        id_low,
+        length_high,
+        length_low,
+        padding as u8,
+        0,
+    ]);
+    out.extend_from_slice(content);
+    out.extend_from_slice(&[0u8; RECORD_ALIGN_BYTES][..padding]);
+}
+
+/// Length of one encoded name-value pair.
+fn name_value_pair_bytes(name_bytes: usize, value_bytes: usize) -> usize {
+    let length_bytes = |n: usize| {
+        if n <= NAME_VALUE_SHORT_LENGTH_MAX {
+            1
+        } else {
+            4
+        }
+    };
+    length_bytes(name_bytes) + length_bytes(value_bytes) + name_bytes + value_bytes
+}
+
+fn encode_length(out: &mut Vec<u8>, length: usize) {
+    assert!(length <= NAME_VALUE_LENGTH_MAX);
+    if length <= NAME_VALUE_SHORT_LENGTH_MAX {
+        out.push(length as u8);
+    } else {
+        out.extend_from_slice(&(length as u32 | 0x8000_0000).to_be_bytes());
+    }
+}
+
+/// Appends one name-value pair. Callers bound both lengths first (a pair
+/// never exceeds one record, far below [`NAME_VALUE_LENGTH_MAX`]).
+fn encode_name_value_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    encode_length(out, name.len());
+    encode_length(out, value.len());
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+}
+
+/// One decoded name-value pair: name bytes, value bytes.
+type NameValuePair = (Vec<u8>, Vec<u8>);
+
+/// Splits the content of a PARAMS or GET_VALUES(_RESULT) record into its
+/// name-value pairs. A length that runs past the content is a protocol
+/// error; the number of pairs is bounded by the content's length.
+fn decode_name_value_pairs(content: &[u8]) -> Result<Vec<NameValuePair>, FastCgiError> {
+    fn length(content: &[u8], at: &mut usize) -> Result<usize, FastCgiError> {
+        let first = *content
+            .get(*at)
+            .ok_or_else(|| FastCgiError::Protocol("name-value length truncated".to_string()))?;
+        if first & 0x80 == 0 {
+            *at += 1;
+            return Ok(usize::from(first));
+        }
+        let bytes: [u8; 4] = content
+            .get(*at..*at + 4)
+            .and_then(|slice| slice.try_into().ok())
+            .ok_or_else(|| FastCgiError::Protocol("name-value length truncated".to_string()))?;
+        *at += 4;
+        Ok((u32::from_be_bytes(bytes) & 0x7FFF_FFFF) as usize)
+    }
+
+    let mut pairs = Vec::new();
+    let mut at = 0usize;
+    while at < content.len() {
+        let name_bytes = length(content, &mut at)?;
+        let value_bytes = length(content, &mut at)?;
+        let name_end = at
+            .checked_add(name_bytes)
+            .filter(|&end| end <= content.len());
+        let value_end = name_end
+            .and_then(|end| end.checked_add(value_bytes))
+            .filter(|&end| end <= content.len());
+        let (Some(name_end), Some(value_end)) = (name_end, value_end) else {
+            return Err(FastCgiError::Protocol(format!(
+                "name-value pair of {name_bytes} + {value_bytes} bytes runs past its record"
+            )));
+        };
+        pairs.push((
+            content[at..name_end].to_vec(),
+            content[name_end..value_end].to_vec(),
+        ));
+        at = value_end;
+    }
+    Ok(pairs)
+}
+
+/// Asks the application for management variables (FCGI_MAX_CONNS,
+/// FCGI_MAX_REQS, FCGI_MPXS_CONNS) with FCGI_GET_VALUES and returns the
+/// pairs of its GET_VALUES_RESULT (names it does not know are left out).
+/// php-cgi answers and keeps the connection open for requests, so this
+/// works as a readiness probe on the connection a worker then keeps.
+pub fn get_values<S: Read + Write>(
+    stream: &mut S,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, FastCgiError> {
+    if names.len() > GET_VALUES_NAMES_MAX {
+        return Err(invalid_input(format!(
+            "at most {GET_VALUES_NAMES_MAX} names per FCGI_GET_VALUES"
+        )));
+    }
+    let mut content = Vec::new();
+    for name in names {
+        if name_value_pair_bytes(name.len(), 0) + content.len() > RECORD_CONTENT_BYTES_MAX {
+            return Err(invalid_input(
+                "FCGI_GET_VALUES names exceed one record".to_string(),
+            ));
+        }
+        encode_name_value_pair(&mut content, name.as_bytes(), &[]);
+    }
+    let mut writer = RecordWriter::new(stream);
+    writer.push(FCGI_GET_VALUES, FCGI_NULL_REQUEST_ID, &content)?;
+    writer.finish()?;
+
+    let mut reader = RecordReader::new(stream, RESPONSE_OVERHEAD_BYTES_MAX);
+    loop {
+        let header = reader.read_header()?;
+        if header.request_id != FCGI_NULL_REQUEST_ID {
+            return Err(FastCgiError::Protocol(format!(
+                "record type {} for request id {} in answer to FCGI_GET_VALUES",
+                header.record_type, header.request_id
+            )));
+        }
+        match header.record_type {
+            FCGI_GET_VALUES_RESULT => {
+                let mut content = vec![0u8; header.content_bytes];
+                reader.read_exact(&mut content)?;
+                reader.skip(header.padding_bytes)?;
+                return decode_name_value_pairs(&content).map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .map(|(name, value)| {
+                            (
+                                String::from_utf8_lossy(&name).into_owned(),
+                                String::from_utf8_lossy(&value).into_owned(),
+                            )
+                        })
+                        .collect()
+                });
+            }
+            FCGI_UNKNOWN_TYPE => reader.skip(header.content_bytes + header.padding_bytes)?,
+            other => {
+                return Err(FastCgiError::Protocol(format!(
+                    "management record type {other} in answer to FCGI_GET_VALUES"
+                )))
+            }
+        }
+    }
+}
+
+fn read_response<R: Read>(
+    stream: &mut R,
+    request_id: u16,
+    stdout_bytes_max: usize,
+) -> Result<FastCgiOutput, FastCgiError> {
+    let read_bytes_max = stdout_bytes_max.saturating_add(RESPONSE_OVERHEAD_BYTES_MAX);
+    let mut reader = RecordReader::new(stream, read_bytes_max);
+    let mut stdout: Vec<u8> = Vec::new();
+    let mut stderr: Vec<u8> = Vec::new();
+    loop {
+        let header = reader.read_header()?;
+        if header.request_id == FCGI_NULL_REQUEST_ID {
+            // Management records (an answer to a question never asked, or
+            // UNKNOWN_TYPE) carry nothing for this request: skip them.
+            match header.record_type {
+                FCGI_GET_VALUES_RESULT | FCGI_UNKNOWN_TYPE => {
+                    reader.skip(header.content_bytes + header.padding_bytes)?;
+                    continue;
+                }
+                other => {
+                    return Err(FastCgiError::Protocol(format!(
+                        "unexpected management record type {other}"
+                    )))
+                }
+            }
+        }
+        if header.request_id != request_id {
+            return Err(FastCgiError::Protocol(format!(
+                "record for request id {} while request {request_id} is in flight",
+                header.request_id
+            )));
+        }
+        match header.record_type {
+            FCGI_STDOUT => {
+                if stdout.len() + header.content_bytes > stdout_bytes_max {
+                    return Err(FastCgiError::StdoutTooLarge {
+                        limit_bytes: stdout_bytes_max,
+                    });
+                }
+                stdout.reserve(header.content_bytes);
+                reader.consume(header.content_bytes, |chunk| {
+                    stdout.extend_from_slice(chunk);
+                })?;
+                reader.skip(header.padding_bytes)?;
+            }
+            FCGI_STDERR => {
+                reader.consume(header.content_bytes, |chunk| {
+                    let room = STDERR_BYTES_MAX - stderr.len();
+                    stderr.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                })?;
+                reader.skip(header.padding_bytes)?;
+            }
+            FCGI_END_REQUEST => {
+                if header.content_bytes != FCGI_BEGIN_END_BODY_BYTES {
+                    return Err(FastCgiError::Protocol(format!(
+                        "END_REQUEST body of {} bytes, not {FCGI_BEGIN_END_BODY_BYTES}",
+                        header.content_bytes
+                    )));
+                }
+                let mut body = [0u8; FCGI_BEGIN_END_BODY_BYTES];
+                reader.read_exact(&mut body)?;
+                reader.skip(header.padding_bytes)?;
+                let app_status = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                let protocol_status = body[4];
+                if protocol_status != FCGI_REQUEST_COMPLETE {
+                    return Err(FastCgiError::Rejected { protocol_status });
+                }
+                if reader.buffered_bytes() > 0 {
+                    // One request at a time: nothing may follow END_REQUEST,
+                    // and dropping it would desynchronise a kept connection.
+                    return Err(FastCgiError::Protocol(format!(
+                        "{} bytes after END_REQUEST",
+                        reader.buffered_bytes()
+                    )));
+                }
+                return Ok(FastCgiOutput {
+                    stdout,
+                    stderr,
+                    app_status,
+                });
+            }
+            FCGI_BEGIN_REQUEST | FCGI_ABORT_REQUEST | FCGI_PARAMS | FCGI_STDIN | FCGI_DATA
+            | FCGI_GET_VALUES => {
+                return Err(FastCgiError::Protocol(format!(
+                    "record type {} is sent to applications, not by them",
+                    header.record_type
+                )))
+            }
+            other => {
+                return Err(FastCgiError::Protocol(format!(
+                    "unknown record type {other}"
+                )))
+            }
+        }
+    }
+}
+
+/// Collects records into writes of at most [`WRITE_BUFFER_BYTES_MAX`].
+struct RecordWriter<'a, W: Write> {
+    stream: &'a mut W,
+    buffer: Vec<u8>,
+}
+
+impl<'a, W: Write> RecordWriter<'a, W> {
+    fn new(stream: &'a mut W) -> Self {
+        RecordWriter {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        record_type: u8,
+        request_id: u16,
+        content: &[u8],
+    ) -> Result<(), FastCgiError> {
+        let record_bytes = RECORD_HEADER_BYTES + content.len() + padding_bytes(content.len());
+        if self.buffer.len() + record_bytes > WRITE_BUFFER_BYTES_MAX {
+            self.flush_buffer()?;
+        }
+        encode_record(&mut self.buffer, record_type, request_id, content);
+        Ok(())
+    }
+
+    fn flush_buffer(&mut self) -> Result<(), FastCgiError> {
+        if !self.buffer.is_empty() {
+            self.stream.write_all(&self.buffer).map_err(io_error)?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), FastCgiError> {
+        self.flush_buffer()?;
+        self.stream.flush().map_err(io_error)
+    }
+}
+
+struct RecordHeader {
+    record_type: u8,
+    request_id: u16,
+    content_bytes: usize,
+    padding_bytes: usize,
+}
+
+/// Reads records through a fixed buffer of [`READ_BUFFER_BYTES`] and stops
+/// after `read_bytes_max` bytes in all.
+struct RecordReader<'a, R: Read> {
+    stream: &'a mut R,
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    read_bytes: usize,
+    read_bytes_max: usize,
+}
+
+impl<'a, R: Read> RecordReader<'a, R> {
+    fn new(stream: &'a mut R, read_bytes_max: usize) -> Self {
+        RecordReader {
+            stream,
+            buffer: vec![0u8; READ_BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            read_bytes: 0,
+            read_bytes_max,
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Refills the (empty) buffer with at least one byte.
+    fn fill(&mut self) -> Result<(), FastCgiError> {
+        debug_assert_eq!(self.start, self.end);
+        let read = loop {
+            match self.stream.read(&mut self.buffer) {
+                Ok(0) => return Err(FastCgiError::ConnectionClosed),
+                Ok(read) => break read,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Err(io_error(error)),
+            }
+        };
+        self.read_bytes = self.read_bytes.saturating_add(read);
+        if self.read_bytes > self.read_bytes_max {
+            return Err(FastCgiError::Protocol(format!(
+                "response exceeds {} bytes",
+                self.read_bytes_max
+            )));
+        }
+        self.start = 0;
+        self.end = read;
+        Ok(())
+    }
+
+    /// Passes the next `bytes` bytes to `sink`, in one or more slices.
+    fn consume(
+        &mut self,
+        mut bytes: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), FastCgiError> {
+        while bytes > 0 {
+            if self.start == self.end {
+                self.fill()?;
+            }
+            let take = bytes.min(self.end - self.start);
+            sink(&self.buffer[self.start..self.start + take]);
+            self.start += take;
+            bytes -= take;
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, bytes: usize) -> Result<(), FastCgiError> {
+        self.consume(bytes, |_| {})
+    }
+
+    fn read_exact(&mut self, out: &mut [u8]) -> Result<(), FastCgiError> {
+        let mut filled = 0usize;
+        self.consume(out.len(), |chunk| {
+            out[filled..filled + chunk.len()].copy_from_slice(chunk);
+            filled += chunk.len();
+        })
+    }
+
+    fn read_header(&mut self) -> Result<RecordHeader, FastCgiError> {
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        self.read_exact(&mut header)?;
+        if header[0] != FCGI_VERSION_1 {
+            return Err(FastCgiError::Protocol(format!(
+                "record version {}, not {FCGI_VERSION_1}",
+                header[0]
+            )));
+        }
+        Ok(RecordHeader {
+            record_type: header[1],
+            request_id: u16::from_be_bytes([header[2], header[3]]),
+            content_bytes: usize::from(u16::from_be_bytes([header[4], header[5]])),
+            padding_bytes: usize::from(header[6]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    fn record(record_type: u8, request_id: u16, content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(&mut out, record_type, request_id, content);
+        out
+    }
+
+    fn end_request(request_id: u16, app_status: u32, protocol_status: u8) -> Vec<u8> {
+        let mut body = [0u8; 8];
+        body[0..4].copy_from_slice(&app_status.to_be_bytes());
+        body[4] = protocol_status;
+        record(FCGI_END_REQUEST, request_id, &body)
+    }
+
+    /// What a fake application parsed from one request.
+    #[derive(Debug, Default)]
+    struct SeenRequest {
+        request_id: u16,
+        role: u16,
+        flags: u8,
+        params: Vec<NameValuePair>,
+        params_records: usize,
+        stdin: Vec<u8>,
+        stdin_records: usize,
+    }
+
+    fn read_record(stream: &mut UnixStream) -> io::Result<(u8, u16, Vec<u8>)> {
+        let mut header = [0u8; 8];
+        stream.read_exact(&mut header)?;
+        assert_eq!(header[0], FCGI_VERSION_1);
+        let length = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        let padding = usize::from(header[6]);
+        assert_eq!(
+            (RECORD_HEADER_BYTES + length + padding) % RECORD_ALIGN_BYTES,
+            0
+        );
+        let mut content = vec![0u8; length + padding];
+        stream.read_exact(&mut content)?;
+        assert!(
+            content[length..].iter().all(|&b| b == 0),
+            "padding is zeros"
+        );
+        content.truncate(length);
+        Ok((
+            header[1],
+            u16::from_be_bytes([header[2], header[3]]),
+            content,
+        ))
+    }
+
+    /// Reads one request the way an application would, up to the empty STDIN.
+    fn read_request(stream: &mut UnixStream) -> io::Result<SeenRequest> {
+        let mut seen = SeenRequest::default();
+        let (record_type, request_id, body) = read_record(stream)?;
+        assert_eq!(record_type, FCGI_BEGIN_REQUEST);
+        assert_eq!(body.len(), 8);
+        seen.request_id = request_id;
+        seen.role = u16::from_be_bytes([body[0], body[1]]);
+        seen.flags = body[2];
+        loop {
+            let (record_type, id, content) = read_record(stream)?;
+            assert_eq!(id, request_id);
+            match record_type {
+                FCGI_PARAMS if content.is_empty() => {}
+                FCGI_PARAMS => {
+                    seen.params_records += 1;
+                    seen.params
+                        .extend(decode_name_value_pairs(&content).expect("pairs"));
+                }
+                FCGI_STDIN if content.is_empty() => return Ok(seen),
+                FCGI_STDIN => {
+                    seen.stdin_records += 1;
+                    seen.stdin.extend_from_slice(&content);
+                }
+                other => panic!("unexpected record type {other}"),
+            }
+        }
+    }
+
+    /// A fake application on the other end of a socket pair: `answer` gets
+    /// the parsed request and the stream, for each of `requests` requests.
+    fn fake_peer<F>(
+        requests: usize,
+        answer: F,
+    ) -> (UnixStream, thread::JoinHandle<Vec<SeenRequest>>)
+    where
+        F: Fn(&SeenRequest, &mut UnixStream) + Send + 'static,
+    {
+        let (client, mut server) = UnixStream::pair().expect("socketpair");
+        client
+            .set_read_timeout(Some(TEST_TIMEOUT))
+            .expect("timeout");
+        client
+            .set_write_timeout(Some(TEST_TIMEOUT))
+            .expect("timeout");
+        server
+            .set_read_timeout(Some(TEST_TIMEOUT))
+            .expect("timeout");
+        let peer = thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..requests {
+                let request = read_request(&mut server).expect("request");
+                answer(&request, &mut server);
+                seen.push(request);
+            }
+            seen
+        });
+        (client, peer)
+    }
+
+    fn hello_answer(request: &SeenRequest, stream: &mut UnixStream) {
+        let mut out = record(
+            FCGI_STDOUT,
+            request.request_id,
+            b"Content-type: text/plain\r\n\r\nhello",
+        );
+        out.extend(record(FCGI_STDERR, request.request_id, b"a warning\n"));
+        out.extend(record(FCGI_STDOUT, request.request_id, b""));
+        out.extend(end_request(request.request_id, 7, FCGI_REQUEST_COMPLETE));
+        stream.write_all(&out).expect("write");
+    }
+
+    #[test]
+    fn name_value_pairs_short_and_long_lengths() {
+        let long_name = "N".repeat(128);
+        let long_value = vec![b'v'; 300_000];
+        let mut out = Vec::new();
+        encode_name_value_pair(&mut out, b"SHORT", b"v");
+        assert_eq!(&out[..], b"\x05\x01SHORTv");
+        out.clear();
+        encode_name_value_pair(&mut out, &[b'a'; 127], b"");
+        assert_eq!(out[0], 127);
+        assert_eq!(out[1], 0);
+        assert_eq!(out.len(), 2 + 127);
+        out.clear();
+        encode_name_value_pair(&mut out, long_name.as_bytes(), &long_value);
+        assert_eq!(&out[0..4], &(128u32 | 0x8000_0000).to_be_bytes());
+        assert_eq!(&out[4..8], &(300_000u32 | 0x8000_0000).to_be_bytes());
+        assert_eq!(out.len(), name_value_pair_bytes(128, 300_000));
+
+        let mut stream = Vec::new();
+        encode_name_value_pair(&mut stream, b"SCRIPT_FILENAME", b"/srv/x.php");
+        encode_name_value_pair(&mut stream, long_name.as_bytes(), b"");
+        encode_name_value_pair(&mut stream, b"", &long_value);
+        let pairs = decode_name_value_pairs(&stream).expect("decode");
+        assert_eq!(pairs.len(), 3);
+        assert_eq!(
+            pairs[0],
+            (b"SCRIPT_FILENAME".to_vec(), b"/srv/x.php".to_vec())
+        );
+        assert_eq!(pairs[1], (long_name.as_bytes().to_vec(), Vec::new()));
+        assert_eq!(pairs[2], (Vec::new(), long_value));
+    }
+
+    #[test]
+    fn truncated_name_value_pairs_are_protocol_errors() {
+        for bad in [
+            &b"\x05"[..],                        // value length missing
+            b"\x05\x01SHO",                      // name cut short
+            b"\x80\x00\x00",                     // 4-byte length cut short
+            b"\x01\xff\xff\xff\xffa",            // value length 2^31 - 1
+            b"\xff\xff\xff\xff\xff\xff\xff\xff", // both maximal, no content
+        ] {
+            assert!(
+                matches!(decode_name_value_pairs(bad), Err(FastCgiError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(decode_name_value_pairs(b"").expect("empty").len(), 0);
+    }
+
+    #[test]
+    fn records_are_framed_and_padded_to_eight_bytes() {
+        assert_eq!(padding_bytes(0), 0);
+        assert_eq!(padding_bytes(1), 7);
+        assert_eq!(padding_bytes(8), 0);
+        assert_eq!(padding_bytes(RECORD_CONTENT_BYTES_MAX), 1);
+        let framed = record(FCGI_STDIN, 0x0102, b"hello");
+        assert_eq!(&framed[..8], &[1, FCGI_STDIN, 0x01, 0x02, 0, 5, 3, 0]);
+        assert_eq!(&framed[8..13], b"hello");
+        assert_eq!(&framed[13..], &[0, 0, 0]);
+        let empty = record(FCGI_PARAMS, 1, b"");
+        assert_eq!(empty, vec![1, FCGI_PARAMS, 0, 1, 0, 0, 0, 0]);
+        let full = record(FCGI_STDIN, 1, &[7u8; RECORD_CONTENT_BYTES_MAX]);
+        assert_eq!(&full[4..7], &[0xff, 0xff, 1]);
+        assert_eq!(full.len(), 8 + RECORD_CONTENT_BYTES_MAX + 1);
+    }
+
+    #[test]
+    fn request_sends_begin_params_stdin_and_reads_the_answer() {
+        let (mut client, peer) = fake_peer(1, hello_answer);
+        let sent = params(&[
+            ("SCRIPT_FILENAME", "/srv/hello.php"),
+            ("REQUEST_METHOD", "POST"),
+        ]);
+        let output = request(&mut client, 3, &sent, b"body bytes", 1024, true).expect("request");
+        assert_eq!(output.stdout, b"Content-type: text/plain\r\n\r\nhello");
+        assert_eq!(output.stderr, b"a warning\n");
+        assert_eq!(output.app_status, 7);
+        let seen = peer.join().expect("peer");
+        assert_eq!(seen[0].request_id, 3);
+        assert_eq!(seen[0].role, FCGI_RESPONDER);
+        assert_eq!(seen[0].flags, FCGI_KEEP_CONN);
+        assert_eq!(
+            seen[0].params,
+            vec![
+                (b"SCRIPT_FILENAME".to_vec(), b"/srv/hello.php".to_vec()),
+                (b"REQUEST_METHOD".to_vec(), b"POST".to_vec()),
+            ]
+        );
+        assert_eq!(seen[0].stdin, b"body bytes");
+    }
+
+    #[test]
+    fn small_request_is_one_write() {
+        struct CountingStream {
+            writes: usize,
+            reply: io::Cursor<Vec<u8>>,
+        }
+        impl Write for CountingStream {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.writes += 1;
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Read for CountingStream {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.reply.read(out)
+            }
+        }
+        let mut reply = record(FCGI_STDOUT, 1, b"x");
+        reply.extend(end_request(1, 0, FCGI_REQUEST_COMPLETE));
+        let mut stream = CountingStream {
+            writes: 0,
+            reply: io::Cursor::new(reply),
+        };
+        let sent = params(&[("A", "1"), ("B", "2")]);
+        let output = request(&mut stream, 1, &sent, &[1u8; 4000], 10, false).expect("request");
+        assert_eq!(output.stdout, b"x");
+        assert_eq!(stream.writes, 1);
+    }
+
+    #[test]
+    fn no_keep_conn_flag_without_keep_conn() {
+        let (mut client, peer) = fake_peer(1, hello_answer);
+        request(&mut client, 1, &[], b"", 1024, false).expect("request");
+        assert_eq!(peer.join().expect("peer")[0].flags, 0);
+    }
+
+    #[test]
+    fn large_params_and_stdin_span_records() {
+        let (mut client, peer) = fake_peer(1, hello_answer);
+        let mut sent: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("HTTP_X_{i}"), "v".repeat(1000)))
+            .collect();
+        sent.push(("BIG".to_string(), "b".repeat(60_000)));
+        let stdin: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        request(&mut client, 1, &sent, &stdin, 1024, true).expect("request");
+        let seen = peer.join().expect("peer");
+        assert_eq!(seen[0].params.len(), 101);
+        assert_eq!(seen[0].params[100].1.len(), 60_000);
+        assert!(
+            seen[0].params_records >= 3,
+            "{} records",
+            seen[0].params_records
+        );
+        assert_eq!(seen[0].stdin, stdin);
+        assert_eq!(seen[0].stdin_records, 5);
+    }
+
+    #[test]
+    fn params_that_do_not_fit_are_refused_before_writing() {
+        let (mut client, _server) = UnixStream::pair().expect("socketpair");
+        let too_long = params(&[("HUGE", &"x".repeat(RECORD_CONTENT_BYTES_MAX))]);
+        let error = request(&mut client, 1, &too_long, b"", 10, true).expect_err("refused");
+        assert!(matches!(&error, FastCgiError::Io(e) if e.kind() == ErrorKind::InvalidInput));
+        let too_many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("V{i}"), "x".repeat(30_000)))
+            .collect();
+        let error = request(&mut client, 1, &too_many, b"", 10, true).expect_err("refused");
+        assert!(matches!(&error, FastCgiError::Io(e) if e.kind() == ErrorKind::InvalidInput));
+        let error = request(&mut client, 0, &[], b"", 10, true).expect_err("id 0");
+        assert!(matches!(&error, FastCgiError::Io(e) if e.kind() == ErrorKind::InvalidInput));
+    }
+
+    #[test]
+    fn split_records_are_reassembled() {
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let id = request.request_id;
+            let mut out = record(FCGI_STDOUT, id, b"Status: 201 Created\r\n\r\n");
+            out.extend(record(FCGI_STDERR, id, b"err"));
+            out.extend(record(FCGI_STDOUT, id, &[b'z'; 20_000]));
+            // An UNKNOWN_TYPE management record in the middle is skipped.
+            out.extend(record(FCGI_UNKNOWN_TYPE, 0, &[99, 0, 0, 0, 0, 0, 0, 0]));
+            out.extend(record(FCGI_STDOUT, id, b""));
+            out.extend(end_request(id, 0, FCGI_REQUEST_COMPLETE));
+            // Odd-sized pieces, so headers, content and padding are all cut.
+            for (i, piece) in out.chunks(7).enumerate() {
+                stream.write_all(piece).expect("write");
+                if i % 500 == 0 {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        let output = request(&mut client, 9, &[], b"", 100_000, true).expect("request");
+        let mut expected = b"Status: 201 Created\r\n\r\n".to_vec();
+        expected.extend_from_slice(&[b'z'; 20_000]);
+        assert_eq!(output.stdout, expected);
+        assert_eq!(output.stderr, b"err");
+        peer.join().expect("peer");
+    }
+
+    #[test]
+    fn stdout_over_the_cap_stops_the_request() {
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let id = request.request_id;
+            for _ in 0..4 {
+                // The client stops reading; later writes may fail.
+                if stream
+                    .write_all(&record(FCGI_STDOUT, id, &[b'o'; 1000]))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = stream.write_all(&end_request(id, 0, FCGI_REQUEST_COMPLETE));
+        });
+        let error = request(&mut client, 1, &[], b"", 2500, true).expect_err("too large");
+        assert!(matches!(
+            error,
+            FastCgiError::StdoutTooLarge { limit_bytes: 2500 }
+        ));
+        peer.join().expect("peer");
+
+        // Exactly the cap is fine.
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let mut out = record(FCGI_STDOUT, request.request_id, &[b'o'; 2500]);
+            out.extend(end_request(request.request_id, 0, FCGI_REQUEST_COMPLETE));
+            stream.write_all(&out).expect("write");
+        });
+        let output = request(&mut client, 1, &[], b"", 2500, true).expect("at the cap");
+        assert_eq!(output.stdout.len(), 2500);
+        peer.join().expect("peer");
+    }
+
+    #[test]
+    fn stderr_is_capped_and_the_excess_dropped() {
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let id = request.request_id;
+            for _ in 0..3 {
+                stream
+                    .write_all(&record(FCGI_STDERR, id, &[b'e'; 40_000]))
+                    .expect("write");
+            }
+            let mut out = record(FCGI_STDOUT, id, b"ok");
+            out.extend(end_request(id, 0, FCGI_REQUEST_COMPLETE));
+            stream.write_all(&out).expect("write");
+        });
+        let output = request(&mut client, 1, &[], b"", 100, true).expect("request");
+        assert_eq!(output.stderr.len(), STDERR_BYTES_MAX);
+        assert_eq!(output.stdout, b"ok");
+        peer.join().expect("peer");
+    }
+
+    #[test]
+    fn peer_closing_early_is_connection_closed() {
+        // Closes after reading the request.
+        let (mut client, peer) = fake_peer(1, |_, stream| {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        });
+        let error = request(&mut client, 1, &[], b"", 100, true).expect_err("closed");
+        assert!(matches!(error, FastCgiError::ConnectionClosed), "{error:?}");
+        peer.join().expect("peer");
+
+        // Closes in the middle of a record.
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let out = record(FCGI_STDOUT, request.request_id, b"partial output");
+            stream.write_all(&out[..12]).expect("write");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        });
+        let error = request(&mut client, 1, &[], b"", 100, true).expect_err("closed");
+        assert!(matches!(error, FastCgiError::ConnectionClosed), "{error:?}");
+        peer.join().expect("peer");
+
+        // Gone before the request is written.
+        let (mut client, server) = UnixStream::pair().expect("socketpair");
+        drop(server);
+        let error = request(&mut client, 1, &[], b"", 100, true).expect_err("closed");
+        assert!(matches!(error, FastCgiError::ConnectionClosed), "{error:?}");
+    }
+
+    fn answer_with(bytes: Vec<u8>) -> Result<FastCgiOutput, FastCgiError> {
+        let (mut client, peer) = fake_peer(1, move |_, stream| {
+            stream.write_all(&bytes).expect("write");
+        });
+        let result = request(&mut client, 5, &[], b"", 1000, true);
+        peer.join().expect("peer");
+        result
+    }
+
+    #[test]
+    fn malformed_answers_are_protocol_errors_or_rejections() {
+        let mut wrong_version = end_request(5, 0, 0);
+        wrong_version[0] = 2;
+        assert!(matches!(
+            answer_with(wrong_version),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let other_id = record(FCGI_STDOUT, 6, b"x");
+        assert!(matches!(
+            answer_with(other_id),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let short_end = record(FCGI_END_REQUEST, 5, &[0, 0, 0]);
+        assert!(matches!(
+            answer_with(short_end),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let params_back = record(FCGI_PARAMS, 5, b"");
+        assert!(matches!(
+            answer_with(params_back),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let unknown_type = record(42, 5, b"");
+        assert!(matches!(
+            answer_with(unknown_type),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let mut trailing = end_request(5, 0, 0);
+        trailing.extend(record(FCGI_STDOUT, 5, b"late"));
+        assert!(matches!(
+            answer_with(trailing),
+            Err(FastCgiError::Protocol(_))
+        ));
+
+        let overloaded = end_request(5, 0, FCGI_OVERLOADED);
+        assert!(matches!(
+            answer_with(overloaded),
+            Err(FastCgiError::Rejected {
+                protocol_status: FCGI_OVERLOADED
+            })
+        ));
+
+        // Large padding on a peer record is legal.
+        let mut padded = vec![1, FCGI_STDOUT, 0, 5, 0, 2, 255, 0, b'h', b'i'];
+        padded.extend_from_slice(&[0xAA; 255]);
+        padded.extend(end_request(5, 0, 0));
+        assert_eq!(answer_with(padded).expect("padded").stdout, b"hi");
+    }
+
+    #[test]
+    fn endless_stderr_is_bounded() {
+        let (mut client, peer) = fake_peer(1, |request, stream| {
+            let chunk = record(
+                FCGI_STDERR,
+                request.request_id,
+                &[b'e'; RECORD_CONTENT_BYTES_MAX],
+            );
+            let chunks = RESPONSE_OVERHEAD_BYTES_MAX / RECORD_CONTENT_BYTES_MAX + 2;
+            for _ in 0..chunks {
+                if stream.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let error = request(&mut client, 1, &[], b"", 10, true).expect_err("bounded");
+        assert!(matches!(error, FastCgiError::Protocol(_)), "{error:?}");
+        drop(client);
+        peer.join().expect("peer");
+    }
+
+    #[test]
+    fn kept_connection_serves_requests_in_turn() {
+        let (mut client, peer) = fake_peer(3, hello_answer);
+        for id in 1..=3u16 {
+            let output = request(&mut client, id, &[], b"", 1024, true).expect("request");
+            assert_eq!(output.stdout, b"Content-type: text/plain\r\n\r\nhello");
+        }
+        let seen = peer.join().expect("peer");
+        assert_eq!(
+            seen.iter().map(|s| s.request_id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn silence_is_a_timeout() {
+        let (mut client, _server) = UnixStream::pair().expect("socketpair");
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let error = request(&mut client, 1, &[], b"", 10, true).expect_err("timeout");
+        assert!(error.is_timeout(), "{error:?}");
+        assert!(!FastCgiError::ConnectionClosed.is_timeout());
+    }
+
+    #[test]
+    fn get_values_round_trip() {
+        let (mut client, mut server) = UnixStream::pair().expect("socketpair");
+        let peer = thread::spawn(move || {
+            let (record_type, id, content) = read_record(&mut server).expect("record");
+            assert_eq!((record_type, id), (FCGI_GET_VALUES, 0));
+            let names = decode_name_value_pairs(&content).expect("pairs");
+            let mut answer = Vec::new();
+            for (name, _) in names {
+                encode_name_value_pair(&mut answer, &name, b"1");
+            }
+            server
+                .write_all(&record(FCGI_GET_VALUES_RESULT, 0, &answer))
+                .expect("write");
+        });
+        let values =
+            get_values(&mut client, &["FCGI_MAX_CONNS", "FCGI_MPXS_CONNS"]).expect("values");
+        assert_eq!(
+            values,
+            vec![
+                ("FCGI_MAX_CONNS".to_string(), "1".to_string()),
+                ("FCGI_MPXS_CONNS".to_string(), "1".to_string()),
+            ]
+        );
+        peer.join().expect("peer");
+    }
+
+    // ---- real php-cgi ------------------------------------------------------
+
+    const PHP_CGI: &str = "/usr/bin/php-cgi";
+    const PRELUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runtimes/php/prelude.php");
+    const PHP_STDOUT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+    /// A php-cgi serving FastCGI on a listening socket passed as its fd 0,
+    /// killed when dropped.
+    struct PhpHost {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+        socket: std::path::PathBuf,
+    }
+
+    impl PhpHost {
+        fn start(name: &str, with_prelude: bool) -> Option<PhpHost> {
+            use std::os::fd::OwnedFd;
+            use std::process::{Command, Stdio};
+            if !std::path::Path::new(PHP_CGI).exists() {
+                println!("skipped: {PHP_CGI} is not installed (apt-get install php-cgi)");
+                return None;
+            }
+            let dir =
+                std::env::temp_dir().join(format!("fastcgi-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let socket = dir.join("php.sock");
+            let listener = UnixListener::bind(&socket).expect("bind");
+            let mut command = Command::new(PHP_CGI);
+            if with_prelude && std::path::Path::new(PRELUDE).exists() {
+                command
+                    .arg("-d")
+                    .arg(format!("auto_prepend_file={PRELUDE}"));
+            }
+            for setting in [
+                "opcache.enable=1",
+                "opcache.validate_timestamps=1",
+                "opcache.revalidate_freq=0",
+                "display_errors=0",
+                "display_startup_errors=0",
+                "log_errors=1",
+                "error_log=",
+                "fastcgi.logging=1",
+                "html_errors=0",
+                "expose_php=0",
+                "cgi.fix_pathinfo=0",
+                "output_buffering=On",
+                "max_execution_time=0",
+            ] {
+                command.arg("-d").arg(setting);
+            }
+            let child = command
+                .env("PHP_FCGI_CHILDREN", "0")
+                .env("PHP_FCGI_MAX_REQUESTS", "0")
+                .stdin(Stdio::from(OwnedFd::from(listener)))
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn php-cgi");
+            Some(PhpHost { child, dir, socket })
+        }
+
+        /// Writes a script whose mtime is in the past, so opcache caches it
+        /// at once (files younger than opcache.file_update_protection are not).
+        fn script(&self, name: &str, source: &str) -> String {
+            let path = self.dir.join(name);
+            std::fs::write(&path, source).expect("write script");
+            let past = std::time::SystemTime::now() - Duration::from_secs(60);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(past))
+                .expect("mtime");
+            path.to_string_lossy().into_owned()
+        }
+
+        fn connect(&self) -> UnixStream {
+            let stream = UnixStream::connect(&self.socket).expect("connect");
+            stream
+                .set_read_timeout(Some(TEST_TIMEOUT))
+                .expect("timeout");
+            stream
+                .set_write_timeout(Some(TEST_TIMEOUT))
+                .expect("timeout");
+            stream
+        }
+    }
+
+    impl Drop for PhpHost {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn cgi_params(
+        script: &str,
+        method: &str,
+        query: &str,
+        body_len: usize,
+    ) -> Vec<(String, String)> {
+        params(&[
+            ("GATEWAY_INTERFACE", "CGI/1.1"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("SERVER_SOFTWARE", "corefn"),
+            ("SCRIPT_FILENAME", script),
+            ("SCRIPT_NAME", "/fn"),
+            ("REQUEST_URI", "/fn"),
+            ("REQUEST_METHOD", method),
+            ("QUERY_STRING", query),
+            ("CONTENT_TYPE", "application/json"),
+            ("CONTENT_LENGTH", &body_len.to_string()),
+            ("HTTP_HOST", "localhost"),
+            ("REMOTE_ADDR", "127.0.0.1"),
+            ("REDIRECT_STATUS", "200"),
+        ])
+    }
+
+    const HELLO_PHP: &str =
+        "<?php\nheader('Content-Type: text/plain; charset=utf-8');\necho \"Hello from PHP!\\n\";\n";
+
+    #[test]
+    fn real_php_cgi_kept_and_fresh_connections() {
+        let Some(host) = PhpHost::start("hello", true) else {
+            return;
+        };
+        let hello = host.script("hello.php", HELLO_PHP);
+        let expected = b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello from PHP!\n";
+
+        let mut kept = host.connect();
+        for id in 1..=5u16 {
+            let params = cgi_params(&hello, "GET", "", 0);
+            let output =
+                request(&mut kept, id, &params, b"", PHP_STDOUT_BYTES_MAX, true).expect("kept");
+            assert_eq!(
+                output.stdout,
+                expected,
+                "{}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            assert_eq!(output.stderr, b"");
+            assert_eq!(output.app_status, 0);
+        }
+        drop(kept);
+
+        for _ in 0..5 {
+            let mut fresh = host.connect();
+            let params = cgi_params(&hello, "GET", "", 0);
+            let output =
+                request(&mut fresh, 1, &params, b"", PHP_STDOUT_BYTES_MAX, false).expect("fresh");
+            assert_eq!(output.stdout, expected);
+            // Without FCGI_KEEP_CONN php-cgi closes the connection.
+            let mut rest = Vec::new();
+            fresh.read_to_end(&mut rest).expect("eof");
+            assert!(rest.is_empty());
+        }
+
+        // The body arrives as php://input; the query as $_GET.
+        let echo = host.script(
+            "echo.php",
+            "<?php\nheader('Content-Type: application/json');\necho json_encode(['body' => file_get_contents('php://input'), 'method' => $_SERVER['REQUEST_METHOD'], 'query' => $_GET]);\n",
+        );
+        let body = br#"{"a":1}"#;
+        let mut kept = host.connect();
+        let params = cgi_params(&echo, "POST", "x=1", body.len());
+        let output =
+            request(&mut kept, 1, &params, body, PHP_STDOUT_BYTES_MAX, true).expect("echo");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.ends_with(r#"{"body":"{\"a\":1}","method":"POST","query":{"x":"1"}}"#),
+            "{text}"
+        );
+
+        // A management probe on its own connection. php-cgi (one process)
+        // serves one connection at a time: while `kept` is open it would
+        // never accept the probe, so close it first.
+        drop(kept);
+        let mut probe = host.connect();
+        let values =
+            get_values(&mut probe, &["FCGI_MAX_CONNS", "FCGI_MPXS_CONNS"]).expect("values");
+        assert!(
+            values.iter().any(|(name, _)| name == "FCGI_MPXS_CONNS"),
+            "{values:?}"
+        );
+
+        // php-cgi goes on reading requests on the probe's connection.
+        let output = request(
+            &mut probe,
+            1,
+            &cgi_params(&hello, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+        .expect("request after GET_VALUES");
+        assert_eq!(output.stdout, expected);
+        drop(probe);
+
+        // The host serves a kept connection again afterwards.
+        let mut kept = host.connect();
+        let params = cgi_params(&hello, "GET", "", 0);
+        let output =
+            request(&mut kept, 2, &params, b"", PHP_STDOUT_BYTES_MAX, true).expect("again");
+        assert_eq!(output.stdout, expected);
+    }
+
+    #[test]
+    fn real_php_cgi_errors_reach_fcgi_stderr_with_the_error_header() {
+        if !std::path::Path::new(PRELUDE).exists() {
+            println!("skipped: {PRELUDE} not found");
+            return;
+        }
+        let Some(host) = PhpHost::start("errors", true) else {
+            return;
+        };
+        let boom = host.script(
+            "boom.php",
+            "<?php\necho 'discarded';\nfunction f() { throw new RuntimeException(\"boom from php\"); }\nf();\n",
+        );
+        let fatal = host.script(
+            "fatal.php",
+            "<?php\necho 'discarded';\nundefined_function_call();\n",
+        );
+        let memory = host.script(
+            "memory.php",
+            "<?php\nini_set('memory_limit', '8M');\n$a = [];\nwhile (true) { $a[] = str_repeat('x', 4096); }\n",
+        );
+        let mut kept = host.connect();
+
+        let output = request(
+            &mut kept,
+            1,
+            &cgi_params(&boom, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+        .expect("boom");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stdout.starts_with("Status: 500 Internal Server Error\r\n"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("\r\nX-Corefn-Function-Error: RuntimeException: boom from php\r\n"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("discarded"), "{stdout}");
+        assert!(
+            stderr.starts_with("PHP Fatal error:  Uncaught RuntimeException: boom from php in "),
+            "{stderr}"
+        );
+        assert!(stderr.contains("Stack trace:\n#0 "), "{stderr}");
+        assert_eq!(output.app_status, 0);
+
+        let output = request(
+            &mut kept,
+            2,
+            &cgi_params(&fatal, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+        .expect("fatal");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("X-Corefn-Function-Error: Error: Call to undefined function undefined_function_call()"),
+            "{stdout}"
+        );
+
+        let output = request(
+            &mut kept,
+            3,
+            &cgi_params(&memory, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+        .expect("memory");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stdout.contains("X-Corefn-Function-Error: Fatal error: Allowed memory size of 8388608 bytes exhausted"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.starts_with("PHP Fatal error:  Allowed memory size"),
+            "{stderr}"
+        );
+        // A fatal error ends the script with exit status 255; php-cgi still
+        // reports appStatus 0.
+        assert_eq!(output.app_status, 0);
+
+        // The host survives all three on the same connection.
+        let hello = host.script("hello.php", HELLO_PHP);
+        let output = request(
+            &mut kept,
+            4,
+            &cgi_params(&hello, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+        .expect("hello");
+        assert!(output.stdout.ends_with(b"Hello from PHP!\n"));
+    }
+
+    #[test]
+    fn real_php_cgi_stdout_cap() {
+        let Some(host) = PhpHost::start("cap", true) else {
+            return;
+        };
+        let big = host.script("big.php", "<?php\necho str_repeat('x', 100000);\n");
+        let mut stream = host.connect();
+        let error = request(
+            &mut stream,
+            1,
+            &cgi_params(&big, "GET", "", 0),
+            b"",
+            50_000,
+            true,
+        )
+        .expect_err("over the cap");
+        assert!(matches!(
+            error,
+            FastCgiError::StdoutTooLarge {
+                limit_bytes: 50_000
+            }
+        ));
+    }
+
+    fn median_and_p99_micros(mut samples: Vec<Duration>) -> (u128, u128) {
+        samples.sort();
+        let at = |q: usize| samples[(samples.len() - 1) * q / 100].as_micros();
+        (at(50), at(99))
+    }
+
+    /// `cargo test --release -- --ignored --nocapture round_trip`
+    #[test]
+    #[ignore]
+    fn round_trip_latency_real_php_cgi() {
+        const REQUESTS: usize = 2_000;
+        const WARMUP_REQUESTS: usize = 200;
+        for with_prelude in [true, false] {
+            let Some(host) = PhpHost::start(&format!("bench-{with_prelude}"), with_prelude) else {
+                return;
+            };
+            let hello = host.script("hello.php", HELLO_PHP);
+            let params = cgi_params(&hello, "GET", "", 0);
+
+            let mut kept = host.connect();
+            for id in 0..WARMUP_REQUESTS {
+                request(
+                    &mut kept,
+                    (id % 60_000 + 1) as u16,
+                    &params,
+                    b"",
+                    1 << 20,
+                    true,
+                )
+                .expect("warmup");
+            }
+            let mut samples = Vec::with_capacity(REQUESTS);
+            let started = Instant::now();
+            for id in 0..REQUESTS {
+                let t = Instant::now();
+                let output = request(
+                    &mut kept,
+                    (id % 60_000 + 1) as u16,
+                    &params,
+                    b"",
+                    1 << 20,
+                    true,
+                )
+                .expect("kept");
+                samples.push(t.elapsed());
+                assert!(output.stdout.ends_with(b"Hello from PHP!\n"));
+            }
+            let kept_total = started.elapsed();
+            let (kept_median, kept_p99) = median_and_p99_micros(samples);
+            drop(kept);
+
+            let mut samples = Vec::with_capacity(REQUESTS);
+            let started = Instant::now();
+            for _ in 0..REQUESTS {
+                let t = Instant::now();
+                let mut fresh = host.connect();
+                let output = request(&mut fresh, 1, &params, b"", 1 << 20, false).expect("fresh");
+                samples.push(t.elapsed());
+                assert!(output.stdout.ends_with(b"Hello from PHP!\n"));
+            }
+            let fresh_total = started.elapsed();
+            let (fresh_median, fresh_p99) = median_and_p99_micros(samples);
+            println!(
+                "php-cgi hello.php (prelude: {with_prelude}), {REQUESTS} requests each: \
+                 kept connection median {kept_median} us p99 {kept_p99} us ({:.0} req/s); \
+                 new connection median {fresh_median} us p99 {fresh_p99} us ({:.0} req/s)",
+                REQUESTS as f64 / kept_total.as_secs_f64(),
+                REQUESTS as f64 / fresh_total.as_secs_f64(),
+            );
+        }
+    }
+}

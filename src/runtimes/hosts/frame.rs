@@ -53,8 +53,16 @@ pub struct HostMeta {
 }
 
 /// Writes one frame; the pipe must be non-blocking.
-pub fn write_frame(pipe: &mut File, meta: &[u8], body: &[u8], deadline: Instant) -> Result<(), FrameError> {
-    debug_assert!(meta.len() <= META_BYTES_MAX, "the worker's own meta is small");
+pub fn write_frame(
+    pipe: &mut File,
+    meta: &[u8],
+    body: &[u8],
+    deadline: Instant,
+) -> Result<(), FrameError> {
+    debug_assert!(
+        meta.len() <= META_BYTES_MAX,
+        "the worker's own meta is small"
+    );
     let meta_len = u32::try_from(meta.len()).map_err(|_| FrameError::MetaTooLarge(meta.len()))?;
     let body_len = u32::try_from(body.len()).map_err(|_| FrameError::BodyTooLarge {
         len: body.len(),
@@ -103,7 +111,9 @@ fn write_all(pipe: &mut File, mut bytes: &[u8], deadline: Instant) -> Result<(),
             Ok(0) => return Err(FrameError::Closed),
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(pipe, PollFlags::POLLOUT, deadline)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(pipe, PollFlags::POLLOUT, deadline)?
+            }
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(FrameError::Closed),
             Err(e) => return Err(e.into()),
         }
@@ -117,7 +127,9 @@ fn read_exact(pipe: &mut File, mut buffer: &mut [u8], deadline: Instant) -> Resu
             Ok(0) => return Err(FrameError::Closed),
             Ok(n) => buffer = &mut buffer[n..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(pipe, PollFlags::POLLIN, deadline)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(pipe, PollFlags::POLLIN, deadline)?
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -149,8 +161,13 @@ mod tests {
     fn frames_round_trip_and_bounds_are_enforced() {
         let (mut read, mut write) = pipe();
         let deadline = Instant::now() + Duration::from_secs(5);
-        write_frame(&mut write, br#"{"status":201,"headers":[["x-a","b"]]}"#, b"body", deadline)
-            .expect("write");
+        write_frame(
+            &mut write,
+            br#"{"status":201,"headers":[["x-a","b"]]}"#,
+            b"body",
+            deadline,
+        )
+        .expect("write");
         let (meta, body) = read_frame(&mut read, 1024, deadline).expect("read");
         assert_eq!(meta.status, Some(201));
         assert_eq!(meta.headers, vec![("x-a".to_string(), "b".to_string())]);
@@ -168,7 +185,10 @@ mod tests {
         let (mut read, write) = pipe();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(50);
-        assert!(matches!(read_frame(&mut read, 10, deadline), Err(FrameError::Timeout)));
+        assert!(matches!(
+            read_frame(&mut read, 10, deadline),
+            Err(FrameError::Timeout)
+        ));
         drop(write);
         assert!(matches!(
             read_frame(&mut read, 10, Instant::now() + Duration::from_secs(1)),

@@ -107,7 +107,10 @@ pub enum HostError {
         message: String,
     },
     #[error("{runtime} function {module:?} not found")]
-    ModuleNotFound { runtime: &'static str, module: String },
+    ModuleNotFound {
+        runtime: &'static str,
+        module: String,
+    },
     #[error("{runtime} function {module:?} cannot be loaded: {message}")]
     Load {
         runtime: &'static str,
@@ -115,15 +118,30 @@ pub enum HostError {
         message: String,
     },
     #[error("{runtime} handler failed: {message}")]
-    Handler { runtime: &'static str, message: String },
+    Handler {
+        runtime: &'static str,
+        message: String,
+    },
     #[error("{runtime} function did not finish within {timeout_ms} ms")]
-    Timeout { runtime: &'static str, timeout_ms: u64 },
+    Timeout {
+        runtime: &'static str,
+        timeout_ms: u64,
+    },
     #[error("{runtime} host stopped while running the request ({detail}); see the function log")]
-    Died { runtime: &'static str, detail: String },
+    Died {
+        runtime: &'static str,
+        detail: String,
+    },
     #[error("{runtime} host broke the protocol: {message}")]
-    Protocol { runtime: &'static str, message: String },
+    Protocol {
+        runtime: &'static str,
+        message: String,
+    },
     #[error("{runtime} function response is invalid: {message}")]
-    Response { runtime: &'static str, message: String },
+    Response {
+        runtime: &'static str,
+        message: String,
+    },
 }
 
 impl HostError {
@@ -148,7 +166,10 @@ enum HostIo {
     /// `responses` (its fd 4), both non-blocking on this side.
     Framed { requests: File, responses: File },
     /// PHP: one kept FastCGI connection.
-    FastCgi { stream: UnixStream, next_request_id: u16 },
+    FastCgi {
+        stream: UnixStream,
+        next_request_id: u16,
+    },
 }
 
 /// A running host. Dropping it kills and reaps it.
@@ -195,8 +216,12 @@ impl ScriptHosts {
     /// Writes the host programs into `scripts_dir` (when their content
     /// differs) and resolves nothing else: an interpreter that is missing
     /// fails the calls of its runtime only.
-    pub fn new(config: HostsConfig) -> io::Result<ScriptHosts> {
+    pub fn new(mut config: HostsConfig) -> io::Result<ScriptHosts> {
         std::fs::create_dir_all(&config.scripts_dir)?;
+        // Hosts run in their module's directory: every path they get is
+        // absolute.
+        config.scripts_dir = std::path::absolute(&config.scripts_dir)?;
+        config.functions_dir = std::path::absolute(&config.functions_dir)?;
         for (name, text) in [
             ("host.py", PYTHON_HOST),
             ("host.js", NODE_HOST),
@@ -418,9 +443,8 @@ impl ScriptHosts {
         deadline: Instant,
         timeout_ms: u64,
     ) -> Result<Host, HostError> {
-        let runtime = pool.runtime.name();
         let result = if pool.runtime == Runtime::Php {
-            self.start_php(pool, generation)
+            self.start_php(pool, generation, deadline)
         } else {
             self.start_framed(pool, generation, deadline, timeout_ms)
         };
@@ -434,7 +458,6 @@ impl ScriptHosts {
                     eprintln!("corefn: {error}");
                     *lock(&pool.failed) = Some((generation, error.clone()));
                 }
-                let _ = runtime;
                 Err(error)
             }
         }
@@ -453,7 +476,9 @@ impl ScriptHosts {
             runtime: pool.runtime.name(),
             detail: format!("cannot open the function log: {e}"),
         })?;
-        command.stdout(Stdio::from(log_copy)).stderr(Stdio::from(log));
+        command
+            .stdout(Stdio::from(log_copy))
+            .stderr(Stdio::from(log));
         command.spawn().map_err(|e| HostError::Unavailable {
             runtime: pool.runtime.name(),
             program: pool.program.display().to_string(),
@@ -471,8 +496,7 @@ impl ScriptHosts {
         let runtime = pool.runtime.name();
         let died = |detail: String| HostError::Died { runtime, detail };
         let pipe = || {
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| died(format!("pipe: {e}")))
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| died(format!("pipe: {e}")))
         };
         let (requests_read, requests_write) = pipe()?;
         let (responses_read, responses_write) = pipe()?;
@@ -501,7 +525,7 @@ impl ScriptHosts {
             responses,
         } = &mut host.io
         else {
-            unreachable!("just made framed");
+            return Err(died("host made without its pipes".into()));
         };
         set_nonblocking(requests.as_fd()).map_err(|e| died(e.to_string()))?;
         set_nonblocking(responses.as_fd()).map_err(|e| died(e.to_string()))?;
@@ -510,9 +534,16 @@ impl ScriptHosts {
             Ok((meta, _)) => Err(HostError::Load {
                 runtime,
                 module: pool.module.clone(),
-                message: one_line(meta.error.as_deref().unwrap_or("the host did not say ready")),
+                message: one_line(
+                    meta.error
+                        .as_deref()
+                        .unwrap_or("the host did not say ready"),
+                ),
             }),
-            Err(FrameError::Timeout) => Err(HostError::Timeout { runtime, timeout_ms }),
+            Err(FrameError::Timeout) => Err(HostError::Timeout {
+                runtime,
+                timeout_ms,
+            }),
             Err(FrameError::Closed) => Err(HostError::Load {
                 runtime,
                 module: pool.module.clone(),
@@ -528,7 +559,12 @@ impl ScriptHosts {
         }
     }
 
-    fn start_php(&self, pool: &Pool, generation: u64) -> Result<Host, HostError> {
+    fn start_php(
+        &self,
+        pool: &Pool,
+        generation: u64,
+        deadline: Instant,
+    ) -> Result<Host, HostError> {
         let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
         let (listener, address) = php::listen(id).map_err(|e| HostError::Died {
             runtime: "php",
@@ -540,19 +576,33 @@ impl ScriptHosts {
             .stdin(Stdio::from(OwnedFd::from(listener)));
         let child = self.spawn(pool, &mut command)?;
         // The listener's backlog takes the connection before php-cgi is up;
-        // the first request waits for it within its own deadline.
+        // FCGI_GET_VALUES tells when it serves.
         let stream = UnixStream::connect_addr(&address).map_err(|e| HostError::Died {
             runtime: "php",
             detail: format!("cannot connect to php-cgi: {e}"),
         })?;
-        Ok(Host {
+        let mut host = Host {
             child,
             generation,
             io: HostIo::FastCgi {
                 stream,
                 next_request_id: 1,
             },
-        })
+        };
+        if let HostIo::FastCgi { stream, .. } = &mut host.io {
+            php::wait_ready(stream, deadline).map_err(|error| match error {
+                HostError::Died { detail, .. } => HostError::Load {
+                    runtime: "php",
+                    module: pool.module.clone(),
+                    message: format!(
+                        "{detail} ({}); see the function log",
+                        exit_detail(&mut host.child)
+                    ),
+                },
+                other => other,
+            })?;
+        }
+        Ok(host)
     }
 
     fn read_pools(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Pool>>> {

@@ -31,9 +31,9 @@ use std::time::Instant;
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module};
 
 use super::disk_cache::{DiskCache, Rejected};
-use crate::runtimes::file_stamp::{FileStamp, FILE_CHECK_INTERVAL_MS};
 use super::host::Host;
 use super::{CacheOutcome, WasmError};
+use crate::runtimes::file_stamp::{FileStamp, FILE_CHECK_INTERVAL_MS};
 
 /// Modules kept compiled in memory per process.
 pub const MODULES_CACHED_MAX: usize = 1024;

@@ -1,0 +1,1 @@
+../examples/exec/hello.sh
