@@ -12,7 +12,7 @@
 // nobody accepts. Exactly:
 //
 //   env -i PATH=... HOME=... LANG=... <descriptor env> \
-//       PHP_FCGI_CHILDREN=0 PHP_FCGI_MAX_REQUESTS=0 \
+//       PHP_FCGI_CHILDREN=0 PHP_FCGI_MAX_REQUESTS=100000 \
 //   /usr/bin/php-cgi \
 //     -d auto_prepend_file=/ABS/PATH/runtimes/php/prelude.php \
 //     -d opcache.enable=1 \
@@ -22,12 +22,11 @@
 //     -d display_startup_errors=0 \
 //     -d log_errors=1 \
 //     -d error_log= \
-//     -d fastcgi.logging=1 \
 //     -d html_errors=0 \
 //     -d expose_php=0 \
 //     -d cgi.fix_pathinfo=0 \
 //     -d output_buffering=On \
-//     -d post_max_size=<max request body in bytes> \
+//     -d post_max_size=0 \
 //     -d max_execution_time=0
 //   fd 0 = the listening socket, fd 1 = /dev/null, fd 2 = the function's log
 //   (php://stderr and php-cgi's own startup errors land there).
@@ -38,9 +37,11 @@
 //   backlog, so the worker keeps exactly one connection per host and gives
 //   each request on it a new request id (a late answer to a timed-out
 //   request then cannot pass for the next one's).
-// * PHP_FCGI_MAX_REQUESTS=0 means no limit; php-cgi's default, 500, makes
-//   the host answer its 500th request and exit (the kept connection then
-//   reads end of file). The worker may recycle hosts itself instead.
+// * PHP_FCGI_MAX_REQUESTS=100000: the host answers its 100,000th request
+//   and exits (the kept connection then reads end of file) and the worker
+//   starts a fresh one, as php-fpm's pm.max_requests recycles children; 0
+//   would mean no limit, php-cgi's default is 500.
+// * post_max_size=0: no limit of PHP's own; the gateway's --max-body is it.
 // * The process environment is visible to scripts through getenv() and
 //   $_SERVER (PHP_FCGI_* included) next to the request's params; $_ENV stays
 //   empty with Debian's variables_order "GPCS", which is fine.

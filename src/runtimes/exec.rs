@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ChildStdin, Stdio};
@@ -23,8 +23,6 @@ use thiserror::Error;
 
 use super::process::{self, kill_and_reap, poll_until};
 
-/// How often a child that closed its stdout is asked whether it exited.
-const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// Bytes read from the child's stdout per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -181,19 +179,33 @@ fn exchange(
 }
 
 /// The exit status, or `None` when the child is still running at the
-/// deadline (it closed stdout but did not exit).
+/// deadline (it closed stdout but did not exit). Waits on a pidfd, which
+/// becomes readable when the child exits: a child that closed stdout is
+/// usually a few microseconds from its exit, and a sleep-and-retry would
+/// cost every request a whole sleep.
 fn wait_for_exit(
     child: &mut std::process::Child,
     deadline: Instant,
 ) -> io::Result<Option<std::process::ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created for us alone.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) };
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
+        let ready = poll_until(&[(pidfd.as_fd(), PollFlags::POLLIN)], deadline)?;
+        if ready[0].is_empty() {
+            return child.try_wait();
         }
-        std::thread::sleep(EXIT_POLL_INTERVAL);
     }
 }
 

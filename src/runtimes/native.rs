@@ -119,15 +119,6 @@ impl NativeRuntime {
         }
     }
 
-    /// Libraries currently loaded (every version still referenced counts
-    /// once per entry: the current one).
-    pub fn loaded_count(&self) -> usize {
-        self.read_entries()
-            .values()
-            .filter(|e| lock(&e.current).is_some())
-            .count()
-    }
-
     pub fn call(&self, call: &NativeCall<'_>) -> Result<NativeOutput, NativeError> {
         let loaded = self.library(call.module, call.handler.unwrap_or(HANDLER_DEFAULT))?;
         let str_of = |s: &[u8]| RawStr {

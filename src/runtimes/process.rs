@@ -2,12 +2,11 @@
 //! are started, waited for with a deadline, and ended.
 //!
 //! Every child gets a process group of its own (so that a timeout kills what
-//! it forked too), SIGKILL when the worker dies (`PR_SET_PDEATHSIG`, which
-//! follows the thread that forked: children are only started from the
-//! worker's long-lived request threads), default SIGINT/SIGPIPE handling
-//! (the worker ignores SIGINT and exec keeps ignored signals ignored), and
-//! only the descriptors it is given: everything of the worker's is
-//! close-on-exec. Nothing here decides an HTTP status.
+//! it forked too) and only the descriptors it is given: everything of the
+//! worker's is close-on-exec. Long-lived children (language hosts) also die
+//! with the worker ([`die_with_worker`]); per-request children are started
+//! with `posix_spawn` instead, which a fork-time step would rule out.
+//! Nothing here decides an HTTP status.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -47,17 +46,25 @@ pub fn command(program: &Path, env: &[(String, String)], cwd: Option<&Path>) -> 
         command.current_dir(cwd);
     }
     command.process_group(0);
+    command
+}
+
+/// Makes `command` a long-lived child's: SIGKILL when the worker dies
+/// (the thread that forked, in fact: start them from the request threads),
+/// and SIGINT back to its default (the worker ignores it, and exec keeps
+/// ignored signals ignored). Costs a fork instead of the `posix_spawn` that
+/// std uses for a command without a `pre_exec` step, which is why
+/// per-request children (exec functions) go without it.
+pub fn die_with_worker(command: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (prctl, signal); it allocates nothing.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             Ok(())
         });
     }
-    command
 }
 
 /// SIGKILL to the child's whole process group, then reap it. Never fails:

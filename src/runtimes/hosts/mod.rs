@@ -238,14 +238,6 @@ impl ScriptHosts {
         })
     }
 
-    /// Hosts alive over all pools (idle and busy).
-    pub fn live_hosts(&self) -> usize {
-        self.read_pools()
-            .values()
-            .map(|p| p.live.load(Ordering::Relaxed))
-            .sum()
-    }
-
     pub fn call(&self, call: &HostCall<'_>) -> Result<HostOutput, HostError> {
         let deadline = Instant::now() + Duration::from_millis(call.timeout_ms.max(1));
         let pool = self.pool(call);
@@ -501,6 +493,7 @@ impl ScriptHosts {
         let (requests_read, requests_write) = pipe()?;
         let (responses_read, responses_write) = pipe()?;
         let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
+        process::die_with_worker(&mut command);
         command.args(&pool.args).stdin(Stdio::null());
         let (host_in, host_out) = (requests_read.as_raw_fd(), responses_write.as_raw_fd());
         // SAFETY: runs between fork and exec; fcntl, dup2 and close are
@@ -571,6 +564,7 @@ impl ScriptHosts {
             detail: format!("cannot make the FastCGI socket: {e}"),
         })?;
         let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
+        process::die_with_worker(&mut command);
         command
             .args(&pool.args)
             .stdin(Stdio::from(OwnedFd::from(listener)));
