@@ -23,7 +23,6 @@ Needs wrk (apt-get install wrk) and a release build (cargo build --release);
 import argparse
 import datetime
 import os
-import re
 import shlex
 import signal
 import sqlite3
@@ -32,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import wrk_report
 
 PORT = 18280
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,14 +83,6 @@ def tree_cpu_seconds(root_pid):
         if ancestor == root_pid:
             total += tick
     return total / CLK_TCK
-
-
-def parse_latency(text, label):
-    match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    if not match:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
 def run_wrk(args, path, body_bytes, duration, lua_dir):
@@ -174,17 +167,9 @@ def main():
                 out = run_wrk(args.wrk, path, body, args.duration, tmp)
                 cpu_after = tree_cpu_seconds(server.pid)
                 raw.append(f"## round {round_index} {name}\n{out}")
-                requests = int(re.search(r"(\d+) requests in", out).group(1))
-                errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-                socket_errors = re.search(r"Socket errors: (.*)", out)
-                results[name].append({
-                    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                    "p50": parse_latency(out, "50"),
-                    "p99": parse_latency(out, "99"),
-                    "cpu_us": (cpu_after - cpu_before) * 1e6 / max(requests, 1),
-                    "errors": (int(errors.group(1)) if errors else 0),
-                    "socket_errors": socket_errors.group(1) if socket_errors else "",
-                })
+                result = wrk_report.summary(out)
+                result["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(result["requests"], 1)
+                results[name].append(result)
         distribution = worker_distribution()
     finally:
         server.send_signal(signal.SIGTERM)

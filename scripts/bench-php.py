@@ -29,30 +29,17 @@ import sys
 import tempfile
 import time
 
+import wrk_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COREFN_PORT = 18380
 FPM_PORT = 18381
 
 
-def parse_latency_ms(text, label):
-    match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    if not match:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
 def wrk(args, url, duration):
     out = subprocess.run(["wrk", "-d", f"{duration}s", "--latency", *shlex.split(args), url],
                          capture_output=True, text=True, check=True).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": parse_latency_ms(out, "50"),
-        "p99": parse_latency_ms(out, "99"),
-        "errors": int(errors.group(1)) if errors else 0,
-        "raw": out,
-    }
+    return {**wrk_report.summary(out), "raw": out}
 
 
 def main():

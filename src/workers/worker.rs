@@ -416,13 +416,7 @@ impl Worker {
                         env: &env,
                         stdin: body,
                     })
-                    .map_err(|error| {
-                        if error.is_timeout() {
-                            HttpError::FunctionTimeout { timeout_ms }
-                        } else {
-                            failed(error.to_string())
-                        }
-                    })?;
+                    .map_err(|error| function_error(&error, error.is_timeout(), timeout_ms))?;
                 self.logs.append(Runtime::Wasm, module, &output.stderr);
                 cgi_output(output.stdout)
             }
@@ -442,13 +436,7 @@ impl Worker {
                     stdout_bytes_max: RESPONSE_BYTES_MAX,
                     stderr: Some(stderr),
                 })
-                .map_err(|error| {
-                    if error.is_timeout() {
-                        HttpError::FunctionTimeout { timeout_ms }
-                    } else {
-                        failed(error.to_string())
-                    }
-                })?;
+                .map_err(|error| function_error(&error, error.is_timeout(), timeout_ms))?;
                 cgi_output(stdout)
             }
             Runtime::Native => {
@@ -497,12 +485,10 @@ impl Worker {
                         timeout_ms,
                     })
                     .map_err(|error| {
-                        if error.is_timeout() {
-                            HttpError::FunctionTimeout { timeout_ms }
-                        } else if error.is_unavailable() {
+                        if error.is_unavailable() {
                             HttpError::RuntimeUnavailable(error.to_string())
                         } else {
-                            failed(error.to_string())
+                            function_error(&error, error.is_timeout(), timeout_ms)
                         }
                     })?;
                 Ok((output.bytes, output.response))
@@ -679,6 +665,16 @@ fn procfs_ticks_per_second() -> f64 {
         ticks as f64
     } else {
         100.0
+    }
+}
+
+/// A runtime's error as the client sees it: 504 past the deadline, else 502
+/// with the runtime's own message.
+fn function_error(error: &dyn std::fmt::Display, is_timeout: bool, timeout_ms: u64) -> HttpError {
+    if is_timeout {
+        HttpError::FunctionTimeout { timeout_ms }
+    } else {
+        HttpError::FunctionFailed(error.to_string())
     }
 }
 

@@ -226,33 +226,20 @@ fn marker(functions: &Path, name: &str) -> String {
 /// their state letter (zombies left out).
 pub fn processes_with_marker(marker: &str) -> Vec<(u32, char)> {
     let needle = format!("COREFN_TEST_FUNCTION={marker}");
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == needle.as_bytes())
-        {
-            if let Some((state, _)) = proc_state(pid) {
-                if state != 'Z' {
-                    found.push((pid, state));
-                }
-            }
-        }
-    }
-    found
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|&b| b == 0)
+                    .any(|var| var == needle.as_bytes())
+            })
+        })
+        .filter_map(|pid| {
+            let (state, _) = proc_state(pid)?;
+            (state != 'Z').then_some((pid, state))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -863,27 +863,27 @@ pub fn proc_state(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
+/// The pids of every process on the machine, from `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}
+
 /// Every process whose parent is `parent_pid`, with its state letter
 /// (zombies included, as `'Z'`).
 pub fn child_processes(parent_pid: u32) -> Vec<(u32, char)> {
-    let mut children = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return children;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some((state, ppid)) = proc_state(pid) {
-            if ppid == parent_pid {
-                children.push((pid, state));
-            }
-        }
-    }
+    let mut children: Vec<(u32, char)> = all_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let (state, ppid) = proc_state(pid)?;
+            (ppid == parent_pid).then_some((pid, state))
+        })
+        .collect();
     children.sort_unstable();
     children
 }

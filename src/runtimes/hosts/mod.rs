@@ -380,30 +380,24 @@ impl ScriptHosts {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
+        // Python and Node: `<interpreter> <host program> <module> <handler>`.
+        let framed = |interpreter: &Path, host: &str, handler_default: &str| {
+            let handler = call.handler.unwrap_or(handler_default);
+            (
+                interpreter.to_path_buf(),
+                vec![
+                    scripts.join(host).into_os_string(),
+                    path.clone().into_os_string(),
+                    handler.into(),
+                ],
+            )
+        };
         let (program, args) = match call.runtime {
             Runtime::Python => {
                 env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-                let handler = call.handler.unwrap_or("handle");
-                (
-                    self.config.python.clone(),
-                    vec![
-                        scripts.join("host.py").into_os_string(),
-                        path.clone().into_os_string(),
-                        handler.into(),
-                    ],
-                )
+                framed(&self.config.python, "host.py", "handle")
             }
-            Runtime::Node => {
-                let handler = call.handler.unwrap_or("handler");
-                (
-                    self.config.node.clone(),
-                    vec![
-                        scripts.join("host.js").into_os_string(),
-                        path.clone().into_os_string(),
-                        handler.into(),
-                    ],
-                )
-            }
+            Runtime::Node => framed(&self.config.node, "host.js", "handler"),
             _ => {
                 env.extend(php::host_env());
                 (
