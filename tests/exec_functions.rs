@@ -82,3 +82,8 @@ fn a_missing_program_is_502_naming_it() {
     assert_eq!(r.status, 502, "body {:?}", r.text());
     assert!(r.text().contains("no-such-program.sh"), "{:?}", r.text());
 }
+
+#[test]
+fn a_one_mib_body_round_trips() {
+    check_large_body_echo(&server());
+}

@@ -114,3 +114,8 @@ fn a_missing_symbol_is_502_naming_it() {
     assert_eq!(r.status, 502, "body {:?}", r.text());
     assert!(r.text().contains("no_such_symbol"), "{:?}", r.text());
 }
+
+#[test]
+fn a_one_mib_body_round_trips() {
+    check_large_body_echo(&server());
+}

@@ -46,3 +46,13 @@ fn thirty_two_concurrent_requests_each_get_their_own_answer() {
 fn a_changed_handler_file_is_served_at_once() {
     check_file_change(&server());
 }
+
+#[test]
+fn a_module_with_a_syntax_error_is_502_until_it_is_fixed() {
+    check_broken_module_then_fixed(&server(), "def handle(request:\n", "SyntaxError");
+}
+
+#[test]
+fn a_one_mib_body_round_trips() {
+    check_large_body_echo(&server());
+}

@@ -31,7 +31,7 @@ impl Lang {
         }
     }
 
-    fn extension(self) -> &'static str {
+    pub fn extension(self) -> &'static str {
         match self {
             Lang::Native => "so",
             Lang::Exec => "sh",
@@ -60,7 +60,7 @@ impl Lang {
     }
 
     /// Source of `changing.<ext>`, answering `version`.
-    fn changing_source(self, version: &str) -> String {
+    pub fn changing_source(self, version: &str) -> String {
         match self {
             Lang::Native => String::new(), // compiled from slow.c instead
             Lang::Exec => format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n{version}\\n'\n"),
@@ -449,4 +449,65 @@ pub fn check_file_change(s: &FunctionServer) {
             "round {round}: never the old code again"
         );
     }
+}
+
+/// A module that does not load (syntax error) is a 502 naming the error,
+/// for as long as the file stays broken; the fixed file is served next.
+pub fn check_broken_module_then_fixed(s: &FunctionServer, broken_source: &str, in_body: &str) {
+    let file = s
+        .functions_dir()
+        .join(format!("broken.{}", s.lang.extension()));
+    std::fs::write(&file, broken_source).expect("write the broken module");
+    insert_route(
+        s.db_path(),
+        "GET:/broken",
+        &json!({"runtime": s.lang.runtime(), "module": format!("broken.{}", s.lang.extension())})
+            .to_string(),
+    );
+    let mut r = get(s.addr(), "/broken");
+    wait_until(Duration::from_secs(5), || {
+        r = get(s.addr(), "/broken");
+        r.status != 404
+    });
+    for round in 0..3 {
+        assert_eq!(r.status, 502, "round {round}: body {:?}", r.text());
+        assert!(
+            r.text().contains(in_body),
+            "round {round}: names the error: {:?}",
+            r.text()
+        );
+        r = get(s.addr(), "/broken");
+    }
+    eprintln!(
+        "{} broken module: {:?}",
+        s.lang.runtime(),
+        r.text().trim_end()
+    );
+    let temporary = file.with_extension("tmp");
+    std::fs::write(&temporary, s.lang.changing_source("fixed")).expect("write the fix");
+    std::fs::rename(&temporary, &file).expect("rename the fix into place");
+    let fixed = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/broken").text() == "fixed\n"
+    });
+    assert!(fixed.is_some(), "the fixed module is served");
+}
+
+/// A body far over the inline limit (it travels in a memfd, then through
+/// the runtime's own channel) comes back whole.
+pub fn check_large_body_echo(s: &FunctionServer) {
+    let text = "x".repeat(1024 * 1024);
+    let body = json!({"n": 7, "text": text}).to_string();
+    let r = send(s.addr(), &post_req("/echo", body.as_bytes()));
+    assert_eq!(
+        r.status,
+        200,
+        "body {:?}",
+        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+    );
+    let answer = r.json();
+    assert_eq!(answer["echo"]["n"], 7);
+    assert_eq!(
+        answer["echo"]["text"].as_str().map(str::len),
+        Some(text.len())
+    );
 }
