@@ -273,3 +273,40 @@ fn malformed_and_foreign_datagrams_are_counted_and_ignored() {
         assert_eq!(worker_field(&json, id, "state"), "running", "{json}");
     }
 }
+
+#[test]
+fn a_busy_language_host_counts_as_its_workers_load() {
+    // The worker itself only waits on the host's pipe; the CPU is the
+    // python host's, and it must show in the worker's figures.
+    let python_examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    let s = WorkerServer::start(
+        &[(
+            "GET:/spin",
+            r#"{"runtime":"python","module":"spin.py","timeout_ms":8000}"#,
+        )],
+        &python_examples,
+        &["--metrics-interval-ms", "100"],
+    );
+    let addr = s.addr();
+    let spinner = thread::spawn(move || {
+        let mut c = Conn::connect(addr);
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        c.write(get_req("/spin").as_bytes());
+        c.read_response().status
+    });
+    let busy = wait_until(Duration::from_secs(6), || {
+        let json = workers_json(&s);
+        (0..2).any(|id| {
+            let raw = worker_field(&json, id, "raw");
+            raw["in_flight"].as_u64().unwrap_or(0) >= 1 && raw["cpu"].as_f64().unwrap_or(0.0) > 0.5
+        })
+    });
+    assert!(
+        busy.is_some(),
+        "the worker running the spinning host reports its CPU: {}",
+        workers_json(&s)
+    );
+    assert_eq!(spinner.join().expect("spinner"), 504);
+}

@@ -564,11 +564,11 @@ impl Worker {
         };
         let _ = socket.set_nonblocking(true);
         let ticks_per_s = procfs_ticks_per_second();
-        let mut last = ProcSample::read();
+        let mut last = ProcSample::read(&self.hosts.pids());
         let mut last_at = Instant::now();
         loop {
             thread::sleep(self.options.metrics_interval);
-            let now = ProcSample::read();
+            let now = ProcSample::read(&self.hosts.pids());
             let elapsed_s = last_at.elapsed().as_secs_f64().max(1e-3);
             last_at = Instant::now();
             let cpu_cores =
@@ -622,26 +622,43 @@ struct ProcSample {
 }
 
 impl ProcSample {
-    fn read() -> ProcSample {
-        let cpu_ticks = std::fs::read_to_string("/proc/self/stat")
+    /// This worker and the language hosts it runs: a host's CPU and memory
+    /// are the worker's load as far as choosing a worker goes. Exec children
+    /// count through `cutime`/`cstime` once reaped.
+    fn read(host_pids: &[u32]) -> ProcSample {
+        let mut sample = ProcSample::of("/proc/self");
+        for pid in host_pids {
+            let host = ProcSample::of(&format!("/proc/{pid}"));
+            sample.cpu_ticks += host.cpu_ticks;
+            sample.rss_bytes += host.rss_bytes;
+            sample.io_bytes += host.io_bytes;
+        }
+        sample
+    }
+
+    /// One process's counters; `proc_dir` is `/proc/self` or `/proc/<pid>`.
+    fn of(proc_dir: &str) -> ProcSample {
+        let cpu_ticks = std::fs::read_to_string(format!("{proc_dir}/stat"))
             .ok()
             .and_then(|stat| {
-                // Fields after the parenthesised command name; utime and
-                // stime are the 14th and 15th fields of the line.
+                // Fields after the parenthesised command name; utime, stime,
+                // cutime and cstime are the 14th to 17th fields of the line.
                 let rest = stat.rsplit_once(')')?.1;
                 let fields: Vec<&str> = rest.split_whitespace().collect();
-                let utime: u64 = fields.get(11)?.parse().ok()?;
-                let stime: u64 = fields.get(12)?.parse().ok()?;
-                Some(utime + stime)
+                let mut ticks = 0u64;
+                for index in 11..=14 {
+                    ticks += fields.get(index)?.parse::<u64>().ok()?;
+                }
+                Some(ticks)
             })
             .unwrap_or(0);
         // SAFETY: sysconf has no memory effects.
         let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-        let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+        let rss_bytes = std::fs::read_to_string(format!("{proc_dir}/statm"))
             .ok()
             .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
             .map_or(0, |pages| pages * page_bytes);
-        let io_bytes = std::fs::read_to_string("/proc/self/io")
+        let io_bytes = std::fs::read_to_string(format!("{proc_dir}/io"))
             .map(|io| {
                 io.lines()
                     .filter_map(|line| line.split_once(": "))

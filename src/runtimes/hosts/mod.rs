@@ -177,11 +177,27 @@ struct Host {
     child: Child,
     generation: u64,
     io: HostIo,
+    /// Where its pid is listed while it lives.
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Host {
+    fn new(child: Child, generation: u64, io: HostIo, pids: &Arc<Mutex<Vec<u32>>>) -> Host {
+        lock(pids).push(child.id());
+        Host {
+            child,
+            generation,
+            io,
+            pids: pids.clone(),
+        }
+    }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
         kill_and_reap(&mut self.child);
+        let pid = self.child.id();
+        lock(&self.pids).retain(|&p| p != pid);
     }
 }
 
@@ -210,6 +226,8 @@ pub struct ScriptHosts {
     started: Instant,
     /// Makes each php-cgi listening socket's name unique.
     next_socket_id: AtomicU64,
+    /// Every live host's pid, for the worker's metrics.
+    pids: Arc<Mutex<Vec<u32>>>,
 }
 
 impl ScriptHosts {
@@ -235,7 +253,13 @@ impl ScriptHosts {
             refill_wanted: AtomicBool::new(false),
             started: Instant::now(),
             next_socket_id: AtomicU64::new(0),
+            pids: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// The pids of every live host (idle or busy).
+    pub fn pids(&self) -> Vec<u32> {
+        lock(&self.pids).clone()
     }
 
     pub fn call(&self, call: &HostCall<'_>) -> Result<HostOutput, HostError> {
@@ -499,14 +523,15 @@ impl ScriptHosts {
         drop((requests_read, responses_write));
         let requests = File::from(requests_write);
         let responses = File::from(responses_read);
-        let mut host = Host {
+        let mut host = Host::new(
             child,
             generation,
-            io: HostIo::Framed {
+            HostIo::Framed {
                 requests,
                 responses,
             },
-        };
+            &self.pids,
+        );
         let HostIo::Framed {
             requests,
             responses,
@@ -569,14 +594,15 @@ impl ScriptHosts {
             runtime: "php",
             detail: format!("cannot connect to php-cgi: {e}"),
         })?;
-        let mut host = Host {
+        let mut host = Host::new(
             child,
             generation,
-            io: HostIo::FastCgi {
+            HostIo::FastCgi {
                 stream,
                 next_request_id: 1,
             },
-        };
+            &self.pids,
+        );
         if let HostIo::FastCgi { stream, .. } = &mut host.io {
             php::wait_ready(stream, deadline).map_err(|error| match error {
                 HostError::Died { detail, .. } => HostError::Load {
