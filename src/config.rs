@@ -52,6 +52,8 @@ pub struct WorkerArgs {
     pub logs_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub host_min_instances: usize,
+    #[arg(long, default_value_t = 60_000)]
+    pub host_idle_ms: u64,
     #[arg(long, default_value = "python3")]
     pub python: PathBuf,
     #[arg(long, default_value = "node")]
@@ -154,6 +156,11 @@ pub struct ServeOptions {
     /// worker once the function has been called.
     #[arg(long, default_value_t = 1)]
     pub host_min_instances: usize,
+
+    /// Warm hosts beyond --host-min-instances are stopped after this long
+    /// without a request.
+    #[arg(long, default_value_t = 60_000)]
+    pub host_idle_ms: u64,
 
     /// Interpreter of `python` functions (looked up in PATH).
     #[arg(long, default_value = "python3")]

@@ -56,3 +56,40 @@ fn a_module_with_a_syntax_error_is_502_until_it_is_fixed() {
 fn a_one_mib_body_round_trips() {
     check_large_body_echo(&server());
 }
+
+#[test]
+fn hosts_started_for_a_burst_are_stopped_when_idle() {
+    use common::*;
+    use std::time::Duration;
+    let s = FunctionServer::start_with(
+        Lang::Python,
+        &["--host-idle-ms", "300", "--metrics-interval-ms", "100"],
+    );
+    // 8 slow requests at once: up to 4 hosts in each of the 2 workers.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = s.addr();
+            std::thread::spawn(move || get(addr, "/slow?ms=400").status)
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().expect("client"), 200);
+    }
+    let marker = s.marker("slow");
+    let burst = processes_with_marker(&marker).len();
+    assert!(
+        burst > 2,
+        "the burst started more hosts than the warm minimum: {burst}"
+    );
+    let mut now = burst;
+    let shrunk = wait_until(Duration::from_secs(10), || {
+        now = processes_with_marker(&marker).len();
+        now <= 2
+    });
+    assert!(
+        shrunk.is_some(),
+        "idle hosts stopped down to one per worker: {burst} → {now}"
+    );
+    assert!(now >= 1, "the warm minimum stays: {now}");
+    assert_eq!(get(s.addr(), "/slow?ms=0").text(), "slept\n");
+}

@@ -187,6 +187,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     metrics_interval_ms: metrics_interval.as_millis() as u64,
                     logs_dir: Some(options.logs_dir.clone()),
                     host_min_instances: options.host_min_instances,
+                    host_idle_ms: options.host_idle_ms,
                     python: options.python.clone(),
                     node: options.node.clone(),
                     php_cgi: options.php_cgi.clone(),

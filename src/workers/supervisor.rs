@@ -47,6 +47,7 @@ pub struct PoolSpec {
     pub metrics_interval_ms: u64,
     pub logs_dir: Option<PathBuf>,
     pub host_min_instances: usize,
+    pub host_idle_ms: u64,
     pub python: PathBuf,
     pub node: PathBuf,
     pub php_cgi: PathBuf,
@@ -313,6 +314,8 @@ fn start_worker(
     command
         .arg("--host-min-instances")
         .arg(spec.host_min_instances.to_string())
+        .arg("--host-idle-ms")
+        .arg(spec.host_idle_ms.to_string())
         .arg("--python")
         .arg(&spec.python)
         .arg("--node")

@@ -80,6 +80,7 @@ pub struct WorkerOptions {
     pub metrics_interval: Duration,
     pub logs_dir: Option<PathBuf>,
     pub host_min_instances: usize,
+    pub host_idle_ms: u64,
     pub python: PathBuf,
     pub node: PathBuf,
     pub php_cgi: PathBuf,
@@ -98,6 +99,7 @@ impl From<crate::config::WorkerArgs> for WorkerOptions {
             metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(10)),
             logs_dir: args.logs_dir,
             host_min_instances: args.host_min_instances,
+            host_idle_ms: args.host_idle_ms,
             python: args.python,
             node: args.node,
             php_cgi: args.php_cgi,
@@ -197,6 +199,7 @@ pub fn run(options: WorkerOptions) -> Result<(), WorkerError> {
         logs: logs.clone(),
         hosts_per_function_max: options.threads,
         min_instances: options.host_min_instances,
+        idle_ms: options.host_idle_ms,
         python: hosts::find_program(&options.python),
         node: hosts::find_program(&options.node),
         php_cgi: hosts::find_program(&options.php_cgi),
@@ -568,6 +571,8 @@ impl Worker {
         let mut last_at = Instant::now();
         loop {
             thread::sleep(self.options.metrics_interval);
+            // Off the request threads: stopping a host needs no request.
+            self.hosts.stop_idle();
             let now = ProcSample::read(&self.hosts.pids());
             let elapsed_s = last_at.elapsed().as_secs_f64().max(1e-3);
             last_at = Instant::now();

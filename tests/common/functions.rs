@@ -113,6 +113,11 @@ impl std::ops::Deref for FunctionServer {
 
 impl FunctionServer {
     pub fn start(lang: Lang) -> FunctionServer {
+        FunctionServer::start_with(lang, &[])
+    }
+
+    /// [`FunctionServer::start`] with more `corefn serve` arguments.
+    pub fn start_with(lang: Lang, extra_args: &[&str]) -> FunctionServer {
         let functions = tempfile::tempdir().expect("functions tempdir");
         let examples = example_dir(lang.runtime());
         let mut names = Vec::new();
@@ -157,7 +162,7 @@ impl FunctionServer {
         let routes: Vec<(&str, &str)> =
             rows.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         FunctionServer {
-            server: WorkerServer::start(&routes, functions.path(), &[]),
+            server: WorkerServer::start(&routes, functions.path(), extra_args),
             lang,
             functions,
         }

@@ -72,6 +72,8 @@ pub struct HostsConfig {
     pub hosts_per_function_max: usize,
     /// Hosts kept warm per function once it has been called.
     pub min_instances: usize,
+    /// Hosts beyond `min_instances` are stopped after this long idle.
+    pub idle_ms: u64,
     pub python: PathBuf,
     pub node: PathBuf,
     pub php_cgi: PathBuf,
@@ -177,6 +179,8 @@ struct Host {
     child: Child,
     generation: u64,
     io: HostIo,
+    /// When it last finished a request (or started).
+    idle_since: Instant,
     /// Where its pid is listed while it lives.
     pids: Arc<Mutex<Vec<u32>>>,
 }
@@ -188,6 +192,7 @@ impl Host {
             child,
             generation,
             io,
+            idle_since: Instant::now(),
             pids: pids.clone(),
         }
     }
@@ -350,6 +355,39 @@ impl ScriptHosts {
                     Ok(host) => pool.give_back(host, &self.refill_wanted),
                     Err(_) => break,
                 }
+            }
+        }
+    }
+
+    /// Stops hosts idle for longer than `idle_ms`, keeping `min_instances`
+    /// per function: a burst's extra hosts do not hold memory forever. Any
+    /// thread may call it (nothing is started here).
+    pub fn stop_idle(&self) {
+        let idle_for = Duration::from_millis(self.config.idle_ms);
+        let pools: Vec<Arc<Pool>> = self.read_pools().values().cloned().collect();
+        for pool in pools {
+            let stopped: Vec<Host> = {
+                let mut idle = lock(&pool.idle);
+                // The most recently used are at the end and stay.
+                let keep_at_least = self
+                    .config
+                    .min_instances
+                    .saturating_sub(pool.live.load(Ordering::Relaxed).saturating_sub(idle.len()));
+                let mut stopped = Vec::new();
+                let mut index = 0;
+                while index < idle.len() && idle.len() > keep_at_least {
+                    if idle[index].idle_since.elapsed() >= idle_for {
+                        stopped.push(idle.remove(index));
+                    } else {
+                        index += 1;
+                    }
+                }
+                stopped
+            };
+            for host in stopped {
+                let live = pool.live.fetch_sub(1, Ordering::Relaxed);
+                debug_assert!(live > 0, "a stopped host was counted");
+                drop(host);
             }
         }
     }
@@ -638,9 +676,10 @@ impl Pool {
         None
     }
 
-    fn give_back(&self, host: Host, refill_wanted: &AtomicBool) {
+    fn give_back(&self, mut host: Host, refill_wanted: &AtomicBool) {
         let current = self.file.generation().ok();
         if current == Some(host.generation) {
+            host.idle_since = Instant::now();
             lock(&self.idle).push(host);
         } else {
             self.discard(host, refill_wanted);
