@@ -16,8 +16,9 @@
 //! back to `min_instances` after the response has gone out. A changed
 //! module file is a new generation: hosts of older generations are retired
 //! as they come back, so new requests run the new code. A version that
-//! fails to load is remembered, so a broken deploy costs one start per
-//! worker, not one per request. Handler stdout/stderr go to the function's
+//! fails to load is remembered (for [`LOAD_FAILURE_KEPT_MS`] or until the
+//! file changes), so a broken deploy costs a start per worker every few
+//! seconds, not one per request. Handler stdout/stderr go to the function's
 //! log file ([`super::logs`]).
 
 mod fastcgi;
@@ -57,6 +58,9 @@ pub const PHP_PRELUDE: &str = include_str!("../../../runtimes/php/prelude.php");
 pub const POOLS_MAX: usize = 256;
 /// Time a host started to refill a pool (no request waiting) has to load.
 pub const HOST_START_TIMEOUT_MS: u64 = 10_000;
+/// How long a version that failed to load is answered with its error
+/// without trying to start it again (unless the file changes first).
+pub const LOAD_FAILURE_KEPT_MS: u64 = 5_000;
 /// Longest error line from a host that reaches a client.
 const ERROR_LINE_CHARS_MAX: usize = 300;
 
@@ -218,8 +222,8 @@ struct Pool {
     idle: Mutex<Vec<Host>>,
     /// Hosts alive, idle or busy.
     live: AtomicUsize,
-    /// The generation that failed to load, and how.
-    failed: Mutex<Option<(u64, HostError)>>,
+    /// The generation that failed to load, how, and when.
+    failed: Mutex<Option<(u64, HostError, Instant)>>,
     last_used_ms: AtomicU64,
 }
 
@@ -285,10 +289,8 @@ impl ScriptHosts {
                 }
             }
         })?;
-        if let Some((failed_generation, error)) = lock(&pool.failed).as_ref() {
-            if *failed_generation == generation {
-                return Err(error.clone());
-            }
+        if let Some(error) = pool.load_failure(generation) {
+            return Err(error);
         }
         let mut host = match pool.take_idle(generation) {
             Some(host) => host,
@@ -344,10 +346,7 @@ impl ScriptHosts {
                 let Ok(generation) = pool.file.generation() else {
                     break;
                 };
-                if lock(&pool.failed)
-                    .as_ref()
-                    .is_some_and(|(g, _)| *g == generation)
-                {
+                if pool.load_failure(generation).is_some() {
                     break;
                 }
                 let deadline = Instant::now() + Duration::from_millis(HOST_START_TIMEOUT_MS);
@@ -504,7 +503,7 @@ impl ScriptHosts {
             Err(error) => {
                 if matches!(error, HostError::Load { .. }) {
                     eprintln!("corefn: {error}");
-                    *lock(&pool.failed) = Some((generation, error.clone()));
+                    *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));
                 }
                 Err(error)
             }
@@ -663,6 +662,16 @@ impl ScriptHosts {
 }
 
 impl Pool {
+    /// How this generation failed to load, if it did in the last
+    /// [`LOAD_FAILURE_KEPT_MS`] (a failure may have been the machine's, not
+    /// the code's, so it is tried again now and then).
+    fn load_failure(&self, generation: u64) -> Option<HostError> {
+        let failed = lock(&self.failed);
+        let (failed_generation, error, at) = failed.as_ref()?;
+        let recent = at.elapsed() < Duration::from_millis(LOAD_FAILURE_KEPT_MS);
+        (*failed_generation == generation && recent).then(|| error.clone())
+    }
+
     /// An idle host of `generation`; older ones met on the way are stopped.
     fn take_idle(&self, generation: u64) -> Option<Host> {
         let mut idle = lock(&self.idle);
