@@ -63,20 +63,25 @@ fn hosts_started_for_a_burst_are_stopped_when_idle() {
     use std::time::Duration;
     let s = FunctionServer::start_with(
         Lang::Python,
-        &["--host-idle-ms", "300", "--metrics-interval-ms", "100"],
+        &["--host-idle-ms", "1000", "--metrics-interval-ms", "100"],
     );
     // 8 slow requests at once: up to 4 hosts in each of the 2 workers.
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let addr = s.addr();
-            std::thread::spawn(move || get(addr, "/slow?ms=400").status)
+            std::thread::spawn(move || get(addr, "/slow?ms=800").status)
         })
         .collect();
+    // The most hosts seen while the burst runs.
+    let marker = s.marker("slow");
+    let mut burst = 0;
+    wait_until(Duration::from_millis(700), || {
+        burst = burst.max(processes_with_marker(&marker).len());
+        false
+    });
     for client in clients {
         assert_eq!(client.join().expect("client"), 200);
     }
-    let marker = s.marker("slow");
-    let burst = processes_with_marker(&marker).len();
     assert!(
         burst > 2,
         "the burst started more hosts than the warm minimum: {burst}"
