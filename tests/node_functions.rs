@@ -60,3 +60,11 @@ fn a_module_with_a_syntax_error_is_502_until_it_is_fixed() {
 fn a_one_mib_body_round_trips() {
     check_large_body_echo(&server());
 }
+
+#[test]
+fn a_host_that_dies_mid_request_is_502_and_replaced() {
+    check_host_death_is_502_and_replaced(
+        &server(),
+        "exports.handler = async (req) => {\n  if (req.queryStringParameters.die) process.exit(3);\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"alive\\n\"};\n};\n",
+    );
+}

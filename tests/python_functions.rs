@@ -98,3 +98,11 @@ fn hosts_started_for_a_burst_are_stopped_when_idle() {
     assert!(now >= 1, "the warm minimum stays: {now}");
     assert_eq!(get(s.addr(), "/slow?ms=0").text(), "slept\n");
 }
+
+#[test]
+fn a_host_that_dies_mid_request_is_502_and_replaced() {
+    check_host_death_is_502_and_replaced(
+        &server(),
+        "import os\n\ndef handle(request):\n    if request.query_params.get(\"die\"):\n        os._exit(3)\n    return (200, {\"content-type\": \"text/plain\"}, \"alive\\n\")\n",
+    );
+}

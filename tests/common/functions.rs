@@ -516,3 +516,37 @@ pub fn check_large_body_echo(s: &FunctionServer) {
         Some(text.len())
     );
 }
+
+/// A host that dies in the middle of a request: that request gets 502
+/// saying how the host ended, and the next one a fresh host.
+pub fn check_host_death_is_502_and_replaced(s: &FunctionServer, source: &str) {
+    let file = s
+        .functions_dir()
+        .join(format!("dies.{}", s.lang.extension()));
+    std::fs::write(&file, source).expect("write the module");
+    insert_route(
+        s.db_path(),
+        "GET:/dies",
+        &json!({"runtime": s.lang.runtime(), "module": format!("dies.{}", s.lang.extension())})
+            .to_string(),
+    );
+    let served = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/dies").status != 404
+    });
+    assert!(served.is_some(), "the route is served");
+    for round in 0..3 {
+        let r = get(s.addr(), "/dies?die=1");
+        assert_eq!(r.status, 502, "round {round}: body {:?}", r.text());
+        assert!(
+            r.text().contains("exited with status 3"),
+            "round {round}: says how the host ended: {:?}",
+            r.text()
+        );
+        let r = get(s.addr(), "/dies");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "alive\n"),
+            "round {round}: a fresh host"
+        );
+    }
+}
