@@ -68,3 +68,9 @@ fn a_host_that_dies_mid_request_is_502_and_replaced() {
         "exports.handler = async (req) => {\n  if (req.queryStringParameters.die) process.exit(3);\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"alive\\n\"};\n};\n",
     );
 }
+
+#[test]
+fn no_host_outlives_a_stopped_or_killed_gateway() {
+    check_no_host_outlives_the_gateway(server(), libc::SIGTERM);
+    check_no_host_outlives_the_gateway(server(), libc::SIGKILL);
+}

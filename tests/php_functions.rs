@@ -56,3 +56,9 @@ fn a_script_with_a_parse_error_is_502_until_it_is_fixed() {
 fn a_one_mib_body_round_trips() {
     check_large_body_echo(&server());
 }
+
+#[test]
+fn no_host_outlives_a_stopped_or_killed_gateway() {
+    check_no_host_outlives_the_gateway(server(), libc::SIGTERM);
+    check_no_host_outlives_the_gateway(server(), libc::SIGKILL);
+}

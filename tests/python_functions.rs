@@ -106,3 +106,9 @@ fn a_host_that_dies_mid_request_is_502_and_replaced() {
         "import os\n\ndef handle(request):\n    if request.query_params.get(\"die\"):\n        os._exit(3)\n    return (200, {\"content-type\": \"text/plain\"}, \"alive\\n\")\n",
     );
 }
+
+#[test]
+fn no_host_outlives_a_stopped_or_killed_gateway() {
+    check_no_host_outlives_the_gateway(server(), libc::SIGTERM);
+    check_no_host_outlives_the_gateway(server(), libc::SIGKILL);
+}

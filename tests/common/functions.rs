@@ -111,6 +111,12 @@ impl std::ops::Deref for FunctionServer {
     }
 }
 
+impl std::ops::DerefMut for FunctionServer {
+    fn deref_mut(&mut self) -> &mut WorkerServer {
+        &mut self.server
+    }
+}
+
 impl FunctionServer {
     pub fn start(lang: Lang) -> FunctionServer {
         FunctionServer::start_with(lang, &[])
@@ -549,4 +555,28 @@ pub fn check_host_death_is_502_and_replaced(s: &FunctionServer, source: &str) {
             "round {round}: a fresh host"
         );
     }
+}
+
+/// SIGTERM or SIGKILL to the gateway: no host of `name` outlives it.
+pub fn check_no_host_outlives_the_gateway(mut s: FunctionServer, signal: i32) {
+    assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
+    let marker = s.marker("hello");
+    assert!(
+        !processes_with_marker(&marker).is_empty(),
+        "a warm host runs"
+    );
+    s.signal(signal);
+    assert!(
+        s.wait_exit(Duration::from_secs(20)).is_some(),
+        "the gateway exits"
+    );
+    let mut left = Vec::new();
+    let gone = wait_until(Duration::from_secs(5), || {
+        left = processes_with_marker(&marker);
+        left.is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "hosts left behind after signal {signal}: {left:?}"
+    );
 }
