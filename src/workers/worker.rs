@@ -404,7 +404,10 @@ impl Worker {
             remote_addr,
             server_port: None,
         };
-        let env = cgi::environment(&cgi_request, &descriptor.env);
+        // The CGI environment, for the runtimes that take one (wasm, exec,
+        // php's FastCGI params); native and the framed hosts get the request
+        // as it is.
+        let cgi_env = || cgi::environment(&cgi_request, &descriptor.env);
         let module = descriptor.module.as_deref().unwrap_or_default();
         let timeout_ms = descriptor.timeout_ms;
         let failed = |message: String| HttpError::FunctionFailed(message);
@@ -416,7 +419,7 @@ impl Worker {
                         module,
                         timeout_ms,
                         memory_mb: descriptor.memory_mb,
-                        env: &env,
+                        env: &cgi_env(),
                         stdin: body,
                     })
                     .map_err(|error| function_error(&error, error.is_timeout(), timeout_ms))?;
@@ -433,7 +436,7 @@ impl Worker {
                 let stdout = exec::run(ExecCall {
                     program: &program,
                     module,
-                    env: &env,
+                    env: &cgi_env(),
                     stdin: body,
                     timeout_ms,
                     stdout_bytes_max: RESPONSE_BYTES_MAX,
@@ -484,7 +487,11 @@ impl Worker {
                         descriptor_env: &descriptor.env,
                         request: &cgi_request,
                         body,
-                        cgi_env: &env,
+                        cgi_env: &if descriptor.runtime == Runtime::Php {
+                            cgi_env()
+                        } else {
+                            Vec::new()
+                        },
                         timeout_ms,
                     })
                     .map_err(|error| {

@@ -93,7 +93,7 @@ pub struct HostCall<'a> {
     pub descriptor_env: &'a BTreeMap<String, String>,
     pub request: &'a CgiRequest<'a>,
     pub body: &'a [u8],
-    /// The CGI environment (for php's FastCGI params).
+    /// The CGI environment: php's FastCGI params (empty for the others).
     pub cgi_env: &'a [(String, String)],
     pub timeout_ms: u64,
 }
