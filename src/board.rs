@@ -11,7 +11,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 
 /// A published value knows its version; versions only grow.
 pub trait Versioned {
@@ -34,7 +36,7 @@ impl<T: Versioned> Board<T> {
     /// Called by the one publishing thread.
     pub fn publish(&self, value: T) {
         let version = value.version();
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = lock(&self.current);
         assert!(version > current.version(), "published versions only grow");
         *current = Arc::new(value);
         self.version.store(version, Ordering::Release);
@@ -45,10 +47,7 @@ impl<T: Versioned> Board<T> {
     }
 
     pub fn current(&self) -> Arc<T> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.current).clone()
     }
 }
 

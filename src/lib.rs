@@ -7,8 +7,8 @@
 //!   timeouts, graceful shutdown).
 //! * [`routes`]: the SQLite route store, the watcher thread that notices
 //!   changes, and the immutable route tables published to every core.
-//! * [`runtimes`]: what answers a matched route (today: `static`, answered by
-//!   the gateway itself).
+//! * [`runtimes`]: what answers a matched route: `static` in the gateway,
+//!   wasm, native, exec and the warm language hosts in worker processes.
 //! * [`api`]: the control plane reachable over HTTP under the reserved `/_/`
 //!   prefix.
 //! * [`error`]: every error a client can see, and the one place where errors
@@ -18,7 +18,8 @@
 //! control-plane threads to the cores.
 //!
 //! [`config`] holds the command-line surface and its limits, [`http`] the
-//! response encoding, [`clock`] the date formats.
+//! response encoding, [`clock`] the date formats, [`sync`] the
+//! poison-tolerant locks.
 
 pub mod api;
 pub mod board;
@@ -30,4 +31,5 @@ pub mod http;
 pub mod routes;
 pub mod runtimes;
 pub mod scheduler;
+pub mod sync;
 pub mod workers;

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::sync::lock;
+
 /// A function's file is looked at (one `stat`) at most this often per
 /// process and function; a change on disk is served within this much.
 pub const FILE_CHECK_INTERVAL_MS: u64 = 10;
@@ -84,7 +86,7 @@ impl WatchedFile {
         // Offset by one so that 0 means "never checked".
         let now_ms = self.created.elapsed().as_millis() as u64 + 1;
         let checked_ms = self.checked_ms.load(Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         if checked_ms != 0
             && now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS
             && state.0.is_some()

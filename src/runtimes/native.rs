@@ -30,6 +30,7 @@ use thiserror::Error;
 use super::cgi::{self, CgiResponse};
 use super::file_stamp::WatchedFile;
 use crate::routes::descriptor::is_token_byte;
+use crate::sync::{lock, read, write};
 
 /// `COREFN_ABI_VERSION` of corefn.h.
 pub const ABI_VERSION: u32 = 1;
@@ -200,7 +201,7 @@ impl NativeRuntime {
     /// or changed.
     fn library(&self, module: &str, handler: &str) -> Result<Arc<Loaded>, NativeError> {
         let key = (module.to_string(), handler.to_string());
-        let cached = self.read_entries().get(&key).cloned();
+        let cached = read(&self.entries).get(&key).cloned();
         let entry = match cached {
             Some(entry) => entry,
             None => {
@@ -210,7 +211,7 @@ impl NativeRuntime {
                     current: Mutex::new(None),
                     last_used: Mutex::new(std::time::Instant::now()),
                 });
-                let mut entries = self.write_entries();
+                let mut entries = write(&self.entries);
                 if entries.len() >= LIBRARIES_LOADED_MAX {
                     let oldest = entries
                         .iter()
@@ -257,22 +258,6 @@ impl NativeRuntime {
         *current = Some(loaded.clone());
         Ok(loaded)
     }
-
-    fn read_entries(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), Arc<Entry>>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_entries(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), Arc<Entry>>> {
-        self.entries.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Copies the file to `copy` (a path never used before), loads it from

@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 
 use super::worker::FIRST_CHANNEL_FD;
+use crate::sync::lock;
 
 /// How often the supervisor checks its children.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
@@ -70,10 +71,7 @@ pub struct PoolStatus {
 
 impl PoolStatus {
     pub fn snapshot(&self) -> Vec<SlotStatus> {
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.slots).clone()
     }
 
     fn set(&self, slots: &[Slot]) {
@@ -90,7 +88,7 @@ impl PoolStatus {
                 },
             })
             .collect();
-        *self.slots.lock().unwrap_or_else(PoisonError::into_inner) = statuses;
+        *lock(&self.slots) = statuses;
     }
 }
 
@@ -112,10 +110,7 @@ pub struct LinkInbox {
 
 impl LinkInbox {
     fn push(&self, link: NewLink) {
-        self.links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(link);
+        lock(&self.links).push(link);
         self.version.fetch_add(1, Ordering::Release);
     }
 
@@ -127,7 +122,7 @@ impl LinkInbox {
             return Vec::new();
         }
         *seen_version = version;
-        std::mem::take(&mut *self.links.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(&mut *lock(&self.links))
     }
 }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Instant;
 
+use crate::sync::lock;
+
 const RUNNING: u8 = 0;
 const FINISHED: u8 = 1;
 const EXPIRED: u8 = 2;
@@ -130,10 +132,6 @@ fn run(shared: &Shared) {
                 .unwrap_or_else(|p| p.into_inner()),
         };
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use crate::runtimes::logs::FunctionLogs;
 use crate::runtimes::native::{NativeCall, NativeRuntime};
 use crate::runtimes::wasm::{WasmCall, WasmConfig, WasmRuntime};
 use crate::scheduler::metrics::WorkerSample;
+use crate::sync::lock;
 
 /// Set by SIGUSR1, which the supervisor sends when the gateway starts
 /// shutting down: responses written from then on carry `connection: close`.
@@ -605,10 +606,7 @@ impl Worker {
     }
 
     fn descriptor(&self, json: &[u8]) -> Result<Arc<Descriptor>, HttpError> {
-        let mut cache = self
-            .descriptors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cache = lock(&self.descriptors);
         if let Some(descriptor) = cache.get(json) {
             return Ok(descriptor.clone());
         }

@@ -45,6 +45,7 @@ use super::file_stamp::WatchedFile;
 use super::logs::FunctionLogs;
 use super::process::{self, kill_and_reap, set_nonblocking};
 use crate::routes::descriptor::Runtime;
+use crate::sync::{lock, read, write};
 use frame::FrameError;
 
 /// The host programs, embedded so that a corefn binary runs them wherever
@@ -340,7 +341,7 @@ impl ScriptHosts {
         if !self.refill_wanted.swap(false, Ordering::Relaxed) {
             return;
         }
-        let pools: Vec<Arc<Pool>> = self.read_pools().values().cloned().collect();
+        let pools: Vec<Arc<Pool>> = read(&self.pools).values().cloned().collect();
         for pool in pools {
             while pool.live.load(Ordering::Relaxed) < self.config.min_instances {
                 let Ok(generation) = pool.file.generation() else {
@@ -363,7 +364,7 @@ impl ScriptHosts {
     /// thread may call it (nothing is started here).
     pub fn stop_idle(&self) {
         let idle_for = Duration::from_millis(self.config.idle_ms);
-        let pools: Vec<Arc<Pool>> = self.read_pools().values().cloned().collect();
+        let pools: Vec<Arc<Pool>> = read(&self.pools).values().cloned().collect();
         for pool in pools {
             let stopped: Vec<Host> = {
                 let mut idle = lock(&pool.idle);
@@ -407,13 +408,13 @@ impl ScriptHosts {
             key.push_str(value);
         }
         let now_ms = self.started.elapsed().as_millis() as u64;
-        if let Some(pool) = self.read_pools().get(&key) {
+        if let Some(pool) = read(&self.pools).get(&key) {
             pool.last_used_ms.store(now_ms, Ordering::Relaxed);
             return pool.clone();
         }
         let pool = Arc::new(self.new_pool(call));
         pool.last_used_ms.store(now_ms, Ordering::Relaxed);
-        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        let mut pools = write(&self.pools);
         if pools.len() >= POOLS_MAX && !pools.contains_key(&key) {
             let oldest = pools
                 .iter()
@@ -655,10 +656,6 @@ impl ScriptHosts {
         }
         Ok(host)
     }
-
-    fn read_pools(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Pool>>> {
-        self.pools.read().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 impl Pool {
@@ -837,10 +834,6 @@ fn write_if_changed(path: &Path, text: &str) -> io::Result<()> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temporary, text)?;
     std::fs::rename(&temporary, path)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An interpreter by name, looked up in this process's PATH, or as given.

@@ -34,6 +34,7 @@ use super::disk_cache::{DiskCache, Rejected};
 use super::host::Host;
 use super::{CacheOutcome, WasmError};
 use crate::runtimes::file_stamp::{FileStamp, FILE_CHECK_INTERVAL_MS};
+use crate::sync::{read, write};
 
 /// Modules kept compiled in memory per process.
 pub const MODULES_CACHED_MAX: usize = 1024;
@@ -126,7 +127,7 @@ impl Modules {
         name: &str,
     ) -> Result<(Arc<Prepared>, CacheOutcome), WasmError> {
         let now_ms = self.created.elapsed().as_millis() as u64;
-        let cached = self.read_entries().get(name).cloned();
+        let cached = read(&self.entries).get(name).cloned();
         if let Some(entry) = cached {
             let checked_ms = entry.checked_ms.load(Ordering::Relaxed);
             if now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS {
@@ -145,7 +146,7 @@ impl Modules {
                 Err(e) => {
                     // Gone or unreadable: new calls must not run the old
                     // copy of a module that was removed.
-                    self.write_entries().remove(name);
+                    write(&self.entries).remove(name);
                     return Err(module_io_error(name, e));
                 }
             }
@@ -153,7 +154,7 @@ impl Modules {
 
         let path = self.functions_dir.join(name);
         let (bytes, stamp) = read_module(&path).map_err(|e| {
-            self.write_entries().remove(name);
+            write(&self.entries).remove(name);
             module_io_error(name, e)
         })?;
         let (loaded, outcome) = match self.load(engine, linker, name, &bytes) {
@@ -170,7 +171,7 @@ impl Modules {
             last_used_ms: AtomicU64::new(now_ms),
             checked_ms: AtomicU64::new(now_ms),
         });
-        let mut entries = self.write_entries();
+        let mut entries = write(&self.entries);
         if entries.len() >= MODULES_CACHED_MAX && !entries.contains_key(name) {
             let oldest = entries
                 .iter()
@@ -256,16 +257,6 @@ impl Modules {
                 .fetch_add(1, Ordering::Relaxed),
         };
         Ok((module, CacheOutcome::Compiled))
-    }
-
-    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Prepared>>> {
-        // A panic while the lock was held cannot leave the map half-updated
-        // (every update is one insert or remove), so poisoning is ignored.
-        self.entries.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Prepared>>> {
-        self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
