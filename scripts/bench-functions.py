@@ -24,7 +24,6 @@ import argparse
 import datetime
 import os
 import shlex
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ import sys
 import tempfile
 import time
 
-import wrk_report
+import bench_common
 
 PORT = 18280
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,16 +166,12 @@ def main():
                 out = run_wrk(args.wrk, path, body, args.duration, tmp)
                 cpu_after = tree_cpu_seconds(server.pid)
                 raw.append(f"## round {round_index} {name}\n{out}")
-                result = wrk_report.summary(out)
+                result = bench_common.summary(out)
                 result["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(result["requests"], 1)
                 results[name].append(result)
         distribution = worker_distribution()
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        bench_common.stop_server(server)
 
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
@@ -199,14 +194,7 @@ def main():
             f"| {sum(r['errors'] for r in results[name])} |")
     if distribution:
         lines += ["", f"requests served per worker over the whole run: {distribution}"]
-    summary = "\n".join(lines)
-    print(summary)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "summary.md"), "w") as f:
-            f.write(summary + "\n")
-        with open(os.path.join(args.out, "raw.txt"), "w") as f:
-            f.write("\n".join(raw))
+    bench_common.write_report(args.out, "\n".join(lines), raw)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ import datetime
 import os
 import re
 import shlex
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-import wrk_report
+import bench_common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COREFN_PORT = 18380
@@ -39,7 +37,7 @@ FPM_PORT = 18381
 def wrk(args, url, duration):
     out = subprocess.run(["wrk", "-d", f"{duration}s", "--latency", *shlex.split(args), url],
                          capture_output=True, text=True, check=True).stdout
-    return {**wrk_report.summary(out), "raw": out}
+    return {**bench_common.summary(out), "raw": out}
 
 
 def main():
@@ -94,11 +92,7 @@ def main():
                 raw.append(f"## round {round_index} {name}\n{result.pop('raw')}")
                 results[name].append(result)
     finally:
-        corefn.send_signal(signal.SIGTERM)
-        try:
-            corefn.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            corefn.kill()
+        bench_common.stop_server(corefn)
         subprocess.run(["bash", os.path.join(ROOT, "scripts/php-fpm-baseline.sh"), "stop", state_dir],
                        capture_output=True)
 
@@ -118,14 +112,7 @@ def main():
         lines.append(
             f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} "
             f"| {med(name, 'rps') / med(base, 'rps'):.2f} | {sum(r['errors'] for r in results[name])} |")
-    summary = "\n".join(lines)
-    print(summary)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "summary.md"), "w") as f:
-            f.write(summary + "\n")
-        with open(os.path.join(args.out, "raw.txt"), "w") as f:
-            f.write("\n".join(raw))
+    bench_common.write_report(args.out, "\n".join(lines), raw)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ import argparse
 import http.client
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import bench_common
 
 PORT = 18190
 POLL_DEADLINE_S = 5.0
@@ -145,8 +146,7 @@ def main():
                   f"median {statistics.median(latencies_ms):.1f} ms, "
                   f"p90 {p90:.1f} ms, max {latencies_ms[-1]:.1f} ms")
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=15)
+            bench_common.stop_server(server)
 
 
 if __name__ == "__main__":

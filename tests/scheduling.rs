@@ -28,6 +28,18 @@ fn worker_field(json: &serde_json::Value, id: u64, field: &str) -> serde_json::V
         .clone()
 }
 
+/// GET /spin on a thread of its own; joins to the response status.
+fn spin_in_background(addr: std::net::SocketAddr) -> thread::JoinHandle<u16> {
+    thread::spawn(move || {
+        let mut c = Conn::connect(addr);
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        c.write(get_req("/spin").as_bytes());
+        c.read_response().status
+    })
+}
+
 fn served(json: &serde_json::Value, id: u64) -> u64 {
     worker_field(json, id, "requests_served")
         .as_u64()
@@ -102,14 +114,7 @@ fn short_requests_avoid_a_worker_kept_busy_by_a_cpu_heavy_function() {
     );
     let addr = s.addr();
     // One spinning request keeps one worker's CPU busy for 6 s.
-    let spinner = thread::spawn(move || {
-        let mut c = Conn::connect(addr);
-        c.stream()
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        c.write(get_req("/spin").as_bytes());
-        c.read_response().status
-    });
+    let spinner = spin_in_background(addr);
     // Let the EWMA see it: a few 500 ms intervals. The busy worker is the
     // one that reports the spin in flight (a worker's first report can also
     // show a burst of start-up CPU, so CPU alone does not say which).
@@ -287,15 +292,7 @@ fn a_busy_language_host_counts_as_its_workers_load() {
         &python_examples,
         &["--metrics-interval-ms", "100"],
     );
-    let addr = s.addr();
-    let spinner = thread::spawn(move || {
-        let mut c = Conn::connect(addr);
-        c.stream()
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        c.write(get_req("/spin").as_bytes());
-        c.read_response().status
-    });
+    let spinner = spin_in_background(s.addr());
     let busy = wait_until(Duration::from_secs(6), || {
         let json = workers_json(&s);
         (0..2).any(|id| {

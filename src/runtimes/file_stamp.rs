@@ -59,7 +59,12 @@ impl FileStamp {
 pub struct WatchedFile {
     path: PathBuf,
     created: Instant,
+    /// When the stamp was last found (0: never, or the file was missing);
+    /// stored after `generation`, so a fresh check means a current one.
     checked_ms: AtomicU64,
+    /// `state.1`, readable without the lock on the per-request path.
+    generation: AtomicU64,
+    /// The stamp last seen and its generation; held only to `stat`.
     state: Mutex<(Option<FileStamp>, u64)>,
 }
 
@@ -70,6 +75,7 @@ impl WatchedFile {
             path,
             created: Instant::now(),
             checked_ms: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             state: Mutex::new((None, 0)),
         }
     }
@@ -85,14 +91,11 @@ impl WatchedFile {
     pub fn generation(&self) -> io::Result<u64> {
         // Offset by one so that 0 means "never checked".
         let now_ms = self.created.elapsed().as_millis() as u64 + 1;
-        let checked_ms = self.checked_ms.load(Ordering::Relaxed);
-        let mut state = lock(&self.state);
-        if checked_ms != 0
-            && now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS
-            && state.0.is_some()
-        {
-            return Ok(state.1);
+        let checked_ms = self.checked_ms.load(Ordering::Acquire);
+        if checked_ms != 0 && now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS {
+            return Ok(self.generation.load(Ordering::Relaxed));
         }
+        let mut state = lock(&self.state);
         let stamp = match FileStamp::read(&self.path) {
             Ok(stamp) => stamp,
             Err(error) => {
@@ -104,8 +107,9 @@ impl WatchedFile {
         if state.0 != Some(stamp) {
             state.0 = Some(stamp);
             state.1 += 1;
+            self.generation.store(state.1, Ordering::Relaxed);
         }
-        self.checked_ms.store(now_ms, Ordering::Relaxed);
+        self.checked_ms.store(now_ms, Ordering::Release);
         Ok(state.1)
     }
 }

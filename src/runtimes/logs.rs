@@ -60,11 +60,19 @@ impl FunctionLogs {
     }
 }
 
+/// Opens for appending; the directories are made only when missing (an
+/// exec function opens its log on every request).
 fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    match open() {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            open()
+        }
+        result => result,
     }
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// A new descriptor for this process's stderr, usable as a child's output.

@@ -17,7 +17,7 @@
 //! watchdog answers 504 and replaces the process). Everything the library
 //! hands back goes through the CGI header rules before it reaches a client.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::fs;
 use std::io::Write;
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use thiserror::Error;
 
-use super::cgi::{self, CgiResponse};
+use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
 use crate::routes::descriptor::is_token_byte;
 use crate::sync::{lock, read, write};
@@ -78,7 +78,8 @@ struct Entry {
     file: WatchedFile,
     handler: String,
     current: Mutex<Option<Arc<Loaded>>>,
-    last_used: Mutex<std::time::Instant>,
+    /// Milliseconds since the runtime was made, for eviction.
+    last_used_ms: AtomicU64,
 }
 
 pub struct NativeRuntime {
@@ -86,18 +87,17 @@ pub struct NativeRuntime {
     copies_dir: PathBuf,
     copies_made: AtomicU64,
     entries: RwLock<HashMap<(String, String), Arc<Entry>>>,
+    created: std::time::Instant,
 }
 
 /// One invocation.
 pub struct NativeCall<'a> {
     pub module: &'a str,
     pub handler: Option<&'a str>,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a str,
-    pub headers: &'a [(&'a str, &'a [u8])],
+    pub request: &'a CgiRequest<'a>,
     pub body: &'a [u8],
-    pub env: &'a [(String, String)],
+    /// The descriptor's `env`.
+    pub env: &'a BTreeMap<String, String>,
     /// Body bytes the function may write.
     pub body_bytes_max: usize,
 }
@@ -117,6 +117,7 @@ impl NativeRuntime {
             copies_dir,
             copies_made: AtomicU64::new(0),
             entries: RwLock::new(HashMap::new()),
+            created: std::time::Instant::now(),
         }
     }
 
@@ -127,6 +128,7 @@ impl NativeRuntime {
             len: s.len(),
         };
         let headers: Vec<RawHeader> = call
+            .request
             .headers
             .iter()
             .map(|(name, value)| RawHeader {
@@ -144,9 +146,9 @@ impl NativeRuntime {
             .collect();
         let request = RawRequest {
             abi_version: ABI_VERSION,
-            method: str_of(call.method.as_bytes()),
-            path: str_of(call.path.as_bytes()),
-            query: str_of(call.query.as_bytes()),
+            method: str_of(call.request.method.as_bytes()),
+            path: str_of(call.request.path.as_bytes()),
+            query: str_of(call.request.query.as_bytes()),
             headers: headers.as_ptr(),
             header_count: headers.len(),
             body: call.body.as_ptr(),
@@ -209,13 +211,13 @@ impl NativeRuntime {
                     file: WatchedFile::new(self.functions_dir.join(module)),
                     handler: handler.to_string(),
                     current: Mutex::new(None),
-                    last_used: Mutex::new(std::time::Instant::now()),
+                    last_used_ms: AtomicU64::new(0),
                 });
                 let mut entries = write(&self.entries);
                 if entries.len() >= LIBRARIES_LOADED_MAX {
                     let oldest = entries
                         .iter()
-                        .min_by_key(|(_, e)| *lock(&e.last_used))
+                        .min_by_key(|(_, e)| e.last_used_ms.load(Ordering::Relaxed))
                         .map(|(k, _)| k.clone());
                     if let Some(oldest) = oldest {
                         entries.remove(&oldest);
@@ -224,7 +226,8 @@ impl NativeRuntime {
                 entries.entry(key).or_insert(entry).clone()
             }
         };
-        *lock(&entry.last_used) = std::time::Instant::now();
+        let now_ms = self.created.elapsed().as_millis() as u64;
+        entry.last_used_ms.store(now_ms, Ordering::Relaxed);
         let generation = entry.file.generation().map_err(|e| {
             *lock(&entry.current) = None;
             if e.kind() == std::io::ErrorKind::NotFound {

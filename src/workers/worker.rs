@@ -405,9 +405,8 @@ impl Worker {
             remote_addr,
             server_port: None,
         };
-        // The CGI environment, for the runtimes that take one (wasm, exec,
-        // php's FastCGI params); native and the framed hosts get the request
-        // as it is.
+        // Only the CGI runtimes (wasm, exec) take the request as an
+        // environment; the others get it as it is.
         let cgi_env = || cgi::environment(&cgi_request, &descriptor.env);
         let module = descriptor.module.as_deref().unwrap_or_default();
         let timeout_ms = descriptor.timeout_ms;
@@ -452,20 +451,12 @@ impl Worker {
                     deadline,
                     self.on_native_timeout(channel, dispatch, module, timeout_ms),
                 );
-                let descriptor_env: Vec<(String, String)> = descriptor
-                    .env
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
                 let result = self.native.call(&NativeCall {
                     module,
                     handler: descriptor.handler.as_deref(),
-                    method: cgi_request.method,
-                    path,
-                    query,
-                    headers: &header_pairs,
+                    request: &cgi_request,
                     body,
-                    env: &descriptor_env,
+                    env: &descriptor.env,
                     body_bytes_max: RESPONSE_BYTES_MAX,
                 });
                 if !watch.finish() {
@@ -488,11 +479,6 @@ impl Worker {
                         descriptor_env: &descriptor.env,
                         request: &cgi_request,
                         body,
-                        cgi_env: &if descriptor.runtime == Runtime::Php {
-                            cgi_env()
-                        } else {
-                            Vec::new()
-                        },
                         timeout_ms,
                     })
                     .map_err(|error| {

@@ -1239,26 +1239,13 @@ mod tests {
                     .arg("-d")
                     .arg(format!("auto_prepend_file={PRELUDE}"));
             }
-            for setting in [
-                "opcache.enable=1",
-                "opcache.validate_timestamps=1",
-                "opcache.revalidate_freq=0",
-                "display_errors=0",
-                "display_startup_errors=0",
-                "log_errors=1",
-                "error_log=",
-                "fastcgi.logging=1",
-                "html_errors=0",
-                "expose_php=0",
-                "cgi.fix_pathinfo=0",
-                "output_buffering=On",
-                "max_execution_time=0",
-            ] {
+            // The worker's own settings, so these tests speak to the php-cgi
+            // it runs.
+            for setting in super::super::php::PHP_SETTINGS {
                 command.arg("-d").arg(setting);
             }
             let child = command
-                .env("PHP_FCGI_CHILDREN", "0")
-                .env("PHP_FCGI_MAX_REQUESTS", "0")
+                .envs(super::super::php::host_env())
                 .stdin(Stdio::from(OwnedFd::from(listener)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -1301,6 +1288,22 @@ mod tests {
         }
     }
 
+    /// A GET of `script` on a kept connection.
+    fn get_script<S: Read + Write>(
+        stream: &mut S,
+        request_id: u16,
+        script: &str,
+    ) -> Result<FastCgiOutput, FastCgiError> {
+        request(
+            stream,
+            request_id,
+            &cgi_params(script, "GET", "", 0),
+            b"",
+            PHP_STDOUT_BYTES_MAX,
+            true,
+        )
+    }
+
     fn cgi_params(
         script: &str,
         method: &str,
@@ -1337,9 +1340,7 @@ mod tests {
 
         let mut kept = host.connect();
         for id in 1..=5u16 {
-            let params = cgi_params(&hello, "GET", "", 0);
-            let output =
-                request(&mut kept, id, &params, b"", PHP_STDOUT_BYTES_MAX, true).expect("kept");
+            let output = get_script(&mut kept, id, &hello).expect("kept");
             assert_eq!(
                 output.stdout,
                 expected,
@@ -1392,23 +1393,13 @@ mod tests {
         );
 
         // php-cgi goes on reading requests on the probe's connection.
-        let output = request(
-            &mut probe,
-            1,
-            &cgi_params(&hello, "GET", "", 0),
-            b"",
-            PHP_STDOUT_BYTES_MAX,
-            true,
-        )
-        .expect("request after GET_VALUES");
+        let output = get_script(&mut probe, 1, &hello).expect("request after GET_VALUES");
         assert_eq!(output.stdout, expected);
         drop(probe);
 
         // The host serves a kept connection again afterwards.
         let mut kept = host.connect();
-        let params = cgi_params(&hello, "GET", "", 0);
-        let output =
-            request(&mut kept, 2, &params, b"", PHP_STDOUT_BYTES_MAX, true).expect("again");
+        let output = get_script(&mut kept, 2, &hello).expect("again");
         assert_eq!(output.stdout, expected);
     }
 
@@ -1435,15 +1426,7 @@ mod tests {
         );
         let mut kept = host.connect();
 
-        let output = request(
-            &mut kept,
-            1,
-            &cgi_params(&boom, "GET", "", 0),
-            b"",
-            PHP_STDOUT_BYTES_MAX,
-            true,
-        )
-        .expect("boom");
+        let output = get_script(&mut kept, 1, &boom).expect("boom");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -1462,30 +1445,14 @@ mod tests {
         assert!(stderr.contains("Stack trace:\n#0 "), "{stderr}");
         assert_eq!(output.app_status, 0);
 
-        let output = request(
-            &mut kept,
-            2,
-            &cgi_params(&fatal, "GET", "", 0),
-            b"",
-            PHP_STDOUT_BYTES_MAX,
-            true,
-        )
-        .expect("fatal");
+        let output = get_script(&mut kept, 2, &fatal).expect("fatal");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             stdout.contains("X-Corefn-Function-Error: Error: Call to undefined function undefined_function_call()"),
             "{stdout}"
         );
 
-        let output = request(
-            &mut kept,
-            3,
-            &cgi_params(&memory, "GET", "", 0),
-            b"",
-            PHP_STDOUT_BYTES_MAX,
-            true,
-        )
-        .expect("memory");
+        let output = get_script(&mut kept, 3, &memory).expect("memory");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -1502,15 +1469,7 @@ mod tests {
 
         // The host survives all three on the same connection.
         let hello = host.script("hello.php", HELLO_PHP);
-        let output = request(
-            &mut kept,
-            4,
-            &cgi_params(&hello, "GET", "", 0),
-            b"",
-            PHP_STDOUT_BYTES_MAX,
-            true,
-        )
-        .expect("hello");
+        let output = get_script(&mut kept, 4, &hello).expect("hello");
         assert!(output.stdout.ends_with(b"Hello from PHP!\n"));
     }
 

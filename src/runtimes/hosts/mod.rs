@@ -94,8 +94,6 @@ pub struct HostCall<'a> {
     pub descriptor_env: &'a BTreeMap<String, String>,
     pub request: &'a CgiRequest<'a>,
     pub body: &'a [u8],
-    /// The CGI environment: php's FastCGI params (empty for the others).
-    pub cgi_env: &'a [(String, String)],
     pub timeout_ms: u64,
 }
 
@@ -323,8 +321,8 @@ impl ScriptHosts {
             ),
         };
         match &result {
-            Ok(_) => pool.give_back(host, &self.refill_wanted),
-            Err(error) if error.keeps_host() => pool.give_back(host, &self.refill_wanted),
+            Ok(_) => pool.give_back(host),
+            Err(error) if error.keeps_host() => pool.give_back(host),
             Err(error) => {
                 let error = died_detail(error.clone(), &mut host);
                 pool.discard(host, &self.refill_wanted);
@@ -352,7 +350,7 @@ impl ScriptHosts {
                 }
                 let deadline = Instant::now() + Duration::from_millis(HOST_START_TIMEOUT_MS);
                 match self.start(&pool, generation, deadline, HOST_START_TIMEOUT_MS) {
-                    Ok(host) => pool.give_back(host, &self.refill_wanted),
+                    Ok(host) => pool.give_back(host),
                     Err(_) => break,
                 }
             }
@@ -498,7 +496,16 @@ impl ScriptHosts {
         };
         match result {
             Ok(host) => {
-                pool.live.fetch_add(1, Ordering::Relaxed);
+                let live = pool.live.fetch_add(1, Ordering::Relaxed) + 1;
+                // Each worker thread holds one host at a time and takes an
+                // idle one before it starts another.
+                debug_assert!(
+                    live <= self
+                        .config
+                        .hosts_per_function_max
+                        .max(self.config.min_instances),
+                    "{live} hosts of one function in one worker"
+                );
                 Ok(host)
             }
             Err(error) => {
@@ -560,7 +567,11 @@ impl ScriptHosts {
         let child = self.spawn(pool, &mut command)?;
         drop((requests_read, responses_write));
         let requests = File::from(requests_write);
-        let responses = File::from(responses_read);
+        let mut responses = File::from(responses_read);
+        set_nonblocking(requests.as_fd()).map_err(|e| died(e.to_string()))?;
+        set_nonblocking(responses.as_fd()).map_err(|e| died(e.to_string()))?;
+        let ready = frame::read_frame(&mut responses, 0, deadline);
+        // Made before looking at the answer: dropping it stops the child.
         let mut host = Host::new(
             child,
             generation,
@@ -570,16 +581,7 @@ impl ScriptHosts {
             },
             &self.pids,
         );
-        let HostIo::Framed {
-            requests,
-            responses,
-        } = &mut host.io
-        else {
-            return Err(died("host made without its pipes".into()));
-        };
-        set_nonblocking(requests.as_fd()).map_err(|e| died(e.to_string()))?;
-        set_nonblocking(responses.as_fd()).map_err(|e| died(e.to_string()))?;
-        match frame::read_frame(responses, 0, deadline) {
+        match ready {
             Ok((meta, _)) if meta.ready => Ok(host),
             Ok((meta, _)) => Err(HostError::Load {
                 runtime,
@@ -682,14 +684,12 @@ impl Pool {
         None
     }
 
-    fn give_back(&self, mut host: Host, refill_wanted: &AtomicBool) {
-        let current = self.file.generation().ok();
-        if current == Some(host.generation) {
-            host.idle_since = Instant::now();
-            lock(&self.idle).push(host);
-        } else {
-            self.discard(host, refill_wanted);
-        }
+    /// Back to the idle list. A host of a generation that has passed
+    /// meanwhile is stopped by the next [`Pool::take_idle`], which checks
+    /// every host it meets anyway.
+    fn give_back(&self, mut host: Host) {
+        host.idle_since = Instant::now();
+        lock(&self.idle).push(host);
     }
 
     fn discard(&self, host: Host, refill_wanted: &AtomicBool) {

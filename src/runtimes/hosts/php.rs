@@ -51,33 +51,36 @@ pub(super) fn host_env() -> Vec<(String, String)> {
     ]
 }
 
-/// The php-cgi command line: opcache on and checking every file on every
-/// request (an edited script is served at once), errors to stderr (the
-/// function log) and never into the response, output buffered so that the
-/// prelude can still replace the response of a failed script.
+/// php-cgi's settings for a warm host: opcache on and checking every file
+/// on every request (an edited script is served at once), errors to stderr
+/// (the function log) and never into the response, output buffered so that
+/// the prelude can still replace the response of a failed script.
+pub(super) const PHP_SETTINGS: [&str; 13] = [
+    "opcache.enable=1",
+    "opcache.validate_timestamps=1",
+    "opcache.revalidate_freq=0",
+    "display_errors=0",
+    "display_startup_errors=0",
+    "log_errors=1",
+    "error_log=",
+    "html_errors=0",
+    "expose_php=0",
+    // One growing buffer, nothing sent before the script ends (a byte
+    // count would be allocated up front per request, 12 µs measured).
+    "output_buffering=On",
+    "cgi.fix_pathinfo=0",
+    // The worker enforces timeout_ms (504); Debian's php.ini would end
+    // scripts itself at 30 s with a fatal error (502).
+    "max_execution_time=0",
+    // Bodies are bounded by the gateway's --max-body.
+    "post_max_size=0",
+];
+
+/// The php-cgi command line: [`PHP_SETTINGS`] and the prelude.
 pub(super) fn host_args(prelude: &Path) -> Vec<OsString> {
     let mut prepend = OsString::from("auto_prepend_file=");
     prepend.push(prelude);
-    let settings: [&str; 13] = [
-        "opcache.enable=1",
-        "opcache.validate_timestamps=1",
-        "opcache.revalidate_freq=0",
-        "display_errors=0",
-        "display_startup_errors=0",
-        "log_errors=1",
-        "error_log=",
-        "html_errors=0",
-        "expose_php=0",
-        // One growing buffer, nothing sent before the script ends (a byte
-        // count would be allocated up front per request, 12 µs measured).
-        "output_buffering=On",
-        "cgi.fix_pathinfo=0",
-        // The worker enforces timeout_ms (504); Debian's php.ini would end
-        // scripts itself at 30 s with a fatal error (502).
-        "max_execution_time=0",
-        // Bodies are bounded by the gateway's --max-body.
-        "post_max_size=0",
-    ];
+    let settings = PHP_SETTINGS;
     let mut args = Vec::with_capacity(2 * (settings.len() + 1));
     for setting in settings {
         args.push(OsString::from("-d"));
@@ -136,8 +139,9 @@ pub(super) fn exchange(
     // silent host trips it; the worker kills it then.
     stream.set_read_timeout(Some(left)).map_err(io_error)?;
     stream.set_write_timeout(Some(left)).map_err(io_error)?;
-    let mut params = Vec::with_capacity(call.cgi_env.len() + 4);
-    params.extend(call.cgi_env.iter().cloned());
+    // The CGI variables (descriptor env included) plus what php-cgi needs
+    // to find the script.
+    let mut params = cgi::environment(call.request, call.descriptor_env);
     let script_text = script.to_string_lossy().into_owned();
     let document_root = script
         .parent()

@@ -1,6 +1,10 @@
-"""What the benchmark scripts read out of wrk's output (one copy for all)."""
+"""What the Python benchmark scripts share: reading wrk's output, stopping
+the server they started, and writing the report (one copy for all)."""
 
+import os
 import re
+import signal
+import subprocess
 
 
 def latency_ms(text, percentile):
@@ -24,3 +28,24 @@ def summary(text):
         "errors": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
+
+
+def stop_server(process, timeout_s=20):
+    """SIGTERM (corefn drains and exits 0), SIGKILL if it is still there."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def write_report(out_dir, summary, raw):
+    """Prints the summary; with out_dir also writes summary.md and raw.txt."""
+    print(summary)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "summary.md"), "w") as f:
+            f.write(summary + "\n")
+        with open(os.path.join(out_dir, "raw.txt"), "w") as f:
+            f.write("\n".join(raw))
