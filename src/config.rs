@@ -9,8 +9,22 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Request header fields accepted per request; more is a 431.
-pub const HEADER_COUNT_MAX: usize = 100;
+use crate::workers::settings::WorkerSettings;
+
+/// Bounds of the gateway's own flags, checked by [`ServeOptions::validate`].
+pub const HEADER_BYTES_MIN: usize = 1024;
+/// A request head travels to a worker in one message with the descriptor
+/// and the inline body; this bound keeps the sum under the message limit.
+pub const HEADER_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(
+    crate::workers::protocol::DISPATCH_HEADER_BYTES
+        + crate::runtimes::descriptor::DESCRIPTOR_BYTES_MAX
+        + HEADER_BYTES_MAX
+        + crate::workers::protocol::INLINE_BODY_BYTES_MAX
+        <= crate::workers::protocol::DISPATCH_BYTES_MAX
+);
+pub const TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+pub const WATCH_INTERVAL_MS_MAX: u64 = 60_000;
 
 #[derive(Debug, Parser)]
 #[command(name = "corefn", version, about = "Functions behind HTTP, fast.")]
@@ -20,6 +34,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once at start and moved into its user: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the routes of the route table over HTTP.
@@ -29,6 +45,8 @@ pub enum Command {
     Worker(WorkerArgs),
 }
 
+/// How the supervisor starts a worker: who it is, where its channels are,
+/// and the settings every worker shares.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     #[arg(long)]
@@ -37,29 +55,10 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub channels: usize,
     #[arg(long)]
-    pub threads: usize,
-    #[arg(long)]
     pub parent_pid: i32,
+    /// [`WorkerSettings`] as JSON.
     #[arg(long)]
-    pub functions_dir: PathBuf,
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    #[arg(long)]
-    pub metrics_socket: Option<PathBuf>,
-    #[arg(long, default_value_t = 500)]
-    pub metrics_interval_ms: u64,
-    #[arg(long)]
-    pub logs_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 1)]
-    pub host_min_instances: usize,
-    #[arg(long, default_value_t = 60_000)]
-    pub host_idle_ms: u64,
-    #[arg(long, default_value = "python3")]
-    pub python: PathBuf,
-    #[arg(long, default_value = "node")]
-    pub node: PathBuf,
-    #[arg(long, default_value = "php-cgi")]
-    pub php_cgi: PathBuf,
+    pub settings: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,21 +117,9 @@ pub struct ServeOptions {
     #[arg(long)]
     pub workers: Option<usize>,
 
-    /// Requests one worker process runs at once (one thread each).
-    #[arg(long, default_value_t = 4)]
-    pub worker_threads: usize,
-
-    /// Directory that descriptor `module` paths are relative to.
-    #[arg(long, default_value = "functions")]
-    pub functions_dir: PathBuf,
-
-    /// On-disk cache of compiled WebAssembly modules (keyed by content hash).
-    #[arg(long, default_value = "corefn-cache")]
-    pub cache_dir: PathBuf,
-
-    /// How often each worker sends its metrics datagram.
-    #[arg(long, default_value_t = 500)]
-    pub metrics_interval_ms: u64,
+    /// Everything a worker process needs (threads, metrics, runtimes).
+    #[command(flatten)]
+    pub worker: WorkerSettings,
 
     /// EWMA factor for worker metrics: weight of the newest sample (0..=1).
     #[arg(long, default_value_t = 0.3)]
@@ -141,38 +128,6 @@ pub struct ServeOptions {
     /// Score weights "cpu,mem,io" (lower score = preferred worker).
     #[arg(long, default_value = "0.5,0.3,0.2")]
     pub score_weights: String,
-
-    /// Unix datagram socket the workers send metrics to (default: next to
-    /// the database, `<db>.metrics.sock`).
-    #[arg(long)]
-    pub metrics_socket: Option<PathBuf>,
-
-    /// Per-function log files (`<dir>/<runtime>/<module>.log`): function
-    /// stderr, handler output and tracebacks.
-    #[arg(long, default_value = "corefn-logs")]
-    pub logs_dir: PathBuf,
-
-    /// Warm language hosts (python, node, php) kept per function and
-    /// worker once the function has been called.
-    #[arg(long, default_value_t = 1)]
-    pub host_min_instances: usize,
-
-    /// Warm hosts beyond --host-min-instances are stopped after this long
-    /// without a request.
-    #[arg(long, default_value_t = 60_000)]
-    pub host_idle_ms: u64,
-
-    /// Interpreter of `python` functions (looked up in PATH).
-    #[arg(long, default_value = "python3")]
-    pub python: PathBuf,
-
-    /// Interpreter of `node` functions (looked up in PATH).
-    #[arg(long, default_value = "node")]
-    pub node: PathBuf,
-
-    /// FastCGI server of `php` functions (looked up in PATH).
-    #[arg(long, default_value = "php-cgi")]
-    pub php_cgi: PathBuf,
 }
 
 /// The limits one core enforces, in the units the hot path uses.
@@ -187,17 +142,62 @@ pub struct Limits {
     pub connections_per_core_max: usize,
 }
 
+impl ServeOptions {
+    /// Rejects out-of-range values with a message naming the flag, once,
+    /// before anything starts; nothing downstream clamps.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(HEADER_BYTES_MIN..=HEADER_BYTES_MAX).contains(&self.header_bytes_max) {
+            return Err(format!(
+                "--max-header-bytes {} is outside {HEADER_BYTES_MIN}..={HEADER_BYTES_MAX}",
+                self.header_bytes_max
+            ));
+        }
+        for (flag, value) in [
+            ("--header-timeout-ms", self.header_timeout_ms),
+            ("--body-timeout-ms", self.body_timeout_ms),
+            ("--idle-timeout-ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=TIMEOUT_MS_MAX).contains(&value) {
+                return Err(format!("{flag} {value} is outside 1..={TIMEOUT_MS_MAX}"));
+            }
+        }
+        if self.shutdown_grace_ms > TIMEOUT_MS_MAX {
+            return Err(format!(
+                "--shutdown-grace-ms {} is above {TIMEOUT_MS_MAX}",
+                self.shutdown_grace_ms
+            ));
+        }
+        if !(1..=WATCH_INTERVAL_MS_MAX).contains(&self.watch_interval_ms) {
+            return Err(format!(
+                "--watch-interval-ms {} is outside 1..={WATCH_INTERVAL_MS_MAX}",
+                self.watch_interval_ms
+            ));
+        }
+        if self.connections_max == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.ewma_alpha) {
+            return Err(format!("--ewma-alpha {} is outside 0..=1", self.ewma_alpha));
+        }
+        crate::scheduler::score::Weights::parse(&self.score_weights)
+            .map_err(|e| format!("--score-weights: {e}"))?;
+        self.worker.validate()
+    }
+}
+
 impl Limits {
+    /// From options that passed [`ServeOptions::validate`].
     pub fn new(options: &ServeOptions, core_count: usize) -> Limits {
         assert!(core_count > 0, "at least one core");
+        assert!(options.connections_max > 0, "validated");
         Limits {
-            header_bytes_max: options.header_bytes_max.max(1024),
+            header_bytes_max: options.header_bytes_max,
             body_bytes_max: options.body_bytes_max,
-            header_timeout: Duration::from_millis(options.header_timeout_ms.max(1)),
-            body_timeout: Duration::from_millis(options.body_timeout_ms.max(1)),
-            idle_timeout: Duration::from_millis(options.idle_timeout_ms.max(1)),
+            header_timeout: Duration::from_millis(options.header_timeout_ms),
+            body_timeout: Duration::from_millis(options.body_timeout_ms),
+            idle_timeout: Duration::from_millis(options.idle_timeout_ms),
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
-            connections_per_core_max: options.connections_max.div_ceil(core_count).max(1),
+            connections_per_core_max: options.connections_max.div_ceil(core_count),
         }
     }
 }

@@ -1,35 +1,43 @@
 //! corefn: a Function-as-a-Service runtime for one Linux host.
 //!
-//! The modules follow the path of a request, top down:
+//! The data plane follows the path of a request, top down; each module may
+//! use the ones below it and never the ones above:
 //!
-//! * [`gateway`]: pinned per-core glommio executors that accept TCP, parse HTTP
-//!   with httparse and write responses (keep-alive, pipelining, limits,
-//!   timeouts, graceful shutdown).
+//! * [`gateway`]: pinned per-core glommio executors that accept TCP, parse
+//!   HTTP with httparse and write responses (keep-alive, pipelining,
+//!   limits, timeouts, graceful shutdown).
 //! * [`routes`]: the SQLite route store, the watcher thread that notices
 //!   changes, and the immutable route tables published to every core.
-//! * [`runtimes`]: what answers a matched route: `static` in the gateway,
-//!   wasm, native, exec and the warm language hosts in worker processes.
-//! * [`api`]: the control plane reachable over HTTP under the reserved `/_/`
-//!   prefix.
-//! * [`error`]: every error a client can see, and the one place where errors
-//!   become HTTP statuses.
+//! * [`scheduler`]: per-route admission, the workers' metrics datagrams,
+//!   their EWMA scores and the collector that publishes them.
+//! * [`workers`]: the supervised worker processes, the core ↔ worker wire
+//!   protocol and the core-side choice and dispatch.
+//! * [`runtimes`]: what answers a matched route: the descriptor, `static`
+//!   in the gateway; wasm, native, exec and the warm language hosts behind
+//!   one seam ([`runtimes::invoke`]) in the worker processes.
 //!
-//! [`board`] carries immutable values (route tables, worker scores) from
-//! control-plane threads to the cores.
+//! The control plane: [`api`], the admin endpoints under the reserved `/_/`
+//! prefix; [`config`], the command line and the limits derived from it.
 //!
-//! [`config`] holds the command-line surface and its limits, [`http`] the
-//! response encoding, [`clock`] the date formats, [`sync`] the
-//! poison-tolerant locks.
+//! Shared below both: [`http`] (HTTP rules, response encoding, and the one
+//! place where errors become statuses), [`failure`] (how a call failed:
+//! kind and message), [`wire`] (fixed binary layouts),
+//! [`board`] (publication of immutable values, such as route tables and
+//! worker scores, from control-plane threads to the cores), [`clock`] (date
+//! formats), [`sync`] (poison-tolerant locks) and [`lru`] (bounded caches).
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod api;
 pub mod board;
 pub mod clock;
 pub mod config;
-pub mod error;
+pub mod failure;
 pub mod gateway;
 pub mod http;
+pub mod lru;
 pub mod routes;
 pub mod runtimes;
 pub mod scheduler;
 pub mod sync;
+pub mod wire;
 pub mod workers;

@@ -1,4 +1,6 @@
-//! The `corefn` binary: parses the command line and hands over to the gateway.
+//! The `corefn` binary: parses the command line and hands over to the gateway
+//! (or, started by the supervisor, to a worker process).
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use clap::Parser;
 use corefn::config::{Cli, Command};
@@ -23,7 +25,7 @@ fn main() -> std::process::ExitCode {
     let result = match command {
         Some(Command::Serve(options)) => corefn::gateway::serve(options).map_err(|e| e.to_string()),
         Some(Command::Worker(args)) => {
-            corefn::workers::worker::run(args.into()).map_err(|e| e.to_string())
+            corefn::workers::worker::run(args).map_err(|e| e.to_string())
         }
         None => unreachable!("`corefn serve` always parses to a command"),
     };

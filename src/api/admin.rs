@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::error::HttpError;
+use crate::http::error::HttpError;
 use crate::routes::key::{MethodMatch, PathPattern};
 use crate::routes::table::RouteTable;
 use crate::workers::pool::CoreWorkers;

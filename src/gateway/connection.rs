@@ -20,11 +20,12 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::access_log::LogEntry;
-use super::core::CoreState;
+use super::context::CoreContext;
 use super::request::{parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead};
 use crate::api::admin;
-use crate::error::HttpError;
-use crate::http::{self, ConnectionHeader};
+use crate::http::encode::{self, ConnectionHeader};
+use crate::http::error::HttpError;
+use crate::http::rules;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
 use crate::workers::pool::{CallError, CallRequest};
 use crate::workers::protocol;
@@ -50,7 +51,7 @@ const LINGER_BYTES_MAX: usize = 1024 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-pub async fn serve(core: &CoreState, stream: TcpStream) {
+pub async fn serve(core: &CoreContext, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|addr| addr.ip())
@@ -68,17 +69,17 @@ pub async fn serve(core: &CoreState, stream: TcpStream) {
         chunked_body: Vec::new(),
         log_entries: Vec::new(),
     };
-    let ending = connection.serve_requests().await;
+    let next = connection.serve_requests().await;
     if !connection.output.is_empty() && connection.flush().await.is_err() {
         return;
     }
-    if ending == Ending::Linger {
+    if next == Next::Linger {
         connection.linger().await;
     }
 }
 
 struct Connection<'c> {
-    core: &'c CoreState,
+    core: &'c CoreContext,
     stream: TcpStream,
     peer: IpAddr,
     input: ReadBuf,
@@ -89,11 +90,25 @@ struct Connection<'c> {
     log_entries: Vec<LogEntry>,
 }
 
+/// What the connection does after a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+enum Next {
+    /// Read the next request.
+    KeepAlive,
     Close,
-    /// Closing after an error while the client may still be sending.
+    /// Close after an error while the client may still be sending: drain
+    /// what it sends for a moment so it sees the response, not a reset.
     Linger,
+}
+
+impl Next {
+    /// After a response to a request that allowed keep-alive or not.
+    fn unless(self, keep_alive: bool) -> Next {
+        match self {
+            Next::KeepAlive if !keep_alive => Next::Close,
+            next => next,
+        }
+    }
 }
 
 enum ReadOutcome {
@@ -116,7 +131,9 @@ impl From<HttpError> for BodyFailure {
 }
 
 impl Connection<'_> {
-    async fn serve_requests(&mut self) -> Ending {
+    /// Serves requests until one ends the connection; never returns
+    /// [`Next::KeepAlive`].
+    async fn serve_requests(&mut self) -> Next {
         let limits = &self.core.limits;
         let mut head_deadline = Some(Instant::now() + limits.header_timeout);
         loop {
@@ -129,11 +146,11 @@ impl Connection<'_> {
                 Ok(HeadParse::Complete(head)) => head,
                 Ok(HeadParse::Partial) => {
                     if !self.output.is_empty() && self.flush().await.is_err() {
-                        return Ending::Close;
+                        return Next::Close;
                     }
                     let idle = self.input.is_empty();
                     if idle && self.core.is_stopping() {
-                        return Ending::Close;
+                        return Next::Close;
                     }
                     let deadline = if idle && head_deadline.is_none() {
                         None
@@ -155,17 +172,17 @@ impl Connection<'_> {
                         ReadOutcome::TimedOut if !idle => {
                             let timeout_ms = limits.header_timeout.as_millis() as u64;
                             self.push_error(&HttpError::RequestTimeout { timeout_ms }, None);
-                            return Ending::Linger;
+                            return Next::Linger;
                         }
                         ReadOutcome::TimedOut
                         | ReadOutcome::PeerClosed
                         | ReadOutcome::Stopped
-                        | ReadOutcome::Failed => return Ending::Close,
+                        | ReadOutcome::Failed => return Next::Close,
                     }
                 }
                 Err(error) => {
                     self.push_error(&error, None);
-                    return Ending::Linger;
+                    return Next::Linger;
                 }
             };
             head_deadline = None;
@@ -177,25 +194,26 @@ impl Connection<'_> {
                 Err(BodyFailure::Http(error)) => {
                     let received_at = received_at.unwrap_or_else(Instant::now);
                     self.push_error(&error, Some((&head, received_at)));
-                    return Ending::Linger;
+                    return Next::Linger;
                 }
-                Err(BodyFailure::Connection) => return Ending::Close,
+                Err(BodyFailure::Connection) => return Next::Close,
             };
             let keep_alive = head.keep_alive && !self.core.is_stopping();
             let table = self.core.snapshot.get();
-            let keep_alive = match self.decide(&head, &table) {
+            let next = match self.decide(&head, &table) {
                 Decision::Function(route, target) => {
                     self.call_function(&head, route, target, keep_alive, received_at)
                         .await
                 }
                 decision => self.respond(&head, decision, &table, keep_alive, received_at),
-            } && keep_alive;
+            };
             self.input.consume(request_len);
-            if !keep_alive {
-                return Ending::Close;
+            match next.unless(keep_alive) {
+                Next::KeepAlive => {}
+                ending => return ending,
             }
             if self.output.len() >= OUTPUT_FLUSH_BYTES && self.flush().await.is_err() {
-                return Ending::Close;
+                return Next::Close;
             }
         }
     }
@@ -280,7 +298,7 @@ impl Connection<'_> {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
-        if path == "/_" || path.starts_with("/_/") {
+        if rules::is_reserved_path(path) {
             return Decision::Admin;
         }
         match table.lookup(method, path) {
@@ -296,7 +314,7 @@ impl Connection<'_> {
     }
 
     /// Hands the request and the client socket to a worker, which writes
-    /// the response itself; returns false when the connection must close.
+    /// the response itself.
     async fn call_function(
         &mut self,
         head: &RequestHead,
@@ -304,7 +322,7 @@ impl Connection<'_> {
         target: &FunctionTarget,
         keep_alive: bool,
         received_at: Option<Instant>,
-    ) -> bool {
+    ) -> Next {
         let _permit = match &target.concurrency {
             Some(limit) => match limit.acquire().await {
                 Ok(permit) => Some(permit),
@@ -316,7 +334,7 @@ impl Connection<'_> {
         };
         // Earlier pipelined responses must reach the client first.
         if !self.output.is_empty() && self.flush().await.is_err() {
-            return false;
+            return Next::Close;
         }
         let bytes = self.input.pending();
         let body: &[u8] = match head.framing {
@@ -368,7 +386,11 @@ impl Connection<'_> {
                         self.core.index
                     );
                 }
-                !completion.connection_broken()
+                if completion.connection_broken() {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                }
             }
             Err(CallError::NotSent(error)) => {
                 self.push_response_error(head, &error, keep_alive, received_at)
@@ -376,7 +398,7 @@ impl Connection<'_> {
             Err(CallError::WorkerLost) => {
                 let received_at = received_at.unwrap_or_else(Instant::now);
                 self.push_error(&HttpError::WorkerLost, Some((head, received_at)));
-                false
+                Next::Close
             }
             Err(CallError::Stuck) => {
                 eprintln!(
@@ -387,13 +409,12 @@ impl Connection<'_> {
                 // holder of the socket, not just our descriptor.
                 // SAFETY: shutdown on a socket we own.
                 unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
-                false
+                Next::Close
             }
         }
     }
 
-    /// Appends the response to `head`, decided from `table`; returns false
-    /// when the connection must close afterwards.
+    /// Appends the response to `head`, decided from `table`.
     fn respond(
         &mut self,
         head: &RequestHead,
@@ -401,7 +422,7 @@ impl Connection<'_> {
         table: &RouteTable,
         keep_alive: bool,
         received_at: Option<Instant>,
-    ) -> bool {
+    ) -> Next {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
@@ -419,7 +440,7 @@ impl Connection<'_> {
                 };
                 match admin::respond(method, path, &context) {
                     Ok(answer) => {
-                        let body_bytes = http::push_response(
+                        let body_bytes = encode::push_response(
                             &mut self.output,
                             answer.status,
                             &[("content-type", answer.content_type)],
@@ -429,7 +450,7 @@ impl Connection<'_> {
                             head_only,
                         );
                         self.log(head, answer.status, body_bytes, received_at);
-                        return true;
+                        return Next::KeepAlive;
                     }
                     Err(error) => error,
                 }
@@ -439,7 +460,7 @@ impl Connection<'_> {
                     response.write(&mut self.output, &date_line, connection, head_only);
                     let body_bytes = if head_only { 0 } else { response.body_len() };
                     self.log(head, response.status(), body_bytes, received_at);
-                    return true;
+                    return Next::KeepAlive;
                 }
                 RouteAction::Function(target) => HttpError::RuntimeUnavailable(format!(
                     "runtime {} runs in worker processes, and this gateway has none (--workers 0)",
@@ -460,15 +481,15 @@ impl Connection<'_> {
         self.push_response_error(head, &error, keep_alive, received_at)
     }
 
-    /// Appends the error response to `head` (closing the connection when
-    /// the error says so); returns false when the connection must close.
+    /// Appends the error response to `head`, closing the connection when
+    /// the error says so.
     fn push_response_error(
         &mut self,
         head: &RequestHead,
         error: &HttpError,
         keep_alive: bool,
         received_at: Option<Instant>,
-    ) -> bool {
+    ) -> Next {
         let keeps = keep_alive && !error.closes_connection();
         let head_only = head.is_head_method(self.input.pending());
         let connection = connection_header(head.version_minor, keeps);
@@ -479,7 +500,11 @@ impl Connection<'_> {
             head_only,
         );
         self.log(head, error.status(), body_bytes, received_at);
-        !error.closes_connection()
+        if error.closes_connection() {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
     }
 
     /// Queues the access-log entry of a response now in `output`.

@@ -1,6 +1,8 @@
-//! One core's executor: its state, its accept loop and its housekeeping
-//! task. Everything here runs on the core's own thread; the only shared
-//! state it reads is the route board and the process-wide stop flag.
+//! One core's executor: its accept loop and its housekeeping task.
+//! Everything here runs on the core's own thread; the only shared state it
+//! reads is the route board and the process-wide stop flag. Connections get
+//! the core's [`CoreContext`] and never see the accept loop's own state
+//! (the open-connection count).
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
@@ -13,18 +15,14 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::{Gate, Semaphore};
+use glommio::sync::Gate;
 
-use super::access_log::CoreAccessLog;
 use super::connection;
+use super::context::CoreContext;
 use super::Shared;
-use crate::clock::{self, DATE_LINE_LEN};
-use crate::config::Limits;
-use crate::error::HttpError;
-use crate::http::ConnectionHeader;
-use crate::routes::snapshot::CoreSnapshot;
-use crate::workers::pool::CoreWorkers;
-use crate::workers::supervisor::PoolStatus;
+use crate::clock::DATE_LINE_LEN;
+use crate::http::encode::ConnectionHeader;
+use crate::http::error::HttpError;
 
 /// How often housekeeping runs: the bound on how late a core sees a new
 /// route table, a new second for the Date header, or the stop flag.
@@ -32,86 +30,17 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
-pub struct CoreState {
-    pub index: usize,
-    pub limits: Limits,
-    pub snapshot: CoreSnapshot,
-    date_line: Cell<[u8; DATE_LINE_LEN]>,
-    date_secs: Cell<u64>,
-    stopping: Cell<bool>,
-    /// Never has permits; closed on stop so that waiters wake up.
-    stop_signal: Semaphore,
-    connections_open: Cell<usize>,
-    pub workers: Rc<CoreWorkers>,
-    pub pool_status: Option<Arc<PoolStatus>>,
-    pub access_log: Option<CoreAccessLog>,
-}
-
-impl CoreState {
-    pub fn new(
-        index: usize,
-        limits: Limits,
-        snapshot: CoreSnapshot,
-        workers: Rc<CoreWorkers>,
-        pool_status: Option<Arc<PoolStatus>>,
-        access_log: Option<CoreAccessLog>,
-    ) -> CoreState {
-        let now = clock::unix_now_secs();
-        CoreState {
-            index,
-            limits,
-            snapshot,
-            date_line: Cell::new(clock::date_line(now)),
-            date_secs: Cell::new(now),
-            stopping: Cell::new(false),
-            stop_signal: Semaphore::new(0),
-            connections_open: Cell::new(0),
-            workers,
-            pool_status,
-            access_log,
-        }
-    }
-
-    pub fn date_line(&self) -> [u8; DATE_LINE_LEN] {
-        self.date_line.get()
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.get()
-    }
-
-    /// Resolves once the core is stopping.
-    pub async fn stopped(&self) {
-        if !self.stopping.get() {
-            // Err(closed) is the wake-up; the semaphore never has permits.
-            let _ = self.stop_signal.acquire(1).await;
-        }
-    }
-
-    fn stop(&self) {
-        self.stopping.set(true);
-        self.stop_signal.close();
-    }
-
-    fn refresh_date(&self) {
-        let now = clock::unix_now_secs();
-        if now != self.date_secs.get() {
-            self.date_secs.set(now);
-            self.date_line.set(clock::date_line(now));
-        }
-    }
-}
-
 /// The core's main future: serve until the process-wide stop flag is set,
 /// then drain connections for at most the shutdown grace.
-pub async fn run(core: Rc<CoreState>, shared: Arc<Shared>, listener_fd: OwnedFd) {
+pub async fn run(core: Rc<CoreContext>, shared: Arc<Shared>, listener_fd: OwnedFd) {
     let listener_raw = listener_fd.as_raw_fd();
     // SAFETY: the descriptor is a bound, listening TCP socket owned by us.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd.into_raw_fd()) };
     glommio::spawn_local(housekeeping(core.clone(), shared)).detach();
 
     let connections = Gate::new();
-    accept_until_stopped(&core, &listener, &connections).await;
+    let open = Rc::new(Cell::new(0usize));
+    accept_until_stopped(&core, &listener, &connections, &open).await;
     // Refuse new connections at once. Dropping alone is not enough: an
     // accept still queued in io_uring holds the socket open until the ring
     // is torn down, and the kernel goes on completing handshakes meanwhile.
@@ -130,7 +59,7 @@ pub async fn run(core: Rc<CoreState>, shared: Arc<Shared>, listener_fd: OwnedFd)
         eprintln!(
             "corefn: core {}: {} connections still open after the {} ms shutdown grace",
             core.index,
-            core.connections_open.get(),
+            open.get(),
             grace.as_millis()
         );
     }
@@ -139,7 +68,14 @@ pub async fn run(core: Rc<CoreState>, shared: Arc<Shared>, listener_fd: OwnedFd)
     }
 }
 
-async fn accept_until_stopped(core: &Rc<CoreState>, listener: &TcpListener, connections: &Gate) {
+/// Accepts until the core stops; `open` counts the connections this core
+/// serves, within `connections_per_core_max`.
+async fn accept_until_stopped(
+    core: &Rc<CoreContext>,
+    listener: &TcpListener,
+    connections: &Gate,
+    open: &Rc<Cell<usize>>,
+) {
     let mut last_error_report: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -160,19 +96,24 @@ async fn accept_until_stopped(core: &Rc<CoreState>, listener: &TcpListener, conn
                 continue;
             }
         };
-        if core.connections_open.get() >= core.limits.connections_per_core_max {
+        debug_assert!(
+            open.get() <= core.limits.connections_per_core_max,
+            "open connections within the per-core limit"
+        );
+        if open.get() >= core.limits.connections_per_core_max {
             let limit = core.limits.connections_per_core_max;
             let date_line = core.date_line();
             glommio::spawn_local(turn_away(stream, limit, date_line)).detach();
             continue;
         }
-        core.connections_open.set(core.connections_open.get() + 1);
+        open.set(open.get() + 1);
         let connection_core = core.clone();
+        let connection_open = open.clone();
         let spawned = connections.spawn(async move {
             connection::serve(&connection_core, stream).await;
-            let open = connection_core.connections_open.get();
-            debug_assert!(open > 0, "open connection count never negative");
-            connection_core.connections_open.set(open - 1);
+            let count = connection_open.get();
+            debug_assert!(count > 0, "open connection count never negative");
+            connection_open.set(count - 1);
         });
         match spawned {
             Ok(task) => task.detach(),
@@ -189,7 +130,7 @@ async fn turn_away(mut stream: TcpStream, limit: usize, date_line: [u8; DATE_LIN
     let _ = stream.write_all(&out).await;
 }
 
-async fn housekeeping(core: Rc<CoreState>, shared: Arc<Shared>) {
+async fn housekeeping(core: Rc<CoreContext>, shared: Arc<Shared>) {
     loop {
         if shared.stop_requested.load(Ordering::Acquire) && !core.is_stopping() {
             core.stop();

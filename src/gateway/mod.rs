@@ -6,11 +6,13 @@
 //! then stop accepting, let requests in flight finish and return.
 //!
 //! Inside a core the path of a request is [`core`] (accept) →
-//! [`connection`] (read, parse with [`request`], answer, write) → the route
-//! snapshot ([`crate::routes`]) → a runtime ([`crate::runtimes`]).
+//! [`connection`] (read, parse with [`request`], answer, write, reading
+//! only the core's [`context`]) → the route snapshot ([`crate::routes`]) →
+//! a worker ([`crate::workers`]) or a static answer ([`crate::runtimes`]).
 
 mod access_log;
 mod connection;
+mod context;
 mod core;
 mod listener;
 pub mod request;
@@ -28,7 +30,7 @@ use nix::sys::signal::{SigSet, Signal};
 use thiserror::Error;
 
 use self::access_log::{AccessLogWriter, CoreAccessLog};
-use self::core::CoreState;
+use self::context::CoreContext;
 use crate::config::{Limits, ServeOptions};
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
@@ -95,6 +97,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // signals reach only the main thread's sigtimedwait.
     let signals = block_shutdown_signals()?;
 
+    options.validate().map_err(ServeError::Config)?;
     let mut options = options;
     if let Some(connections_fit) = raise_open_files_limit() {
         options.connections_max = options.connections_max.min(connections_fit.max(1));
@@ -125,7 +128,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         store,
         board.clone(),
         loaded_at,
-        Duration::from_millis(options.watch_interval_ms.max(1)),
+        Duration::from_millis(options.watch_interval_ms),
     )
     .map_err(|source| ServeError::Start {
         what: "route watcher".into(),
@@ -136,19 +139,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
     let score_board = Arc::new(ScoreBoard::new(WorkerScores::default()));
     let collector_stop = Arc::new(AtomicBool::new(false));
-    let metrics_interval = Duration::from_millis(options.metrics_interval_ms.max(10));
-    let metrics_socket = options
-        .metrics_socket
-        .clone()
-        .unwrap_or_else(|| options.db.with_extension("metrics.sock"));
+    let metrics_interval = Duration::from_millis(options.worker.metrics_interval_ms);
+    // Workers get the socket the collector binds, whatever the default.
+    let metrics_socket = options.worker.metrics_socket_or_default(&options.db);
+    options.worker.metrics_socket = Some(metrics_socket.clone());
     let collector = if worker_count > 0 {
         let weights = Weights::parse(&options.score_weights).map_err(ServeError::Config)?;
-        if !(0.0..=1.0).contains(&options.ewma_alpha) {
-            return Err(ServeError::Config(format!(
-                "--ewma-alpha {} is outside 0..=1",
-                options.ewma_alpha
-            )));
-        }
         let socket = bind_metrics_socket(&metrics_socket)?;
         Some(
             collector::start(
@@ -176,22 +172,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
         Some(
             Supervisor::start(
-                PoolSpec {
-                    executable,
-                    worker_count,
-                    core_count: cpus.len(),
-                    threads_per_worker: options.worker_threads.max(1),
-                    functions_dir: options.functions_dir.clone(),
-                    cache_dir: Some(options.cache_dir.clone()),
-                    metrics_socket: Some(metrics_socket.clone()),
-                    metrics_interval_ms: metrics_interval.as_millis() as u64,
-                    logs_dir: Some(options.logs_dir.clone()),
-                    host_min_instances: options.host_min_instances,
-                    host_idle_ms: options.host_idle_ms,
-                    python: options.python.clone(),
-                    node: options.node.clone(),
-                    php_cgi: options.php_cgi.clone(),
-                },
+                PoolSpec::new(executable, worker_count, cpus.len(), &options.worker)
+                    .map_err(ServeError::Config)?,
                 inboxes.clone(),
             )
             .map_err(|source| ServeError::Start {
@@ -217,12 +199,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let inbox = inboxes[index].clone();
         let score_board = score_board.clone();
         let pool_status = supervisor.as_ref().map(|s| s.status.clone());
-        let threads_per_worker = options.worker_threads.max(1) as u32;
+        let threads_per_worker = u32::try_from(options.worker.threads).unwrap_or(u32::MAX);
         let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("corefn-core-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .spawn(move || async move {
-                let core = Rc::new(CoreState::new(
+                let core = Rc::new(CoreContext::new(
                     index,
                     limits,
                     CoreSnapshot::new(board),

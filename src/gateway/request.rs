@@ -7,8 +7,8 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::config::HEADER_COUNT_MAX;
-use crate::error::HttpError;
+use crate::http::error::HttpError;
+use crate::http::rules::HEADER_COUNT_MAX;
 
 /// First size of a connection's read buffer.
 pub const READ_BUF_INITIAL_BYTES: usize = 2 * 1024;

@@ -3,8 +3,7 @@
 
 use thiserror::Error;
 
-/// The admin endpoints live here; routes may not.
-pub const RESERVED_PREFIX: &str = "/_/";
+use crate::http::rules::{self, RESERVED_PATH_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
@@ -91,7 +90,7 @@ pub enum KeyError {
     PathCharacter,
     #[error("'*' is only allowed as a final '/*'")]
     Wildcard,
-    #[error("paths under {RESERVED_PREFIX} are reserved for corefn")]
+    #[error("paths under {RESERVED_PATH_PREFIX} are reserved for corefn")]
     Reserved,
 }
 
@@ -114,7 +113,7 @@ impl RouteKey {
         {
             return Err(KeyError::PathCharacter);
         }
-        if path == "/_" || path.starts_with(RESERVED_PREFIX) {
+        if rules::is_reserved_path(path) {
             return Err(KeyError::Reserved);
         }
         let pattern = match path.strip_suffix("/*") {

@@ -5,7 +5,6 @@
 //! each core's [`snapshot::CoreSnapshot`]. Nothing here runs on a request's
 //! path except [`table::RouteTable::lookup`].
 
-pub mod descriptor;
 pub mod key;
 pub mod snapshot;
 pub mod store;

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::descriptor::{Descriptor, Runtime};
 use super::key::{Method, MethodMatch, PathPattern, RouteKey};
+use crate::runtimes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::static_response::StaticResponse;
 use crate::scheduler::admission::ConcurrencyLimit;
 

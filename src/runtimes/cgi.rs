@@ -16,8 +16,8 @@ use std::ops::Range;
 use thiserror::Error;
 
 use crate::clock::DATE_LINE_LEN;
-use crate::http::{self, ConnectionHeader};
-use crate::routes::descriptor::is_token_byte;
+use crate::http::encode::{self, ConnectionHeader};
+use crate::http::rules::{self, RESPONSE_STATUS_RANGE};
 
 /// The largest CGI header section a function may print, blank line included.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
@@ -25,21 +25,6 @@ pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// Content type of a non-empty body whose function did not name one
 /// (RFC 3875 §6.3.1 makes Content-Type mandatory for a document response).
 pub const CONTENT_TYPE_DEFAULT: &str = "text/plain; charset=utf-8";
-
-/// Response headers a function may print but the gateway owns: they are
-/// dropped silently. Content-Length and Date are set by the gateway; the
-/// others are hop-by-hop and describe the gateway's connection, not the
-/// function's response.
-const GATEWAY_OWNED_HEADERS: [&str; 8] = [
-    "content-length",
-    "date",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "proxy-connection",
-    "trailer",
-];
 
 /// The request as a CGI runtime sees it. Header names and values are the
 /// request's own; the body itself travels separately (stdin).
@@ -219,7 +204,7 @@ pub enum CgiError {
         "function output header {name:?} has a value with control characters or invalid UTF-8"
     )]
     InvalidHeaderValue { name: String },
-    #[error("function output has an invalid Status {value:?} (expected a code in 200..=599)")]
+    #[error("function output has an invalid Status {value:?} (expected a code in {lo}..={hi})", lo = RESPONSE_STATUS_RANGE.start(), hi = RESPONSE_STATUS_RANGE.end())]
     InvalidStatus { value: String },
     #[error("function output has more than one Status header")]
     DuplicateStatus,
@@ -278,7 +263,7 @@ pub fn response_from_parts<'h>(
     headers: impl IntoIterator<Item = (&'h str, &'h str)>,
     body_len: usize,
 ) -> Result<CgiResponse, CgiError> {
-    if !(200..=599).contains(&status) {
+    if !RESPONSE_STATUS_RANGE.contains(&status) {
         return Err(CgiError::InvalidStatus {
             value: status.to_string(),
         });
@@ -288,7 +273,7 @@ pub fn response_from_parts<'h>(
         ..HeaderSection::default()
     };
     for (line, (name, value)) in headers.into_iter().enumerate() {
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
+        if !rules::is_token(name.as_bytes()) {
             return Err(CgiError::InvalidHeaderLine {
                 line: line + 1,
                 text: snippet(name.as_bytes()),
@@ -319,10 +304,7 @@ impl HeaderSection {
                 return Err(CgiError::DuplicateStatus);
             }
             self.status = Some(parse_status(value)?);
-        } else if !GATEWAY_OWNED_HEADERS
-            .iter()
-            .any(|owned| name.eq_ignore_ascii_case(owned))
-        {
+        } else if !rules::is_gateway_owned_header(name) {
             self.has_location |= name.eq_ignore_ascii_case("location");
             self.has_content_type |= name.eq_ignore_ascii_case("content-type");
             self.headers.push((name.to_string(), value.to_string()));
@@ -378,7 +360,7 @@ fn header_end(stdout: &[u8]) -> Result<usize, CgiError> {
 fn split_header_line(line: &[u8]) -> Option<(&str, &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
-    if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+    if !rules::is_token(name) {
         return None;
     }
     let name = std::str::from_utf8(name).ok()?;
@@ -404,7 +386,7 @@ fn parse_status(value: &str) -> Result<u16, CgiError> {
         return Err(invalid());
     }
     let code: u16 = code.parse().map_err(|_| invalid())?;
-    if !(200..=599).contains(&code) {
+    if !RESPONSE_STATUS_RANGE.contains(&code) {
         return Err(invalid());
     }
     Ok(code)
@@ -433,14 +415,14 @@ impl CgiResponse {
     ) {
         debug_assert!(self.body.end <= stdout.len(), "body range is within stdout");
         let body = stdout.get(self.body.clone()).unwrap_or_default();
-        http::push_status_line(out, self.status);
+        encode::push_status_line(out, self.status);
         for (name, value) in &self.headers {
-            http::push_header(out, name, value);
+            encode::push_header(out, name, value);
         }
         if self.status != 204 && self.status != 304 {
-            http::push_content_length(out, body.len());
+            encode::push_content_length(out, body.len());
         }
-        http::push_head_end(out, date_line, connection);
+        encode::push_head_end(out, date_line, connection);
         if !head_only {
             out.extend_from_slice(body);
         }

@@ -22,6 +22,7 @@ use nix::poll::PollFlags;
 use thiserror::Error;
 
 use super::process::{self, kill_and_reap, poll_until};
+use crate::failure::{Failure, FailureKind};
 
 /// Bytes read from the child's stdout per read call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -58,9 +59,17 @@ pub enum ExecError {
     Io(#[from] io::Error),
 }
 
-impl ExecError {
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, ExecError::Timeout { .. })
+impl From<ExecError> for Failure {
+    fn from(error: ExecError) -> Failure {
+        let kind = match &error {
+            ExecError::Timeout { timeout_ms } => return Failure::timeout(*timeout_ms),
+            ExecError::NotFound { .. } | ExecError::Spawn { .. } => FailureKind::Load,
+            ExecError::StdoutTooLarge { .. } => FailureKind::Output,
+            ExecError::Exit { .. } => FailureKind::Exit,
+            ExecError::Signal { .. } => FailureKind::Crash,
+            ExecError::Io(_) => FailureKind::Internal,
+        };
+        Failure::new(kind, error)
     }
 }
 
@@ -273,7 +282,7 @@ mod tests {
         );
         let started = Instant::now();
         let error = run(call(&program, &[], b"", 300)).expect_err("times out");
-        assert!(error.is_timeout(), "{error}");
+        assert!(matches!(error, ExecError::Timeout { .. }), "{error}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "killed promptly"

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::routes::descriptor::Runtime;
+use crate::runtimes::descriptor::Runtime;
 
 /// The longest file name a module turns into (file systems allow 255).
 const LOG_NAME_BYTES_MAX: usize = 200;

@@ -1,8 +1,11 @@
 //! What answers a matched route.
 //!
+//! * [`descriptor`]: the route's JSON descriptor and the [`descriptor::Runtime`]
+//!   it names, with each runtime's limits.
 //! * [`static_response`]: the gateway answers from the descriptor itself.
 //!
-//! Everything else runs inside worker processes, never on a gateway core:
+//! Everything else runs inside worker processes, never on a gateway core,
+//! behind one seam, [`invoke::Runtimes::invoke`]:
 //!
 //! * [`wasm`]: WebAssembly modules run as CGI-style WASI commands under
 //!   wasmtime.
@@ -15,13 +18,20 @@
 //! rules every runtime's output goes through), [`file_stamp`] (noticing a
 //! changed function file), [`process`] (child processes with deadlines) and
 //! [`logs`] (each function's stderr in a file of its own).
+//!
+//! [`settings`] declares the runtimes' flags. The runtimes use only the
+//! shared modules below the data plane (http, failure, clock, sync, lru);
+//! they never reach up into the workers, the routes or the gateway.
 
 pub mod cgi;
+pub mod descriptor;
 pub mod exec;
 pub mod file_stamp;
 pub mod hosts;
+pub mod invoke;
 pub mod logs;
 pub mod native;
 pub mod process;
+pub mod settings;
 pub mod static_response;
 pub mod wasm;

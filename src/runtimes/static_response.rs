@@ -3,8 +3,8 @@
 //! copy into the connection's output buffer.
 
 use crate::clock::DATE_LINE_LEN;
-use crate::http::{self, ConnectionHeader};
-use crate::routes::descriptor::Descriptor;
+use crate::http::encode::{self, ConnectionHeader};
+use crate::runtimes::descriptor::Descriptor;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticResponse {
@@ -19,11 +19,11 @@ impl StaticResponse {
     pub fn new(descriptor: &Descriptor) -> StaticResponse {
         let body = descriptor.body.clone().unwrap_or_default().into_bytes();
         let mut head = Vec::with_capacity(128);
-        http::push_status_line(&mut head, descriptor.status);
+        encode::push_status_line(&mut head, descriptor.status);
         for (name, value) in descriptor.response_headers() {
-            http::push_header(&mut head, &name, &value);
+            encode::push_header(&mut head, &name, &value);
         }
-        http::push_content_length(&mut head, body.len());
+        encode::push_content_length(&mut head, body.len());
         StaticResponse {
             status: descriptor.status,
             head: head.into_boxed_slice(),
@@ -47,7 +47,7 @@ impl StaticResponse {
         head_only: bool,
     ) {
         out.extend_from_slice(&self.head);
-        http::push_head_end(out, date_line, connection);
+        encode::push_head_end(out, date_line, connection);
         if !head_only {
             out.extend_from_slice(&self.body);
         }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::HttpError;
+use crate::http::error::HttpError;
 
 /// How long a request may wait in a route's queue.
 pub const QUEUE_WAIT_MAX: Duration = Duration::from_millis(200);

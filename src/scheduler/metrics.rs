@@ -13,7 +13,7 @@
 
 use thiserror::Error;
 
-use crate::workers::protocol::{u32_at, u64_at};
+use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 pub const METRICS_MAGIC: u32 = u32::from_le_bytes(*b"CFM1");
 pub const METRICS_VERSION: u16 = 1;
@@ -45,16 +45,16 @@ pub enum SampleError {
 impl WorkerSample {
     pub fn encode(&self) -> [u8; METRICS_BYTES] {
         let mut b = [0u8; METRICS_BYTES];
-        b[0..4].copy_from_slice(&METRICS_MAGIC.to_le_bytes());
-        b[4..6].copy_from_slice(&METRICS_VERSION.to_le_bytes());
-        b[8..12].copy_from_slice(&self.worker_id.to_le_bytes());
-        b[12..16].copy_from_slice(&self.pid.to_le_bytes());
-        b[16..24].copy_from_slice(&self.unix_time_us.to_le_bytes());
-        b[24..28].copy_from_slice(&self.cpu_ppm.to_le_bytes());
-        b[28..32].copy_from_slice(&self.in_flight.to_le_bytes());
-        b[32..40].copy_from_slice(&self.rss_bytes.to_le_bytes());
-        b[40..48].copy_from_slice(&self.io_bytes_per_s.to_le_bytes());
-        b[48..56].copy_from_slice(&self.requests_done.to_le_bytes());
+        put_u32(&mut b, 0, METRICS_MAGIC);
+        put_u16(&mut b, 4, METRICS_VERSION);
+        put_u32(&mut b, 8, self.worker_id);
+        put_u32(&mut b, 12, self.pid);
+        put_u64(&mut b, 16, self.unix_time_us);
+        put_u32(&mut b, 24, self.cpu_ppm);
+        put_u32(&mut b, 28, self.in_flight);
+        put_u64(&mut b, 32, self.rss_bytes);
+        put_u64(&mut b, 40, self.io_bytes_per_s);
+        put_u64(&mut b, 48, self.requests_done);
         b
     }
 
@@ -68,7 +68,7 @@ impl WorkerSample {
         if magic != METRICS_MAGIC {
             return Err(SampleError::Magic(magic));
         }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        let version = u16_at(bytes, 4);
         if version != METRICS_VERSION {
             return Err(SampleError::Version(version));
         }

@@ -6,7 +6,7 @@
 //! * [`collector`]: the thread that turns datagrams into published scores.
 //!
 //! The choice itself (power of two choices on score plus in-flight) is made
-//! by each core in [`crate::workers::pool`], from its own copy of the scores.
+//! by each core in `workers::pool`, from its own copy of the scores.
 
 pub mod admission;
 pub mod collector;

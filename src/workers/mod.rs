@@ -1,9 +1,20 @@
 //! Worker processes: the supervisor that forks and restarts them, the
-//! wire protocol between a core and a worker, the core-side dispatch, the
-//! worker's own main loop, and the watchdog of its native calls.
+//! wire protocol between a core and a worker, the core-side dispatch and
+//! the worker process itself.
+//!
+//! * [`settings`]: the one settings type of a worker process, set on
+//!   `corefn serve` and handed to every worker whole.
+//! * [`supervisor`]: fork+exec, restart with backoff, channels to every core.
+//! * [`pool`]: the core side: links, choice, dispatch, completions.
+//! * [`protocol`]: the dispatch/completion wire format, SCM_RIGHTS.
+//! * [`worker`]: the worker process: receive, run through
+//!   [`crate::runtimes::invoke`], write the response, report.
+//!
+//! Runs below the gateway and the scheduler; uses the runtimes and never
+//! the routes (a worker gets the descriptor's text in each dispatch).
 
 pub mod pool;
 pub mod protocol;
+pub mod settings;
 pub mod supervisor;
-mod watchdog;
 pub mod worker;

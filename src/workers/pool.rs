@@ -31,7 +31,8 @@ use super::protocol::{
     self, Completion, DispatchHeader, ProtocolError, COMPLETION_BYTES, INLINE_BODY_BYTES_MAX,
 };
 use super::supervisor::{LinkInbox, NewLink};
-use crate::error::HttpError;
+use crate::failure::{Failure, FailureKind};
+use crate::http::error::HttpError;
 use crate::scheduler::collector::{CoreScores, WorkerScores};
 
 /// Requests one core keeps in flight on one worker at most; past it the
@@ -217,8 +218,21 @@ impl CoreWorkers {
                 if completion.status == protocol::COMPLETION_STATUS_NONE {
                     return;
                 }
+                debug_assert!(
+                    completion.request_id < self.next_request_id.get(),
+                    "a completion names a request this core sent"
+                );
+                // None: the call gave up waiting (stuck) before it came.
                 let pending = self.pending.borrow().get(&completion.request_id).cloned();
                 if let Some(pending) = pending {
+                    if !std::ptr::eq(Rc::as_ptr(&pending.link), link) {
+                        debug_assert!(false, "completion from the worker the call went to");
+                        eprintln!(
+                            "corefn: core {}: worker {} completed request {} that went to another worker; ignored",
+                            self.core_index, link.worker_id, completion.request_id
+                        );
+                        return;
+                    }
                     pending.finish(Outcome::Completed(completion));
                 }
             }
@@ -328,8 +342,9 @@ impl CoreWorkers {
 
         let memfd = if request.body.len() > INLINE_BODY_BYTES_MAX {
             Some(sealed_memfd(request.body).map_err(|e| {
-                CallError::NotSent(HttpError::FunctionFailed(format!(
-                    "cannot pass the request body to a worker: {e}"
+                CallError::NotSent(HttpError::Function(Failure::new(
+                    FailureKind::Internal,
+                    format_args!("cannot pass the request body to a worker: {e}"),
                 )))
             })?)
         } else {
@@ -380,9 +395,9 @@ impl CoreWorkers {
                     link = self.wait_for_link().await?;
                 }
                 Err(error) => {
-                    return Err(CallError::NotSent(HttpError::FunctionFailed(format!(
-                        "cannot reach worker {}: {error}",
-                        link.worker_id
+                    return Err(CallError::NotSent(HttpError::Function(Failure::new(
+                        FailureKind::Internal,
+                        format_args!("cannot reach worker {}: {error}", link.worker_id),
                     ))))
                 }
             }
@@ -397,6 +412,10 @@ impl CoreWorkers {
         self.pending
             .borrow_mut()
             .insert(request_id, pending.clone());
+        debug_assert!(
+            link.in_flight() < IN_FLIGHT_PER_LINK_MAX,
+            "the choice only takes links with room"
+        );
         link.in_flight.set(link.in_flight() + 1);
         let waited = glommio::timer::timeout(request.timeout + COMPLETION_SLACK, async {
             Ok(Wait(pending).await)

@@ -25,6 +25,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use thiserror::Error;
 
+use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
+
 pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD1");
 pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC1");
 pub const DISPATCH_HEADER_BYTES: usize = 32;
@@ -65,6 +67,8 @@ pub enum ProtocolError {
     Socket(Errno),
     #[error("peer closed the channel")]
     Closed,
+    #[error("dispatch of {0} bytes is over the {DISPATCH_BYTES_MAX}-byte message limit")]
+    TooLarge(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +83,12 @@ pub struct DispatchHeader {
 impl DispatchHeader {
     pub fn encode(&self) -> [u8; DISPATCH_HEADER_BYTES] {
         let mut bytes = [0u8; DISPATCH_HEADER_BYTES];
-        bytes[0..4].copy_from_slice(&DISPATCH_MAGIC.to_le_bytes());
-        bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.request_id.to_le_bytes());
-        bytes[16..20].copy_from_slice(&self.descriptor_len.to_le_bytes());
-        bytes[20..24].copy_from_slice(&self.head_len.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.body_len.to_le_bytes());
+        put_u32(&mut bytes, 0, DISPATCH_MAGIC);
+        put_u32(&mut bytes, 4, self.flags);
+        put_u64(&mut bytes, 8, self.request_id);
+        put_u32(&mut bytes, 16, self.descriptor_len);
+        put_u32(&mut bytes, 20, self.head_len);
+        put_u64(&mut bytes, 24, self.body_len);
         bytes
     }
 
@@ -134,12 +138,12 @@ pub struct Completion {
 impl Completion {
     pub fn encode(&self) -> [u8; COMPLETION_BYTES] {
         let mut bytes = [0u8; COMPLETION_BYTES];
-        bytes[0..4].copy_from_slice(&COMPLETION_MAGIC.to_le_bytes());
-        bytes[4..6].copy_from_slice(&self.status.to_le_bytes());
-        bytes[6..8].copy_from_slice(&self.flags.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.request_id.to_le_bytes());
-        bytes[16..24].copy_from_slice(&self.response_bytes.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.duration_us.to_le_bytes());
+        put_u32(&mut bytes, 0, COMPLETION_MAGIC);
+        put_u16(&mut bytes, 4, self.status);
+        put_u16(&mut bytes, 6, self.flags);
+        put_u64(&mut bytes, 8, self.request_id);
+        put_u64(&mut bytes, 16, self.response_bytes);
+        put_u64(&mut bytes, 24, self.duration_us);
         bytes
     }
 
@@ -152,8 +156,8 @@ impl Completion {
             return Err(ProtocolError::Magic(magic));
         }
         Ok(Completion {
-            status: u16::from_le_bytes([bytes[4], bytes[5]]),
-            flags: u16::from_le_bytes([bytes[6], bytes[7]]),
+            status: u16_at(bytes, 4),
+            flags: u16_at(bytes, 6),
             request_id: u64_at(bytes, 8),
             response_bytes: u64_at(bytes, 16),
             duration_us: u64_at(bytes, 24),
@@ -169,17 +173,6 @@ impl Completion {
     }
 }
 
-/// Little-endian fields of the fixed layouts (also the metrics datagram).
-pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
 /// Sends one dispatch without blocking (`EAGAIN` comes back as
 /// `ProtocolError::Socket(Errno::EAGAIN)` for the caller to retry).
 pub fn send_dispatch(
@@ -191,6 +184,23 @@ pub fn send_dispatch(
     client: RawFd,
     body_memfd: Option<RawFd>,
 ) -> Result<(), ProtocolError> {
+    assert_eq!(
+        header.descriptor_len as usize,
+        descriptor.len(),
+        "header matches parts"
+    );
+    assert_eq!(header.head_len as usize, head.len(), "header matches parts");
+    assert!(
+        header.body_in_memfd() == body_memfd.is_some()
+            && (header.body_in_memfd() || header.body_len == inline_body.len() as u64),
+        "the body travels inline or in the memfd, as the header says"
+    );
+    let total = DISPATCH_HEADER_BYTES + descriptor.len() + head.len() + inline_body.len();
+    // The receiver's buffer is DISPATCH_BYTES_MAX: a longer message would
+    // arrive cut short.
+    if total > DISPATCH_BYTES_MAX {
+        return Err(ProtocolError::TooLarge(total));
+    }
     let encoded = header.encode();
     let parts = [
         IoSlice::new(&encoded),

@@ -21,6 +21,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 
+use super::settings::WorkerSettings;
 use super::worker::FIRST_CHANNEL_FD;
 use crate::sync::lock;
 
@@ -41,17 +42,24 @@ pub struct PoolSpec {
     pub executable: PathBuf,
     pub worker_count: usize,
     pub core_count: usize,
-    pub threads_per_worker: usize,
-    pub functions_dir: PathBuf,
-    pub cache_dir: Option<PathBuf>,
-    pub metrics_socket: Option<PathBuf>,
-    pub metrics_interval_ms: u64,
-    pub logs_dir: Option<PathBuf>,
-    pub host_min_instances: usize,
-    pub host_idle_ms: u64,
-    pub python: PathBuf,
-    pub node: PathBuf,
-    pub php_cgi: PathBuf,
+    /// Handed to every worker whole, as [`WorkerSettings::to_json`] made it.
+    pub settings_json: String,
+}
+
+impl PoolSpec {
+    pub fn new(
+        executable: PathBuf,
+        worker_count: usize,
+        core_count: usize,
+        settings: &WorkerSettings,
+    ) -> Result<PoolSpec, String> {
+        Ok(PoolSpec {
+            executable,
+            worker_count,
+            core_count,
+            settings_json: settings.to_json()?,
+        })
+    }
 }
 
 /// What the supervisor knows of each worker slot, for `/_/workers`.
@@ -293,37 +301,11 @@ fn start_worker(
         .arg(worker_id.to_string())
         .arg("--channels")
         .arg(spec.core_count.to_string())
-        .arg("--threads")
-        .arg(spec.threads_per_worker.to_string())
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
-        .arg("--functions-dir")
-        .arg(&spec.functions_dir)
+        .arg("--settings")
+        .arg(&spec.settings_json)
         .stdin(Stdio::null());
-    if let Some(cache_dir) = &spec.cache_dir {
-        command.arg("--cache-dir").arg(cache_dir);
-    }
-    if let Some(logs_dir) = &spec.logs_dir {
-        command.arg("--logs-dir").arg(logs_dir);
-    }
-    command
-        .arg("--host-min-instances")
-        .arg(spec.host_min_instances.to_string())
-        .arg("--host-idle-ms")
-        .arg(spec.host_idle_ms.to_string())
-        .arg("--python")
-        .arg(&spec.python)
-        .arg("--node")
-        .arg(&spec.node)
-        .arg("--php-cgi")
-        .arg(&spec.php_cgi);
-    if let Some(metrics_socket) = &spec.metrics_socket {
-        command
-            .arg("--metrics-socket")
-            .arg(metrics_socket)
-            .arg("--metrics-interval-ms")
-            .arg(spec.metrics_interval_ms.to_string());
-    }
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (fcntl, dup2, close_range).
     unsafe {

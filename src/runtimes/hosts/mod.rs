@@ -20,12 +20,20 @@
 //! file changes), so a broken deploy costs a start per worker every few
 //! seconds, not one per request. Handler stdout/stderr go to the function's
 //! log file ([`super::logs`]).
+//!
+//! Files by concern: this one the public surface ([`ScriptHosts`] and its
+//! call), [`pool`] the registry of pools and their hosts, [`start`]
+//! starting a host for either protocol, [`exchange`] one framed request,
+//! [`frame`], [`fastcgi`] and [`php`] the protocols themselves.
 
+mod exchange;
 mod fastcgi;
 mod frame;
 mod php;
+mod pool;
+mod start;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -35,7 +43,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -44,9 +52,14 @@ use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
 use super::logs::FunctionLogs;
 use super::process::{self, kill_and_reap, set_nonblocking};
-use crate::routes::descriptor::Runtime;
-use crate::sync::{lock, read, write};
+use crate::failure::{Failure, FailureKind};
+use crate::lru::LruMap;
+use crate::runtimes::descriptor::Runtime;
+use crate::sync::lock;
+use exchange::exchange_framed;
 use frame::FrameError;
+use pool::{Host, HostIo, Pool};
+use start::died_detail;
 
 /// The host programs, embedded so that a corefn binary runs them wherever
 /// it is started; written out to [`HostsConfig::scripts_dir`].
@@ -149,14 +162,24 @@ pub enum HostError {
     },
 }
 
+impl From<HostError> for Failure {
+    fn from(error: HostError) -> Failure {
+        let kind = match &error {
+            HostError::Timeout { timeout_ms, .. } => return Failure::timeout(*timeout_ms),
+            HostError::Unavailable { .. } => FailureKind::Unavailable,
+            HostError::ModuleNotFound { .. } | HostError::Load { .. } => FailureKind::Load,
+            HostError::Handler { .. } => FailureKind::HandlerError,
+            HostError::Died { .. } => FailureKind::Crash,
+            HostError::Protocol { .. } => FailureKind::Protocol,
+            HostError::Response { .. } => FailureKind::Output,
+        };
+        Failure::new(kind, error)
+    }
+}
+
 impl HostError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, HostError::Timeout { .. })
-    }
-
-    /// The runtime cannot run on this machine (its interpreter is missing).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, HostError::Unavailable { .. })
     }
 
     /// The host is still fit to serve after this error.
@@ -165,73 +188,11 @@ impl HostError {
     }
 }
 
-/// How a host talks to its worker.
-enum HostIo {
-    /// Python, Node: requests on `requests` (the host's fd 3), responses on
-    /// `responses` (its fd 4), both non-blocking on this side.
-    Framed { requests: File, responses: File },
-    /// PHP: one kept FastCGI connection.
-    FastCgi {
-        stream: UnixStream,
-        next_request_id: u16,
-    },
-}
-
-/// A running host. Dropping it kills and reaps it.
-struct Host {
-    child: Child,
-    generation: u64,
-    io: HostIo,
-    /// When it last finished a request (or started).
-    idle_since: Instant,
-    /// Where its pid is listed while it lives.
-    pids: Arc<Mutex<Vec<u32>>>,
-}
-
-impl Host {
-    fn new(child: Child, generation: u64, io: HostIo, pids: &Arc<Mutex<Vec<u32>>>) -> Host {
-        lock(pids).push(child.id());
-        Host {
-            child,
-            generation,
-            io,
-            idle_since: Instant::now(),
-            pids: pids.clone(),
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
-        let pid = self.child.id();
-        lock(&self.pids).retain(|&p| p != pid);
-    }
-}
-
-/// What starting a host of one function takes.
-struct Pool {
-    runtime: Runtime,
-    module: String,
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(String, String)>,
-    cwd: PathBuf,
-    file: WatchedFile,
-    idle: Mutex<Vec<Host>>,
-    /// Hosts alive, idle or busy.
-    live: AtomicUsize,
-    /// The generation that failed to load, how, and when.
-    failed: Mutex<Option<(u64, HostError, Instant)>>,
-    last_used_ms: AtomicU64,
-}
-
 pub struct ScriptHosts {
     config: HostsConfig,
-    pools: RwLock<HashMap<String, Arc<Pool>>>,
+    pools: LruMap<String, Pool>,
     /// Set when a host was dropped: the next `maintain` refills pools.
     refill_wanted: AtomicBool,
-    started: Instant,
     /// Makes each php-cgi listening socket's name unique.
     next_socket_id: AtomicU64,
     /// Every live host's pid, for the worker's metrics.
@@ -257,9 +218,8 @@ impl ScriptHosts {
         }
         Ok(ScriptHosts {
             config,
-            pools: RwLock::new(HashMap::new()),
+            pools: LruMap::new(POOLS_MAX),
             refill_wanted: AtomicBool::new(false),
-            started: Instant::now(),
             next_socket_id: AtomicU64::new(0),
             pids: Arc::new(Mutex::new(Vec::new())),
         })
@@ -339,7 +299,7 @@ impl ScriptHosts {
         if !self.refill_wanted.swap(false, Ordering::Relaxed) {
             return;
         }
-        let pools: Vec<Arc<Pool>> = read(&self.pools).values().cloned().collect();
+        let pools = self.pools.values();
         for pool in pools {
             while pool.live.load(Ordering::Relaxed) < self.config.min_instances {
                 let Ok(generation) = pool.file.generation() else {
@@ -362,7 +322,7 @@ impl ScriptHosts {
     /// thread may call it (nothing is started here).
     pub fn stop_idle(&self) {
         let idle_for = Duration::from_millis(self.config.idle_ms);
-        let pools: Vec<Arc<Pool>> = read(&self.pools).values().cloned().collect();
+        let pools = self.pools.values();
         for pool in pools {
             let stopped: Vec<Host> = {
                 let mut idle = lock(&pool.idle);
@@ -389,431 +349,6 @@ impl ScriptHosts {
             }
         }
     }
-
-    /// The pool of the call's function, made on first use.
-    fn pool(&self, call: &HostCall<'_>) -> Arc<Pool> {
-        let handler = call.handler.unwrap_or("");
-        let mut key = String::with_capacity(64);
-        key.push_str(call.runtime.name());
-        for part in [call.module, handler] {
-            key.push('\0');
-            key.push_str(part);
-        }
-        for (name, value) in call.descriptor_env {
-            key.push('\0');
-            key.push_str(name);
-            key.push('=');
-            key.push_str(value);
-        }
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        if let Some(pool) = read(&self.pools).get(&key) {
-            pool.last_used_ms.store(now_ms, Ordering::Relaxed);
-            return pool.clone();
-        }
-        let pool = Arc::new(self.new_pool(call));
-        pool.last_used_ms.store(now_ms, Ordering::Relaxed);
-        let mut pools = write(&self.pools);
-        if pools.len() >= POOLS_MAX && !pools.contains_key(&key) {
-            let oldest = pools
-                .iter()
-                .min_by_key(|(_, p)| p.last_used_ms.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest.and_then(|k| pools.remove(&k)) {
-                // Busy hosts of that pool finish their request and are
-                // dropped with the last Arc.
-                lock(&oldest.idle).clear();
-            }
-        }
-        pools.entry(key).or_insert(pool).clone()
-    }
-
-    fn new_pool(&self, call: &HostCall<'_>) -> Pool {
-        let path = self.config.functions_dir.join(call.module);
-        let path = std::path::absolute(&path).unwrap_or(path);
-        let cwd = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let scripts = &self.config.scripts_dir;
-        let mut env: Vec<(String, String)> = call
-            .descriptor_env
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        // Python and Node: `<interpreter> <host program> <module> <handler>`.
-        let framed = |interpreter: &Path, host: &str, handler_default: &str| {
-            let handler = call.handler.unwrap_or(handler_default);
-            (
-                interpreter.to_path_buf(),
-                vec![
-                    scripts.join(host).into_os_string(),
-                    path.clone().into_os_string(),
-                    handler.into(),
-                ],
-            )
-        };
-        let (program, args) = match call.runtime {
-            Runtime::Python => {
-                env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-                framed(&self.config.python, "host.py", "handle")
-            }
-            Runtime::Node => framed(&self.config.node, "host.js", "handler"),
-            _ => {
-                env.extend(php::host_env());
-                (
-                    self.config.php_cgi.clone(),
-                    php::host_args(&scripts.join("prelude.php")),
-                )
-            }
-        };
-        Pool {
-            runtime: call.runtime,
-            module: call.module.to_string(),
-            program,
-            args,
-            env,
-            cwd,
-            file: WatchedFile::new(path),
-            idle: Mutex::new(Vec::new()),
-            live: AtomicUsize::new(0),
-            failed: Mutex::new(None),
-            last_used_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Starts a host of the pool's function and waits until it is ready.
-    fn start(
-        &self,
-        pool: &Pool,
-        generation: u64,
-        deadline: Instant,
-        timeout_ms: u64,
-    ) -> Result<Host, HostError> {
-        let result = if pool.runtime == Runtime::Php {
-            self.start_php(pool, generation, deadline)
-        } else {
-            self.start_framed(pool, generation, deadline, timeout_ms)
-        };
-        match result {
-            Ok(host) => {
-                let live = pool.live.fetch_add(1, Ordering::Relaxed) + 1;
-                // Each worker thread holds one host at a time and takes an
-                // idle one before it starts another.
-                debug_assert!(
-                    live <= self
-                        .config
-                        .hosts_per_function_max
-                        .max(self.config.min_instances),
-                    "{live} hosts of one function in one worker"
-                );
-                Ok(host)
-            }
-            Err(error) => {
-                if matches!(error, HostError::Load { .. }) {
-                    eprintln!("corefn: {error}");
-                    *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));
-                }
-                Err(error)
-            }
-        }
-    }
-
-    fn spawn(&self, pool: &Pool, command: &mut std::process::Command) -> Result<Child, HostError> {
-        let log = self
-            .config
-            .logs
-            .open(pool.runtime, &pool.module)
-            .map_err(|e| HostError::Died {
-                runtime: pool.runtime.name(),
-                detail: format!("cannot open the function log: {e}"),
-            })?;
-        let log_copy = log.try_clone().map_err(|e| HostError::Died {
-            runtime: pool.runtime.name(),
-            detail: format!("cannot open the function log: {e}"),
-        })?;
-        command
-            .stdout(Stdio::from(log_copy))
-            .stderr(Stdio::from(log));
-        command.spawn().map_err(|e| HostError::Unavailable {
-            runtime: pool.runtime.name(),
-            program: pool.program.display().to_string(),
-            message: e.to_string(),
-        })
-    }
-
-    fn start_framed(
-        &self,
-        pool: &Pool,
-        generation: u64,
-        deadline: Instant,
-        timeout_ms: u64,
-    ) -> Result<Host, HostError> {
-        let runtime = pool.runtime.name();
-        let died = |detail: String| HostError::Died { runtime, detail };
-        let pipe = || {
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| died(format!("pipe: {e}")))
-        };
-        let (requests_read, requests_write) = pipe()?;
-        let (responses_read, responses_write) = pipe()?;
-        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
-        process::die_with_worker(&mut command);
-        command.args(&pool.args).stdin(Stdio::null());
-        let (host_in, host_out) = (requests_read.as_raw_fd(), responses_write.as_raw_fd());
-        // SAFETY: runs between fork and exec; fcntl, dup2 and close are
-        // async-signal-safe and nothing is allocated.
-        unsafe {
-            command.pre_exec(move || place_host_fds(host_in, host_out));
-        }
-        let child = self.spawn(pool, &mut command)?;
-        drop((requests_read, responses_write));
-        let requests = File::from(requests_write);
-        let mut responses = File::from(responses_read);
-        set_nonblocking(requests.as_fd()).map_err(|e| died(e.to_string()))?;
-        set_nonblocking(responses.as_fd()).map_err(|e| died(e.to_string()))?;
-        let ready = frame::read_frame(&mut responses, 0, deadline);
-        // Made before looking at the answer: dropping it stops the child.
-        let mut host = Host::new(
-            child,
-            generation,
-            HostIo::Framed {
-                requests,
-                responses,
-            },
-            &self.pids,
-        );
-        match ready {
-            Ok((meta, _)) if meta.ready => Ok(host),
-            Ok((meta, _)) => Err(HostError::Load {
-                runtime,
-                module: pool.module.clone(),
-                message: one_line(
-                    meta.error
-                        .as_deref()
-                        .unwrap_or("the host did not say ready"),
-                ),
-            }),
-            Err(FrameError::Timeout) => Err(HostError::Timeout {
-                runtime,
-                timeout_ms,
-            }),
-            Err(FrameError::Closed) => Err(HostError::Load {
-                runtime,
-                module: pool.module.clone(),
-                message: format!(
-                    "the host exited before it was ready ({}); see the function log",
-                    exit_detail(&mut host.child)
-                ),
-            }),
-            Err(error) => Err(HostError::Protocol {
-                runtime,
-                message: error.to_string(),
-            }),
-        }
-    }
-
-    fn start_php(
-        &self,
-        pool: &Pool,
-        generation: u64,
-        deadline: Instant,
-    ) -> Result<Host, HostError> {
-        let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
-        let (listener, address) = php::listen(id).map_err(|e| HostError::Died {
-            runtime: "php",
-            detail: format!("cannot make the FastCGI socket: {e}"),
-        })?;
-        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
-        process::die_with_worker(&mut command);
-        command
-            .args(&pool.args)
-            .stdin(Stdio::from(OwnedFd::from(listener)));
-        let child = self.spawn(pool, &mut command)?;
-        // The listener's backlog takes the connection before php-cgi is up;
-        // FCGI_GET_VALUES tells when it serves.
-        let stream = UnixStream::connect_addr(&address).map_err(|e| HostError::Died {
-            runtime: "php",
-            detail: format!("cannot connect to php-cgi: {e}"),
-        })?;
-        let mut host = Host::new(
-            child,
-            generation,
-            HostIo::FastCgi {
-                stream,
-                next_request_id: 1,
-            },
-            &self.pids,
-        );
-        if let HostIo::FastCgi { stream, .. } = &mut host.io {
-            php::wait_ready(stream, deadline).map_err(|error| match error {
-                HostError::Died { detail, .. } => HostError::Load {
-                    runtime: "php",
-                    module: pool.module.clone(),
-                    message: format!(
-                        "{detail} ({}); see the function log",
-                        exit_detail(&mut host.child)
-                    ),
-                },
-                other => other,
-            })?;
-        }
-        Ok(host)
-    }
-}
-
-impl Pool {
-    /// How this generation failed to load, if it did in the last
-    /// [`LOAD_FAILURE_KEPT_MS`] (a failure may have been the machine's, not
-    /// the code's, so it is tried again now and then).
-    fn load_failure(&self, generation: u64) -> Option<HostError> {
-        let failed = lock(&self.failed);
-        let (failed_generation, error, at) = failed.as_ref()?;
-        let recent = at.elapsed() < Duration::from_millis(LOAD_FAILURE_KEPT_MS);
-        (*failed_generation == generation && recent).then(|| error.clone())
-    }
-
-    /// An idle host of `generation`; older ones met on the way are stopped.
-    fn take_idle(&self, generation: u64) -> Option<Host> {
-        let mut idle = lock(&self.idle);
-        while let Some(host) = idle.pop() {
-            if host.generation == generation {
-                return Some(host);
-            }
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            drop(host);
-        }
-        None
-    }
-
-    /// Back to the idle list. A host of a generation that has passed
-    /// meanwhile is stopped by the next [`Pool::take_idle`], which checks
-    /// every host it meets anyway.
-    fn give_back(&self, mut host: Host) {
-        host.idle_since = Instant::now();
-        lock(&self.idle).push(host);
-    }
-
-    fn discard(&self, host: Host, refill_wanted: &AtomicBool) {
-        let live = self.live.fetch_sub(1, Ordering::Relaxed);
-        debug_assert!(live > 0, "a host was counted when it started");
-        drop(host);
-        refill_wanted.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Sends the request frame and reads the response frame.
-fn exchange_framed(
-    runtime: &'static str,
-    requests: &mut File,
-    responses: &mut File,
-    call: &HostCall<'_>,
-    response_bytes_max: usize,
-    deadline: Instant,
-) -> Result<HostOutput, HostError> {
-    let frame_error = |error: FrameError| match error {
-        FrameError::Timeout => HostError::Timeout {
-            runtime,
-            timeout_ms: call.timeout_ms,
-        },
-        FrameError::Closed => HostError::Died {
-            runtime,
-            detail: "it closed its pipe".into(),
-        },
-        other => HostError::Protocol {
-            runtime,
-            message: other.to_string(),
-        },
-    };
-    let request = call.request;
-    let headers: Vec<(String, String)> = request
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(value).into_owned(),
-            )
-        })
-        .collect();
-    let meta = serde_json::json!({
-        "method": request.method,
-        "path": request.path,
-        "query": request.query,
-        "headers": headers,
-        "remote_addr": request.remote_addr.map(|a| a.to_string()),
-    });
-    let meta = serde_json::to_vec(&meta).map_err(|e| HostError::Protocol {
-        runtime,
-        message: e.to_string(),
-    })?;
-    frame::write_frame(requests, &meta, call.body, deadline).map_err(frame_error)?;
-    let (meta, body) =
-        frame::read_frame(responses, response_bytes_max, deadline).map_err(frame_error)?;
-    if let Some(error) = meta.error {
-        return Err(HostError::Handler {
-            runtime,
-            message: one_line(&error),
-        });
-    }
-    let response = cgi::response_from_parts(
-        meta.status.unwrap_or(200),
-        meta.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        body.len(),
-    )
-    .map_err(|e| HostError::Response {
-        runtime,
-        message: e.to_string(),
-    })?;
-    Ok(HostOutput {
-        bytes: body,
-        response,
-    })
-}
-
-/// Moves the host's pipe ends to fd 3 and 4 (through fds ≥ 10, so that
-/// neither can overwrite the other on the way).
-fn place_host_fds(requests: i32, responses: i32) -> io::Result<()> {
-    // SAFETY: plain descriptor calls in the child between fork and exec.
-    unsafe {
-        let a = libc::fcntl(requests, libc::F_DUPFD, 10);
-        let b = libc::fcntl(responses, libc::F_DUPFD, 10);
-        if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::close(a);
-        libc::close(b);
-    }
-    Ok(())
-}
-
-/// A dead host's exit status in the error, when the error is that it died.
-fn died_detail(error: HostError, host: &mut Host) -> HostError {
-    match error {
-        HostError::Died { runtime, detail } => {
-            // Give the kernel a moment to finish the exit we saw coming.
-            let status = exit_detail(&mut host.child);
-            HostError::Died {
-                runtime,
-                detail: format!("{detail}; {status}"),
-            }
-        }
-        other => other,
-    }
-}
-
-/// "exited with status 1" / "killed by signal 9" / "still running".
-fn exit_detail(child: &mut Child) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    for _ in 0..50 {
-        if let Ok(Some(status)) = child.try_wait() {
-            return match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => "exited".into(),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    "still running".into()
 }
 
 /// A host's error text as one short line for a client.

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use super::fastcgi::{self, FastCgiError};
 use super::{one_line, HostCall, HostError, HostOutput};
-use crate::routes::descriptor::Runtime;
 use crate::runtimes::cgi;
+use crate::runtimes::descriptor::Runtime;
 use crate::runtimes::logs::FunctionLogs;
 
 /// The header prelude.php sets for a script that failed.

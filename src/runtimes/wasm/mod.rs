@@ -43,6 +43,8 @@ use host::Host;
 use modules::{Modules, ENTRY_POINT};
 use ticker::Ticker;
 
+use crate::failure::{Failure, FailureKind};
+
 pub use crate::runtimes::file_stamp::FILE_CHECK_INTERVAL_MS;
 pub use modules::{WasmStats, MODULES_CACHED_MAX, MODULE_BYTES_MAX};
 
@@ -86,8 +88,10 @@ pub struct WasmConfig {
     /// it fails with [`WasmError::Busy`]: run at most this many calling
     /// threads.
     pub instances_max: u32,
-    /// The largest `memory_mb` a call gets (the pool slot size, at most
-    /// [`MEMORY_MB_MAX_LIMIT`]); calls asking more are capped to it.
+    /// The largest `memory_mb` a call may ask for (the pool slot size, at
+    /// most [`MEMORY_MB_MAX_LIMIT`]); a call asking more is refused with
+    /// [`WasmError::MemoryOverSlot`]. Descriptors are checked against
+    /// [`MEMORY_MB_MAX_DEFAULT`], the size workers use.
     /// Address space reserved up front: `instances_max × (memory_mb_max +
     /// 32 MiB guard)`, e.g. 16 × 544 MiB ≈ 8.5 GiB, virtual only. At 4096
     /// compiled code needs no bounds checks, at 4 GiB per slot.
@@ -166,6 +170,10 @@ pub enum WasmError {
     Timeout { timeout_ms: u64 },
     #[error("wasm function exceeded its memory limit of {memory_mb} MiB")]
     MemoryLimit { memory_mb: u64 },
+    #[error(
+        "memory_mb {memory_mb} is outside what this worker's wasm slots hold (1..={memory_mb_max})"
+    )]
+    MemoryOverSlot { memory_mb: u64, memory_mb_max: u64 },
     #[error("wasm function exited with status {code}")]
     Exit { code: i32 },
     #[error("wasm function wrote more than {limit} bytes to stdout")]
@@ -181,6 +189,29 @@ impl WasmError {
     /// The function ran out of time (504), as opposed to failing (502).
     pub fn is_timeout(&self) -> bool {
         matches!(self, WasmError::Timeout { .. })
+    }
+}
+
+impl From<WasmError> for Failure {
+    fn from(error: WasmError) -> Failure {
+        let kind = match &error {
+            WasmError::Timeout { timeout_ms } => return Failure::timeout(*timeout_ms),
+            WasmError::ModuleNotFound { .. }
+            | WasmError::ModuleUnreadable { .. }
+            | WasmError::Compile { .. }
+            | WasmError::Link { .. }
+            | WasmError::NotACommand { .. }
+            | WasmError::Instantiate { .. } => FailureKind::Load,
+            WasmError::Busy { .. } => FailureKind::Busy,
+            WasmError::Trap { .. } => FailureKind::Trap,
+            WasmError::MemoryLimit { .. } => FailureKind::Memory,
+            WasmError::Exit { .. } => FailureKind::Exit,
+            WasmError::StdoutTooLarge { .. } => FailureKind::Output,
+            WasmError::Config { .. }
+            | WasmError::Internal { .. }
+            | WasmError::MemoryOverSlot { .. } => FailureKind::Internal,
+        };
+        Failure::new(kind, error)
     }
 }
 
@@ -268,7 +299,13 @@ impl WasmRuntime {
     /// [`WasmError::Exit`].
     pub fn call(&self, call: &WasmCall) -> Result<WasmOutput, WasmError> {
         let (prepared, _) = self.modules.get(&self.engine, &self.linker, call.module)?;
-        let memory_mb = call.memory_mb.clamp(1, self.memory_mb_max);
+        if !(1..=self.memory_mb_max).contains(&call.memory_mb) {
+            return Err(WasmError::MemoryOverSlot {
+                memory_mb: call.memory_mb,
+                memory_mb_max: self.memory_mb_max,
+            });
+        }
+        let memory_mb = call.memory_mb;
         let memory_bytes_max = usize::try_from(memory_mb * MIB).unwrap_or(usize::MAX);
         let timeout = Duration::from_millis(call.timeout_ms.max(1));
 
@@ -296,10 +333,10 @@ impl WasmRuntime {
 
         let result = match prepared.instance_pre()?.instantiate(&mut store) {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, ENTRY_POINT) {
-                Ok(start) => start.call(&mut store, ()).map_err(Failure::Run),
-                Err(e) => Err(Failure::Instantiate(e)),
+                Ok(start) => start.call(&mut store, ()).map_err(GuestFailure::Run),
+                Err(e) => Err(GuestFailure::Instantiate(e)),
             },
-            Err(e) => Err(Failure::Instantiate(e)),
+            Err(e) => Err(GuestFailure::Instantiate(e)),
         };
         let timed_out = store.data().timed_out();
         let memory_limit_hit = store.data().memory_limit_hit();
@@ -330,10 +367,10 @@ impl WasmRuntime {
     }
 
     /// `Ok` for `proc_exit(0)`, the matching error for everything else.
-    fn classify(&self, failure: Failure) -> Result<(), WasmError> {
+    fn classify(&self, failure: GuestFailure) -> Result<(), WasmError> {
         let (error, instantiating) = match failure {
-            Failure::Instantiate(e) => (e, true),
-            Failure::Run(e) => (e, false),
+            GuestFailure::Instantiate(e) => (e, true),
+            GuestFailure::Run(e) => (e, false),
         };
         if let Some(exit) = error.downcast_ref::<I32Exit>() {
             return match exit.0 {
@@ -365,7 +402,7 @@ impl WasmRuntime {
     }
 }
 
-enum Failure {
+enum GuestFailure {
     Instantiate(wasmtime::Error),
     Run(wasmtime::Error),
 }

@@ -20,12 +20,11 @@
 //! Compiling happens on the calling thread, outside any lock; two threads
 //! missing the same module at once both compile it and the last one wins.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module};
@@ -33,8 +32,8 @@ use wasmtime::{Engine, ExternType, InstancePre, Linker, Module};
 use super::disk_cache::{DiskCache, Rejected};
 use super::host::Host;
 use super::{CacheOutcome, WasmError};
+use crate::lru::LruMap;
 use crate::runtimes::file_stamp::{FileStamp, FILE_CHECK_INTERVAL_MS};
-use crate::sync::{read, write};
 
 /// Modules kept compiled in memory per process.
 pub const MODULES_CACHED_MAX: usize = 1024;
@@ -52,9 +51,8 @@ pub(super) struct Prepared {
     path: PathBuf,
     stamp: FileStamp,
     loaded: Result<InstancePre<Host>, WasmError>,
-    /// Milliseconds since the table was made, for eviction.
-    last_used_ms: AtomicU64,
-    /// When the file was last found unchanged (same clock).
+    /// When the file was last found unchanged, in milliseconds since the
+    /// table was made.
     checked_ms: AtomicU64,
 }
 
@@ -90,7 +88,7 @@ pub struct WasmStats {
 pub(super) struct Modules {
     functions_dir: PathBuf,
     disk: Option<DiskCache>,
-    entries: RwLock<HashMap<String, Arc<Prepared>>>,
+    entries: LruMap<String, Prepared>,
     counters: Counters,
     created: Instant,
 }
@@ -100,7 +98,7 @@ impl Modules {
         Modules {
             functions_dir,
             disk,
-            entries: RwLock::new(HashMap::new()),
+            entries: LruMap::new(MODULES_CACHED_MAX),
             counters: Counters::default(),
             created: Instant::now(),
         }
@@ -127,18 +125,15 @@ impl Modules {
         name: &str,
     ) -> Result<(Arc<Prepared>, CacheOutcome), WasmError> {
         let now_ms = self.created.elapsed().as_millis() as u64;
-        let cached = read(&self.entries).get(name).cloned();
-        if let Some(entry) = cached {
+        if let Some(entry) = self.entries.get(name) {
             let checked_ms = entry.checked_ms.load(Ordering::Relaxed);
             if now_ms.saturating_sub(checked_ms) < FILE_CHECK_INTERVAL_MS {
-                entry.last_used_ms.store(now_ms, Ordering::Relaxed);
                 entry.instance_pre()?;
                 return Ok((entry, CacheOutcome::Memory));
             }
             match fs::metadata(&entry.path) {
                 Ok(metadata) if FileStamp::of(&metadata) == entry.stamp => {
                     entry.checked_ms.store(now_ms, Ordering::Relaxed);
-                    entry.last_used_ms.store(now_ms, Ordering::Relaxed);
                     entry.instance_pre()?;
                     return Ok((entry, CacheOutcome::Memory));
                 }
@@ -146,7 +141,7 @@ impl Modules {
                 Err(e) => {
                     // Gone or unreadable: new calls must not run the old
                     // copy of a module that was removed.
-                    write(&self.entries).remove(name);
+                    self.entries.remove(name);
                     return Err(module_io_error(name, e));
                 }
             }
@@ -154,7 +149,7 @@ impl Modules {
 
         let path = self.functions_dir.join(name);
         let (bytes, stamp) = read_module(&path).map_err(|e| {
-            write(&self.entries).remove(name);
+            self.entries.remove(name);
             module_io_error(name, e)
         })?;
         let (loaded, outcome) = match self.load(engine, linker, name, &bytes) {
@@ -168,21 +163,11 @@ impl Modules {
             path,
             stamp,
             loaded,
-            last_used_ms: AtomicU64::new(now_ms),
             checked_ms: AtomicU64::new(now_ms),
         });
-        let mut entries = write(&self.entries);
-        if entries.len() >= MODULES_CACHED_MAX && !entries.contains_key(name) {
-            let oldest = entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_used_ms.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                entries.remove(&oldest);
-            }
-        }
-        entries.insert(name.to_string(), Arc::clone(&entry));
-        drop(entries);
+        // A new version replaces the old one; calls running on it keep
+        // their Arc.
+        self.entries.insert(name.to_string(), Arc::clone(&entry));
         entry.instance_pre()?;
         Ok((entry, outcome))
     }

@@ -290,15 +290,22 @@ fn memory_bomb_hits_the_memory_limit_and_the_runtime_survives() {
         error.to_string(),
         "wasm function exceeded its memory limit of 16 MiB"
     );
-    // A request above the pool slot size is capped to it.
+    // A request above the pool slot size is refused, not quietly capped
+    // (the descriptor check keeps such rows from reaching a worker).
     let error = runtime
         .call(&WasmCall {
             memory_mb: 100_000,
             ..call("membomb.wat", &[], b"")
         })
-        .expect_err("hits the limit");
+        .expect_err("over the slot size");
     assert!(
-        matches!(error, WasmError::MemoryLimit { memory_mb: 64 }),
+        matches!(
+            error,
+            WasmError::MemoryOverSlot {
+                memory_mb: 100_000,
+                memory_mb_max: 64
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(

@@ -1,6 +1,6 @@
 //! HTTP/1.1 response encoding shared by everything that writes responses
-//! (the gateway today, worker processes later): status lines, reason
-//! phrases, the gateway-owned headers and complete small responses.
+//! (the gateway's cores and the worker processes): status lines, reason
+//! phrases, the headers the gateway owns and complete small responses.
 //!
 //! Pure functions over byte buffers: no I/O, no allocation beyond the
 //! caller's output buffer.

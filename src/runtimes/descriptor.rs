@@ -1,20 +1,28 @@
-//! The route descriptor: the JSON in the `v` column of `functions`.
+//! The descriptor: what a route runs and how, the JSON in the `v` column of
+//! `functions`. It lives with the runtimes because it is their contract: the
+//! route table parses it to build a route, and a worker parses the same
+//! text to run the function.
 //!
-//! Parsing rejects unknown keys and checks every bound, so a bad row is
-//! reported with a reason instead of misbehaving at request time.
+//! Parsing rejects unknown keys, checks every bound and asks the runtime
+//! whether it can do what the row asks (a wasm instance's memory is capped
+//! by its pool slot), so a bad row is reported with a reason instead of
+//! misbehaving at request time.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::http::rules::{self, RESPONSE_STATUS_RANGE};
+
 pub const TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const TIMEOUT_MS_MAX: u64 = 15 * 60 * 1000;
 pub const MEMORY_MB_DEFAULT: u64 = 128;
 pub const MEMORY_MB_MAX: u64 = 64 * 1024;
-/// Headers the gateway writes itself; a descriptor may not set them.
-const GATEWAY_OWNED_HEADERS: [&str; 4] =
-    ["content-length", "transfer-encoding", "connection", "date"];
+/// Longest descriptor of a function route: its text travels in every
+/// dispatch to a worker. (Static routes never leave the gateway; their
+/// body may be larger.)
+pub const DESCRIPTOR_BYTES_MAX: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +46,17 @@ impl Runtime {
             Runtime::Node => "node",
             Runtime::Php => "php",
             Runtime::Static => "static",
+        }
+    }
+
+    /// The largest `memory_mb` this runtime can honour. A wasm instance
+    /// lives in a pooled slot reserved at worker start, so its cap is the
+    /// slot size; the process runtimes take any value up to
+    /// [`MEMORY_MB_MAX`].
+    pub fn memory_mb_max(self) -> u64 {
+        match self {
+            Runtime::Wasm => crate::runtimes::wasm::MEMORY_MB_MAX_DEFAULT,
+            _ => MEMORY_MB_MAX,
         }
     }
 }
@@ -84,12 +103,22 @@ pub enum DescriptorError {
     ModuleMissing(&'static str),
     #[error("\"body\" is only for the static runtime")]
     BodyNotStatic,
-    #[error("status {0} is outside 200..=599")]
+    #[error("status {0} is outside {lo}..={hi}", lo = RESPONSE_STATUS_RANGE.start(), hi = RESPONSE_STATUS_RANGE.end())]
     Status(u16),
     #[error("timeout_ms {0} is outside 1..={TIMEOUT_MS_MAX}")]
     Timeout(u64),
     #[error("memory_mb {0} is outside 1..={MEMORY_MB_MAX}")]
     Memory(u64),
+    #[error("memory_mb {asked} is more than the {runtime} runtime can give (at most {max})")]
+    MemoryOverRuntime {
+        runtime: &'static str,
+        asked: u64,
+        max: u64,
+    },
+    #[error(
+        "descriptor of {0} bytes is over the {DESCRIPTOR_BYTES_MAX}-byte limit of function routes"
+    )]
+    TooLarge(usize),
     #[error("max_concurrency must be at least 1")]
     Concurrency,
     #[error("header name {0:?} is not a valid HTTP token")]
@@ -107,6 +136,9 @@ impl Descriptor {
         let descriptor: Descriptor =
             serde_json::from_str(json).map_err(|e| DescriptorError::Json(e.to_string()))?;
         descriptor.validate()?;
+        if descriptor.runtime != Runtime::Static && json.len() > DESCRIPTOR_BYTES_MAX {
+            return Err(DescriptorError::TooLarge(json.len()));
+        }
         Ok(descriptor)
     }
 
@@ -119,7 +151,7 @@ impl Descriptor {
                 return Err(DescriptorError::BodyNotStatic);
             }
         }
-        if !(200..=599).contains(&self.status) {
+        if !RESPONSE_STATUS_RANGE.contains(&self.status) {
             return Err(DescriptorError::Status(self.status));
         }
         if !(1..=TIMEOUT_MS_MAX).contains(&self.timeout_ms) {
@@ -128,18 +160,24 @@ impl Descriptor {
         if !(1..=MEMORY_MB_MAX).contains(&self.memory_mb) {
             return Err(DescriptorError::Memory(self.memory_mb));
         }
+        if self.memory_mb > self.runtime.memory_mb_max() {
+            return Err(DescriptorError::MemoryOverRuntime {
+                runtime: self.runtime.name(),
+                asked: self.memory_mb,
+                max: self.runtime.memory_mb_max(),
+            });
+        }
         if self.max_concurrency == Some(0) {
             return Err(DescriptorError::Concurrency);
         }
         for (name, value) in &self.headers {
-            if name.is_empty() || !name.bytes().all(is_token_byte) {
+            if !rules::is_token(name.as_bytes()) {
                 return Err(DescriptorError::HeaderName(name.clone()));
             }
             if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(DescriptorError::HeaderValue(name.clone()));
             }
-            let lower = name.to_ascii_lowercase();
-            if GATEWAY_OWNED_HEADERS.contains(&lower.as_str()) {
+            if rules::is_gateway_owned_header(name) {
                 return Err(DescriptorError::HeaderReserved(name.clone()));
             }
         }
@@ -163,11 +201,6 @@ impl Descriptor {
         }
         headers
     }
-}
-
-/// RFC 9110 `tchar`.
-pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -224,6 +257,52 @@ mod tests {
         assert_eq!(
             Descriptor::parse(r#"{"runtime":"static","headers":{"a b":"c"}}"#),
             Err(DescriptorError::HeaderName("a b".into()))
+        );
+    }
+
+    #[test]
+    fn memory_beyond_what_the_runtime_can_give_is_rejected() {
+        let max = Runtime::Wasm.memory_mb_max();
+        let asked = format!(
+            r#"{{"runtime":"wasm","module":"m.wat","memory_mb":{}}}"#,
+            max + 1
+        );
+        assert_eq!(
+            Descriptor::parse(&asked),
+            Err(DescriptorError::MemoryOverRuntime {
+                runtime: "wasm",
+                asked: max + 1,
+                max,
+            })
+        );
+        let at_cap = format!(r#"{{"runtime":"wasm","module":"m.wat","memory_mb":{max}}}"#);
+        assert!(Descriptor::parse(&at_cap).is_ok());
+        assert!(
+            Descriptor::parse(r#"{"runtime":"python","module":"m.py","memory_mb":4096}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_function_descriptor_must_fit_a_dispatch() {
+        let env = "x".repeat(DESCRIPTOR_BYTES_MAX);
+        let json = format!(r#"{{"runtime":"wasm","module":"m.wat","env":{{"K":"{env}"}}}}"#);
+        assert_eq!(
+            Descriptor::parse(&json),
+            Err(DescriptorError::TooLarge(json.len()))
+        );
+        let body = "x".repeat(DESCRIPTOR_BYTES_MAX);
+        let big_static = format!(r#"{{"runtime":"static","body":"{body}"}}"#);
+        assert!(
+            Descriptor::parse(&big_static).is_ok(),
+            "static routes stay in the gateway"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_the_gateways_too() {
+        assert_eq!(
+            Descriptor::parse(r#"{"runtime":"static","headers":{"Upgrade":"h2c"}}"#),
+            Err(DescriptorError::HeaderReserved("Upgrade".into()))
         );
     }
 

@@ -1,13 +1,15 @@
 //! Every error a client can see, and the one place where an error becomes an
-//! HTTP status (see DESIGN.md, "Errors a client sees").
+//! HTTP status (README.md, "HTTP behaviour and errors").
 //!
-//! Modules return these typed errors; only the gateway renders them, through
-//! [`HttpError::status`] and [`HttpError::closes_connection`].
+//! Modules return these typed errors; the gateway and the workers render
+//! them, through [`HttpError::status`] and [`HttpError::closes_connection`]
+//! and nowhere else.
 
 use thiserror::Error;
 
+use super::encode::{self, ConnectionHeader};
 use crate::clock::DATE_LINE_LEN;
-use crate::http::{self, ConnectionHeader};
+use crate::failure::{Failure, FailureKind};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HttpError {
@@ -39,16 +41,22 @@ pub enum HttpError {
     RuntimeUnavailable(String),
     #[error("server is at its limit of {limit} open connections")]
     Overloaded { limit: usize },
-    #[error("function failed: {0}")]
-    FunctionFailed(String),
-    #[error("function did not finish within {timeout_ms} ms")]
-    FunctionTimeout { timeout_ms: u64 },
+    /// A function call that produced no response; its kind decides the
+    /// status (504 for a timeout, 501 for a missing interpreter, else 502).
+    #[error("{0}")]
+    Function(Failure),
     #[error("the worker running this request stopped before answering")]
     WorkerLost,
     #[error("no worker could take the request within {waited_ms} ms")]
     NoWorkerAvailable { waited_ms: u64 },
     #[error("route {route} is at its max_concurrency of {limit}")]
     ConcurrencyLimit { route: String, limit: u32 },
+}
+
+impl From<Failure> for HttpError {
+    fn from(failure: Failure) -> HttpError {
+        HttpError::Function(failure)
+    }
 }
 
 impl HttpError {
@@ -65,8 +73,12 @@ impl HttpError {
             HttpError::Overloaded { .. }
             | HttpError::NoWorkerAvailable { .. }
             | HttpError::ConcurrencyLimit { .. } => 503,
-            HttpError::FunctionFailed(_) | HttpError::WorkerLost => 502,
-            HttpError::FunctionTimeout { .. } => 504,
+            HttpError::Function(failure) => match failure.kind {
+                FailureKind::Timeout => 504,
+                FailureKind::Unavailable => 501,
+                _ => 502,
+            },
+            HttpError::WorkerLost => 502,
         }
     }
 
@@ -79,8 +91,7 @@ impl HttpError {
             HttpError::NotFound { .. }
                 | HttpError::MethodNotAllowed { .. }
                 | HttpError::RuntimeUnavailable(_)
-                | HttpError::FunctionFailed(_)
-                | HttpError::FunctionTimeout { .. }
+                | HttpError::Function(_)
                 | HttpError::NoWorkerAvailable { .. }
                 | HttpError::ConcurrencyLimit { .. }
         )
@@ -97,11 +108,11 @@ impl HttpError {
         head_only: bool,
     ) -> usize {
         let status = self.status();
-        let body = format!("{status} {}: {self}\n", http::reason_phrase(status));
+        let body = format!("{status} {}: {self}\n", encode::reason_phrase(status));
         let content_type = ("content-type", "text/plain; charset=utf-8");
         let headers = [content_type, self.extra_header().unwrap_or(("", ""))];
         let header_count = if self.extra_header().is_some() { 2 } else { 1 };
-        http::push_response(
+        encode::push_response(
             out,
             status,
             &headers[..header_count],
@@ -137,5 +148,19 @@ mod tests {
         assert_eq!(bad.status(), 400);
         assert!(bad.closes_connection());
         assert_eq!(HttpError::HeaderTooLarge { limit_bytes: 1 }.status(), 431);
+    }
+
+    #[test]
+    fn a_failure_kind_decides_its_status_and_keeps_the_connection() {
+        for (kind, status) in [
+            (FailureKind::Timeout, 504),
+            (FailureKind::Unavailable, 501),
+            (FailureKind::Trap, 502),
+            (FailureKind::Load, 502),
+        ] {
+            let error = HttpError::Function(Failure::new(kind, "x"));
+            assert_eq!(error.status(), status, "{kind:?}");
+            assert!(!error.closes_connection(), "{kind:?}");
+        }
     }
 }

@@ -13,24 +13,31 @@
 //!
 //! What this module cannot contain: native code runs in the worker's
 //! address space, so a crash ends the worker (the supervisor replaces it)
-//! and a call that never returns cannot be stopped here (the worker's
-//! watchdog answers 504 and replaces the process). Everything the library
+//! and a call that never returns cannot be stopped: [`watchdog`] runs the
+//! worker's answer for it (504, then the worker is replaced). Everything the library
 //! hands back goes through the CGI header rules before it reaches a client.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
+pub use watchdog::OnExpiry;
+use watchdog::Watchdog;
+
+mod watchdog;
+
 use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
-use crate::routes::descriptor::is_token_byte;
-use crate::sync::{lock, read, write};
+use crate::failure::{Failure, FailureKind};
+use crate::http::rules::{self, RESPONSE_STATUS_RANGE};
+use crate::lru::LruMap;
+use crate::sync::lock;
 
 /// `COREFN_ABI_VERSION` of corefn.h.
 pub const ABI_VERSION: u32 = 1;
@@ -62,6 +69,20 @@ pub enum NativeError {
     ResponseTooLarge { limit_bytes: usize },
 }
 
+impl From<NativeError> for Failure {
+    fn from(error: NativeError) -> Failure {
+        let kind = match &error {
+            NativeError::NotFound { .. }
+            | NativeError::Load { .. }
+            | NativeError::Symbol { .. }
+            | NativeError::Init { .. } => FailureKind::Load,
+            NativeError::Failed { .. } => FailureKind::HandlerError,
+            NativeError::Response(_) | NativeError::ResponseTooLarge { .. } => FailureKind::Output,
+        };
+        Failure::new(kind, error)
+    }
+}
+
 type HandleFn = unsafe extern "C" fn(*const RawRequest, *mut RawResponse) -> c_int;
 type InitFn = unsafe extern "C" fn() -> c_int;
 
@@ -78,16 +99,15 @@ struct Entry {
     file: WatchedFile,
     handler: String,
     current: Mutex<Option<Arc<Loaded>>>,
-    /// Milliseconds since the runtime was made, for eviction.
-    last_used_ms: AtomicU64,
 }
 
 pub struct NativeRuntime {
     functions_dir: PathBuf,
     copies_dir: PathBuf,
     copies_made: AtomicU64,
-    entries: RwLock<HashMap<(String, String), Arc<Entry>>>,
-    created: std::time::Instant,
+    watchdog: Watchdog,
+    /// Keyed by (module, handler).
+    entries: LruMap<(String, String), Entry>,
 }
 
 /// One invocation.
@@ -116,9 +136,29 @@ impl NativeRuntime {
             functions_dir,
             copies_dir,
             copies_made: AtomicU64::new(0),
-            entries: RwLock::new(HashMap::new()),
-            created: std::time::Instant::now(),
+            watchdog: Watchdog::default(),
+            entries: LruMap::new(LIBRARIES_LOADED_MAX),
         }
+    }
+
+    /// [`NativeRuntime::call`] under a deadline. Past it, the watchdog
+    /// thread runs `on_expiry`, which answers the client and must end the
+    /// process; this thread then never returns (it parks), so nothing is
+    /// written after that answer.
+    pub fn call_watched(
+        &self,
+        call: &NativeCall<'_>,
+        deadline: std::time::Instant,
+        on_expiry: OnExpiry,
+    ) -> Result<NativeOutput, NativeError> {
+        let watch = self.watchdog.watch(deadline, on_expiry);
+        let result = self.call(call);
+        if !watch.finish() {
+            loop {
+                std::thread::park();
+            }
+        }
+        result
     }
 
     pub fn call(&self, call: &NativeCall<'_>) -> Result<NativeOutput, NativeError> {
@@ -203,31 +243,18 @@ impl NativeRuntime {
     /// or changed.
     fn library(&self, module: &str, handler: &str) -> Result<Arc<Loaded>, NativeError> {
         let key = (module.to_string(), handler.to_string());
-        let cached = read(&self.entries).get(&key).cloned();
-        let entry = match cached {
+        let entry = match self.entries.get(&key) {
             Some(entry) => entry,
             None => {
                 let entry = Arc::new(Entry {
                     file: WatchedFile::new(self.functions_dir.join(module)),
                     handler: handler.to_string(),
                     current: Mutex::new(None),
-                    last_used_ms: AtomicU64::new(0),
                 });
-                let mut entries = write(&self.entries);
-                if entries.len() >= LIBRARIES_LOADED_MAX {
-                    let oldest = entries
-                        .iter()
-                        .min_by_key(|(_, e)| e.last_used_ms.load(Ordering::Relaxed))
-                        .map(|(k, _)| k.clone());
-                    if let Some(oldest) = oldest {
-                        entries.remove(&oldest);
-                    }
-                }
-                entries.entry(key).or_insert(entry).clone()
+                // An evicted library is unloaded after its last call.
+                self.entries.get_or_insert(key, entry).0
             }
         };
-        let now_ms = self.created.elapsed().as_millis() as u64;
-        entry.last_used_ms.store(now_ms, Ordering::Relaxed);
         let generation = entry.file.generation().map_err(|e| {
             *lock(&entry.current) = None;
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -388,7 +415,7 @@ unsafe extern "C" fn response_set_status(response: *mut RawResponse, status: c_i
     let Some(builder) = (unsafe { builder(response) }) else {
         return -1;
     };
-    if !(200..=599).contains(&status) {
+    if !u16::try_from(status).is_ok_and(|status| RESPONSE_STATUS_RANGE.contains(&status)) {
         return -1;
     }
     builder.status = status;
@@ -412,10 +439,7 @@ unsafe extern "C" fn response_header(
     let (Ok(name), Ok(value)) = (name.to_str(), value.to_str()) else {
         return -1;
     };
-    if name.is_empty()
-        || !name.bytes().all(is_token_byte)
-        || value.chars().any(|c| c != '\t' && c.is_control())
-    {
+    if !rules::is_token(name.as_bytes()) || value.chars().any(|c| c != '\t' && c.is_control()) {
         return -1;
     }
     builder.headers.push((name.to_string(), value.to_string()));

@@ -1,0 +1,85 @@
+//! What a core shares with its connections: limits, the route snapshot,
+//! the worker links, the Date line and the stop signal. A connection reads
+//! this and nothing else of its core; the accept loop and housekeeping in
+//! [`super::core`] own it and are its only writers.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use super::access_log::CoreAccessLog;
+use crate::clock::{self, DATE_LINE_LEN};
+use crate::config::Limits;
+use crate::routes::snapshot::CoreSnapshot;
+use crate::workers::pool::CoreWorkers;
+use crate::workers::supervisor::PoolStatus;
+
+pub struct CoreContext {
+    pub index: usize,
+    pub limits: Limits,
+    pub snapshot: CoreSnapshot,
+    date_line: Cell<[u8; DATE_LINE_LEN]>,
+    date_secs: Cell<u64>,
+    stopping: Cell<bool>,
+    /// Never has permits; closed on stop so that waiters wake up.
+    stop_signal: Semaphore,
+    pub workers: Rc<CoreWorkers>,
+    pub pool_status: Option<Arc<PoolStatus>>,
+    pub access_log: Option<CoreAccessLog>,
+}
+
+impl CoreContext {
+    pub fn new(
+        index: usize,
+        limits: Limits,
+        snapshot: CoreSnapshot,
+        workers: Rc<CoreWorkers>,
+        pool_status: Option<Arc<PoolStatus>>,
+        access_log: Option<CoreAccessLog>,
+    ) -> CoreContext {
+        let now = clock::unix_now_secs();
+        CoreContext {
+            index,
+            limits,
+            snapshot,
+            date_line: Cell::new(clock::date_line(now)),
+            date_secs: Cell::new(now),
+            stopping: Cell::new(false),
+            stop_signal: Semaphore::new(0),
+            workers,
+            pool_status,
+            access_log,
+        }
+    }
+
+    pub fn date_line(&self) -> [u8; DATE_LINE_LEN] {
+        self.date_line.get()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once the core is stopping.
+    pub async fn stopped(&self) {
+        if !self.stopping.get() {
+            // Err(closed) is the wake-up; the semaphore never has permits.
+            let _ = self.stop_signal.acquire(1).await;
+        }
+    }
+
+    pub(super) fn stop(&self) {
+        self.stopping.set(true);
+        self.stop_signal.close();
+    }
+
+    pub(super) fn refresh_date(&self) {
+        let now = clock::unix_now_secs();
+        if now != self.date_secs.get() {
+            self.date_secs.set(now);
+            self.date_line.set(clock::date_line(now));
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The registry of host pools (one per function, bounded, least recently
+//! used evicted) and the hosts in them: taking an idle host of the current
+//! generation, giving it back, discarding it.
+
+use super::*;
+
+/// How a host talks to its worker.
+pub(super) enum HostIo {
+    /// Python, Node: requests on `requests` (the host's fd 3), responses on
+    /// `responses` (its fd 4), both non-blocking on this side.
+    Framed { requests: File, responses: File },
+    /// PHP: one kept FastCGI connection.
+    FastCgi {
+        stream: UnixStream,
+        next_request_id: u16,
+    },
+}
+
+/// A running host. Dropping it kills and reaps it.
+pub(super) struct Host {
+    pub(super) child: Child,
+    pub(super) generation: u64,
+    pub(super) io: HostIo,
+    /// When it last finished a request (or started).
+    pub(super) idle_since: Instant,
+    /// Where its pid is listed while it lives.
+    pub(super) pids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Host {
+    pub(super) fn new(
+        child: Child,
+        generation: u64,
+        io: HostIo,
+        pids: &Arc<Mutex<Vec<u32>>>,
+    ) -> Host {
+        lock(pids).push(child.id());
+        Host {
+            child,
+            generation,
+            io,
+            idle_since: Instant::now(),
+            pids: pids.clone(),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+        let pid = self.child.id();
+        lock(&self.pids).retain(|&p| p != pid);
+    }
+}
+
+/// What starting a host of one function takes.
+pub(super) struct Pool {
+    pub(super) runtime: Runtime,
+    pub(super) module: String,
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<OsString>,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) cwd: PathBuf,
+    pub(super) file: WatchedFile,
+    pub(super) idle: Mutex<Vec<Host>>,
+    /// Hosts alive, idle or busy.
+    pub(super) live: AtomicUsize,
+    /// The generation that failed to load, how, and when.
+    pub(super) failed: Mutex<Option<(u64, HostError, Instant)>>,
+}
+
+impl ScriptHosts {
+    /// The pool of the call's function, made on first use.
+    pub(super) fn pool(&self, call: &HostCall<'_>) -> Arc<Pool> {
+        let handler = call.handler.unwrap_or("");
+        let mut key = String::with_capacity(64);
+        key.push_str(call.runtime.name());
+        for part in [call.module, handler] {
+            key.push('\0');
+            key.push_str(part);
+        }
+        for (name, value) in call.descriptor_env {
+            key.push('\0');
+            key.push_str(name);
+            key.push('=');
+            key.push_str(value);
+        }
+        if let Some(pool) = self.pools.get(&key) {
+            return pool;
+        }
+        let (pool, evicted) = self.pools.get_or_insert(key, Arc::new(self.new_pool(call)));
+        if let Some(evicted) = evicted {
+            // Busy hosts of that pool finish their request and are
+            // dropped with the last Arc.
+            lock(&evicted.idle).clear();
+        }
+        pool
+    }
+
+    pub(super) fn new_pool(&self, call: &HostCall<'_>) -> Pool {
+        let path = self.config.functions_dir.join(call.module);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let cwd = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let scripts = &self.config.scripts_dir;
+        let mut env: Vec<(String, String)> = call
+            .descriptor_env
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        // Python and Node: `<interpreter> <host program> <module> <handler>`.
+        let framed = |interpreter: &Path, host: &str, handler_default: &str| {
+            let handler = call.handler.unwrap_or(handler_default);
+            (
+                interpreter.to_path_buf(),
+                vec![
+                    scripts.join(host).into_os_string(),
+                    path.clone().into_os_string(),
+                    handler.into(),
+                ],
+            )
+        };
+        let (program, args) = match call.runtime {
+            Runtime::Python => {
+                env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+                framed(&self.config.python, "host.py", "handle")
+            }
+            Runtime::Node => framed(&self.config.node, "host.js", "handler"),
+            _ => {
+                env.extend(php::host_env());
+                (
+                    self.config.php_cgi.clone(),
+                    php::host_args(&scripts.join("prelude.php")),
+                )
+            }
+        };
+        Pool {
+            runtime: call.runtime,
+            module: call.module.to_string(),
+            program,
+            args,
+            env,
+            cwd,
+            file: WatchedFile::new(path),
+            idle: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            failed: Mutex::new(None),
+        }
+    }
+}
+
+impl Pool {
+    /// How this generation failed to load, if it did in the last
+    /// [`LOAD_FAILURE_KEPT_MS`] (a failure may have been the machine's, not
+    /// the code's, so it is tried again now and then).
+    pub(super) fn load_failure(&self, generation: u64) -> Option<HostError> {
+        let failed = lock(&self.failed);
+        let (failed_generation, error, at) = failed.as_ref()?;
+        let recent = at.elapsed() < Duration::from_millis(LOAD_FAILURE_KEPT_MS);
+        (*failed_generation == generation && recent).then(|| error.clone())
+    }
+
+    /// An idle host of `generation`; older ones met on the way are stopped.
+    pub(super) fn take_idle(&self, generation: u64) -> Option<Host> {
+        let mut idle = lock(&self.idle);
+        while let Some(host) = idle.pop() {
+            if host.generation == generation {
+                return Some(host);
+            }
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            drop(host);
+        }
+        None
+    }
+
+    /// Back to the idle list. A host of a generation that has passed
+    /// meanwhile is stopped by the next [`Pool::take_idle`], which checks
+    /// every host it meets anyway.
+    pub(super) fn give_back(&self, mut host: Host) {
+        host.idle_since = Instant::now();
+        lock(&self.idle).push(host);
+    }
+
+    pub(super) fn discard(&self, host: Host, refill_wanted: &AtomicBool) {
+        let live = self.live.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(live > 0, "a host was counted when it started");
+        drop(host);
+        refill_wanted.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,236 @@
+//! Starting a host: spawning the interpreter (python, node) or php-cgi
+//! with its descriptors in place, and waiting until it is ready, within
+//! [`HOST_START_TIMEOUT_MS`] or the request's own deadline.
+
+use super::*;
+
+impl ScriptHosts {
+    /// Starts a host of the pool's function and waits until it is ready.
+    pub(super) fn start(
+        &self,
+        pool: &Pool,
+        generation: u64,
+        deadline: Instant,
+        timeout_ms: u64,
+    ) -> Result<Host, HostError> {
+        let result = if pool.runtime == Runtime::Php {
+            self.start_php(pool, generation, deadline)
+        } else {
+            self.start_framed(pool, generation, deadline, timeout_ms)
+        };
+        match result {
+            Ok(host) => {
+                let live = pool.live.fetch_add(1, Ordering::Relaxed) + 1;
+                // Each worker thread holds one host at a time and takes an
+                // idle one before it starts another.
+                debug_assert!(
+                    live <= self
+                        .config
+                        .hosts_per_function_max
+                        .max(self.config.min_instances),
+                    "{live} hosts of one function in one worker"
+                );
+                Ok(host)
+            }
+            Err(error) => {
+                if matches!(error, HostError::Load { .. }) {
+                    eprintln!("corefn: {error}");
+                    *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    pub(super) fn spawn(
+        &self,
+        pool: &Pool,
+        command: &mut std::process::Command,
+    ) -> Result<Child, HostError> {
+        let log = self
+            .config
+            .logs
+            .open(pool.runtime, &pool.module)
+            .map_err(|e| HostError::Died {
+                runtime: pool.runtime.name(),
+                detail: format!("cannot open the function log: {e}"),
+            })?;
+        let log_copy = log.try_clone().map_err(|e| HostError::Died {
+            runtime: pool.runtime.name(),
+            detail: format!("cannot open the function log: {e}"),
+        })?;
+        command
+            .stdout(Stdio::from(log_copy))
+            .stderr(Stdio::from(log));
+        command.spawn().map_err(|e| HostError::Unavailable {
+            runtime: pool.runtime.name(),
+            program: pool.program.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub(super) fn start_framed(
+        &self,
+        pool: &Pool,
+        generation: u64,
+        deadline: Instant,
+        timeout_ms: u64,
+    ) -> Result<Host, HostError> {
+        let runtime = pool.runtime.name();
+        let died = |detail: String| HostError::Died { runtime, detail };
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| died(format!("pipe: {e}")))
+        };
+        let (requests_read, requests_write) = pipe()?;
+        let (responses_read, responses_write) = pipe()?;
+        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
+        process::die_with_worker(&mut command);
+        command.args(&pool.args).stdin(Stdio::null());
+        let (host_in, host_out) = (requests_read.as_raw_fd(), responses_write.as_raw_fd());
+        // SAFETY: runs between fork and exec; fcntl, dup2 and close are
+        // async-signal-safe and nothing is allocated.
+        unsafe {
+            command.pre_exec(move || place_host_fds(host_in, host_out));
+        }
+        let child = self.spawn(pool, &mut command)?;
+        drop((requests_read, responses_write));
+        let requests = File::from(requests_write);
+        let mut responses = File::from(responses_read);
+        set_nonblocking(requests.as_fd()).map_err(|e| died(e.to_string()))?;
+        set_nonblocking(responses.as_fd()).map_err(|e| died(e.to_string()))?;
+        let ready = frame::read_frame(&mut responses, 0, deadline);
+        // Made before looking at the answer: dropping it stops the child.
+        let mut host = Host::new(
+            child,
+            generation,
+            HostIo::Framed {
+                requests,
+                responses,
+            },
+            &self.pids,
+        );
+        match ready {
+            Ok((meta, _)) if meta.ready => Ok(host),
+            Ok((meta, _)) => Err(HostError::Load {
+                runtime,
+                module: pool.module.clone(),
+                message: one_line(
+                    meta.error
+                        .as_deref()
+                        .unwrap_or("the host did not say ready"),
+                ),
+            }),
+            Err(FrameError::Timeout) => Err(HostError::Timeout {
+                runtime,
+                timeout_ms,
+            }),
+            Err(FrameError::Closed) => Err(HostError::Load {
+                runtime,
+                module: pool.module.clone(),
+                message: format!(
+                    "the host exited before it was ready ({}); see the function log",
+                    exit_detail(&mut host.child)
+                ),
+            }),
+            Err(error) => Err(HostError::Protocol {
+                runtime,
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn start_php(
+        &self,
+        pool: &Pool,
+        generation: u64,
+        deadline: Instant,
+    ) -> Result<Host, HostError> {
+        let id = self.next_socket_id.fetch_add(1, Ordering::Relaxed);
+        let (listener, address) = php::listen(id).map_err(|e| HostError::Died {
+            runtime: "php",
+            detail: format!("cannot make the FastCGI socket: {e}"),
+        })?;
+        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
+        process::die_with_worker(&mut command);
+        command
+            .args(&pool.args)
+            .stdin(Stdio::from(OwnedFd::from(listener)));
+        let child = self.spawn(pool, &mut command)?;
+        // The listener's backlog takes the connection before php-cgi is up;
+        // FCGI_GET_VALUES tells when it serves.
+        let stream = UnixStream::connect_addr(&address).map_err(|e| HostError::Died {
+            runtime: "php",
+            detail: format!("cannot connect to php-cgi: {e}"),
+        })?;
+        let mut host = Host::new(
+            child,
+            generation,
+            HostIo::FastCgi {
+                stream,
+                next_request_id: 1,
+            },
+            &self.pids,
+        );
+        if let HostIo::FastCgi { stream, .. } = &mut host.io {
+            php::wait_ready(stream, deadline).map_err(|error| match error {
+                HostError::Died { detail, .. } => HostError::Load {
+                    runtime: "php",
+                    module: pool.module.clone(),
+                    message: format!(
+                        "{detail} ({}); see the function log",
+                        exit_detail(&mut host.child)
+                    ),
+                },
+                other => other,
+            })?;
+        }
+        Ok(host)
+    }
+}
+
+/// Moves the host's pipe ends to fd 3 and 4 (through fds ≥ 10, so that
+/// neither can overwrite the other on the way).
+pub(super) fn place_host_fds(requests: i32, responses: i32) -> io::Result<()> {
+    // SAFETY: plain descriptor calls in the child between fork and exec.
+    unsafe {
+        let a = libc::fcntl(requests, libc::F_DUPFD, 10);
+        let b = libc::fcntl(responses, libc::F_DUPFD, 10);
+        if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(a);
+        libc::close(b);
+    }
+    Ok(())
+}
+
+/// A dead host's exit status in the error, when the error is that it died.
+pub(super) fn died_detail(error: HostError, host: &mut Host) -> HostError {
+    match error {
+        HostError::Died { runtime, detail } => {
+            // Give the kernel a moment to finish the exit we saw coming.
+            let status = exit_detail(&mut host.child);
+            HostError::Died {
+                runtime,
+                detail: format!("{detail}; {status}"),
+            }
+        }
+        other => other,
+    }
+}
+
+/// "exited with status 1" / "killed by signal 9" / "still running".
+pub(super) fn exit_detail(child: &mut Child) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    for _ in 0..50 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                _ => "exited".into(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    "still running".into()
+}

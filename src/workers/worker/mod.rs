@@ -1,0 +1,187 @@
+//! The worker process (`corefn worker`, started by the supervisor): receives
+//! dispatches from every core, runs the function through the runtimes'
+//! one seam ([`crate::runtimes::invoke`]), writes the HTTP response
+//! straight to the client socket and reports completion to the core.
+//!
+//! * this file: process setup (signals, channels, runtimes, threads) and
+//!   the worker's shared state;
+//! * [`serve`]: a thread's loop, one dispatch from receipt to completion;
+//! * [`proc_sample`]: the metrics datagram, sampled from /proc.
+//!
+//! Threads: `threads` identical loops, each polling every core channel and
+//! taking whichever dispatch arrives (seqpacket delivers each message to one
+//! reader), so a slow function holds one thread while the others go on.
+//! The worker never reads from the client socket and never closes it for
+//! the gateway: it writes one response and drops its own copy.
+
+mod proc_sample;
+mod serve;
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use nix::errno::Errno;
+use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use thiserror::Error;
+
+use super::settings::WorkerSettings;
+use crate::config::WorkerArgs;
+use crate::failure::{Failure, FailureKind};
+use crate::lru::LruMap;
+use crate::runtimes::descriptor::Descriptor;
+use crate::runtimes::invoke::{Runtimes, StartError};
+
+/// Set by SIGUSR1, which the supervisor sends when the gateway starts
+/// shutting down: responses written from then on carry `connection: close`.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_drain_signal(_: libc::c_int) {
+    DRAINING.store(true, Ordering::Relaxed);
+}
+
+/// The supervisor places core channel `c` at descriptor `FIRST_CHANNEL_FD + c`.
+pub const FIRST_CHANNEL_FD: RawFd = 3;
+/// Channels a worker accepts: one per core.
+const CHANNELS_MAX: usize = 1024;
+/// Parsed descriptors kept per worker (keyed by their JSON text).
+const DESCRIPTOR_CACHE_MAX: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("worker {0}: the gateway is gone")]
+    Orphaned(usize),
+    #[error("worker: {0}")]
+    Settings(String),
+    #[error("worker: cannot set up signals: {0}")]
+    Signals(Errno),
+    #[error("worker: channel descriptor {0} is not open")]
+    Channel(RawFd),
+    #[error("worker: {0}")]
+    Runtimes(#[from] StartError),
+    #[error("worker: cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Who this worker is, from its command line.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    worker_id: usize,
+    parent_pid: i32,
+}
+
+struct Worker {
+    identity: Identity,
+    settings: WorkerSettings,
+    channels: Vec<OwnedFd>,
+    runtimes: Runtimes,
+    descriptors: LruMap<Box<[u8]>, Descriptor>,
+    in_flight: AtomicU32,
+    requests_done: AtomicU64,
+}
+
+pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
+    let settings = WorkerSettings::from_json(&args.settings).map_err(WorkerError::Settings)?;
+    if args.channels == 0 || args.channels > CHANNELS_MAX {
+        return Err(WorkerError::Settings(format!(
+            "--channels {} is outside 1..={CHANNELS_MAX}",
+            args.channels
+        )));
+    }
+    let identity = Identity {
+        worker_id: args.worker_id,
+        parent_pid: args.parent_pid,
+    };
+    // The gateway disables transparent huge pages for its own footprint
+    // (main.rs); instance memory does better with them.
+    // SAFETY: prctl with PR_SET_THP_DISABLE has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+    // Die with the gateway even if it is killed with SIGKILL.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The gateway may have died before prctl took effect.
+    if nix::unistd::getppid().as_raw() != identity.parent_pid {
+        return Err(WorkerError::Orphaned(identity.worker_id));
+    }
+    // The gateway blocks SIGINT/SIGTERM and the mask survives exec. SIGTERM
+    // stops a worker; SIGINT (a terminal's ^C reaches the whole process
+    // group) is ignored so the gateway can drain requests first.
+    let mut unblock = SigSet::empty();
+    unblock.add(Signal::SIGTERM);
+    unblock.add(Signal::SIGINT);
+    unblock.thread_unblock().map_err(WorkerError::Signals)?;
+    // SAFETY: SIG_IGN installs no handler code; the SIGUSR1 handler only
+    // stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal(Signal::SIGINT, SigHandler::SigIgn).map_err(WorkerError::Signals)?;
+        signal(Signal::SIGUSR1, SigHandler::Handler(on_drain_signal))
+            .map_err(WorkerError::Signals)?;
+    }
+
+    let channels = (0..args.channels)
+        .map(|c| {
+            let fd = FIRST_CHANNEL_FD + c as RawFd;
+            // SAFETY: F_GETFD only inspects the descriptor table.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(WorkerError::Channel(fd));
+            }
+            // Children (exec functions, language hosts) must not hold a
+            // channel: the gateway tells a dead worker by its channels closing.
+            // SAFETY: F_SETFD only changes the descriptor's flags.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            // SAFETY: the supervisor placed our end of channel c here for us alone.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let runtimes = Runtimes::start(
+        &settings.runtimes,
+        settings.threads,
+        settings.runtimes.cache_dir.clone(),
+    )?;
+    let worker = Arc::new(Worker {
+        identity,
+        channels,
+        runtimes,
+        descriptors: LruMap::new(DESCRIPTOR_CACHE_MAX),
+        in_flight: AtomicU32::new(0),
+        requests_done: AtomicU64::new(0),
+        settings,
+    });
+    if let Some(socket) = worker.settings.metrics_socket.clone() {
+        let reporter = worker.clone();
+        thread::Builder::new()
+            .name("corefn-worker-metrics".into())
+            .spawn(move || reporter.report_metrics(&socket))
+            .map_err(WorkerError::Thread)?;
+    }
+    let mut handles = Vec::with_capacity(worker.settings.threads);
+    for index in 0..worker.settings.threads {
+        let worker = worker.clone();
+        let handle = thread::Builder::new()
+            .name(format!("corefn-worker-{index}"))
+            .spawn(move || worker.serve_channels())
+            .map_err(WorkerError::Thread)?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    Err(WorkerError::Orphaned(identity.worker_id))
+}
+
+impl Worker {
+    /// The dispatch's descriptor, parsed once per distinct text.
+    fn descriptor(&self, json: &[u8]) -> Result<Arc<Descriptor>, Failure> {
+        if let Some(descriptor) = self.descriptors.get(json) {
+            return Ok(descriptor);
+        }
+        let invalid = |message: String| Failure::new(FailureKind::Internal, message);
+        let text =
+            std::str::from_utf8(json).map_err(|_| invalid("descriptor is not UTF-8".into()))?;
+        let descriptor = Arc::new(Descriptor::parse(text).map_err(|e| invalid(e.to_string()))?);
+        self.descriptors.insert(json.into(), descriptor.clone());
+        Ok(descriptor)
+    }
+}
