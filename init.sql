@@ -1,13 +1,8 @@
--- corefn route store: schema and demo routes.
--- Applied by `corefn serve` to a database that has no `functions` table.
+-- corefn demo routes, put by `corefn serve` into a database that had no
+-- route table. The tables themselves are created by corefn's schema
+-- migrations (src/schema/).
 -- k = METHOD:/path (METHOD may be ANY; a trailing /* is a prefix route),
 -- v = JSON descriptor (see README.md), updated = Unix time of the change.
-
-CREATE TABLE IF NOT EXISTS functions (
-    k       TEXT PRIMARY KEY,
-    v       TEXT NOT NULL,
-    updated INTEGER NOT NULL
-);
 
 INSERT OR IGNORE INTO functions (k, v, updated) VALUES
     ('GET:/',

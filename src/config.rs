@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::control::settings::ControlSettings;
 use crate::workers::settings::WorkerSettings;
 
 /// Bounds of the gateway's own flags, checked by [`ServeOptions::validate`].
@@ -25,6 +26,8 @@ const _: () = assert!(
 );
 pub const TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 pub const WATCH_INTERVAL_MS_MAX: u64 = 60_000;
+/// What the control plane may take beyond a compile to answer.
+const CONTROL_ANSWER_SLACK_MS: u64 = 10_000;
 
 #[derive(Debug, Parser)]
 #[command(name = "corefn", version, about = "Functions behind HTTP, fast.")]
@@ -40,9 +43,18 @@ pub struct Cli {
 pub enum Command {
     /// Serve the routes of the route table over HTTP.
     Serve(ServeOptions),
+    /// Create or upgrade a database to this corefn's schema, and say its version.
+    Migrate(MigrateArgs),
     /// A worker process; started by `serve`, not by hand.
     #[command(hide = true)]
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The database file (created when missing, without demo routes).
+    #[arg(long, default_value = "corefn.db")]
+    pub db: PathBuf,
 }
 
 /// How the supervisor starts a worker: who it is, where its channels are,
@@ -121,6 +133,10 @@ pub struct ServeOptions {
     #[command(flatten)]
     pub worker: WorkerSettings,
 
+    /// The control plane: artifact store, compilers.
+    #[command(flatten)]
+    pub control: ControlSettings,
+
     /// EWMA factor for worker metrics: weight of the newest sample (0..=1).
     #[arg(long, default_value_t = 0.3)]
     pub ewma_alpha: f64,
@@ -140,6 +156,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub connections_per_core_max: usize,
+    /// How long a core waits for the control plane's answer: the longest
+    /// compile and then some.
+    pub control_timeout_ms: u64,
 }
 
 impl ServeOptions {
@@ -181,6 +200,7 @@ impl ServeOptions {
         }
         crate::scheduler::score::Weights::parse(&self.score_weights)
             .map_err(|e| format!("--score-weights: {e}"))?;
+        self.control.validate()?;
         self.worker.validate()
     }
 }
@@ -198,6 +218,7 @@ impl Limits {
             idle_timeout: Duration::from_millis(options.idle_timeout_ms),
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
             connections_per_core_max: options.connections_max.div_ceil(core_count),
+            control_timeout_ms: options.control.compile_timeout_ms + CONTROL_ANSWER_SLACK_MS,
         }
     }
 }

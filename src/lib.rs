@@ -16,8 +16,12 @@
 //!   in the gateway; wasm, native, exec and the warm language hosts behind
 //!   one seam ([`runtimes::invoke`]) in the worker processes.
 //!
-//! The control plane: [`api`], the admin endpoints under the reserved `/_/`
-//! prefix; [`config`], the command line and the limits derived from it.
+//! The control plane: [`control`], the thread that answers the API under
+//! `/_/api/v1/` (handed over by the cores like a function call);
+//! [`registry`], functions, versions, artifacts, code checks and keys;
+//! [`schema`], the one owner of the database's tables; [`api`], the
+//! admin reads under `/_/` that each core answers from its snapshots;
+//! [`config`], the command line and the limits derived from it.
 //!
 //! Shared below both: [`http`] (HTTP rules, response encoding, and the one
 //! place where errors become statuses), [`failure`] (how a call failed:
@@ -31,13 +35,16 @@ pub mod api;
 pub mod board;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod failure;
 pub mod gateway;
 pub mod http;
 pub mod lru;
+pub mod registry;
 pub mod routes;
 pub mod runtimes;
 pub mod scheduler;
+pub mod schema;
 pub mod sync;
 pub mod wire;
 pub mod workers;

@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         .or_else(|| Cli::parse_from(["corefn", "serve"]).command);
     let result = match command {
         Some(Command::Serve(options)) => corefn::gateway::serve(options).map_err(|e| e.to_string()),
+        Some(Command::Migrate(args)) => migrate(&args.db),
         Some(Command::Worker(args)) => {
             corefn::workers::worker::run(args).map_err(|e| e.to_string())
         }
@@ -36,4 +37,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `corefn migrate`: the schema of `db`, created or brought up to date.
+fn migrate(db: &std::path::Path) -> Result<(), String> {
+    let mut connection =
+        rusqlite::Connection::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    let migrated =
+        corefn::schema::migrate(&mut connection).map_err(|e| format!("{}: {e}", db.display()))?;
+    println!(
+        "{}: schema version {} (was {})",
+        db.display(),
+        migrated.to,
+        migrated.from
+    );
+    Ok(())
 }

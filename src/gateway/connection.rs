@@ -14,6 +14,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Shutdown};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -27,7 +28,8 @@ use crate::http::encode::{self, ConnectionHeader};
 use crate::http::error::HttpError;
 use crate::http::rules;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
-use crate::workers::pool::{CallError, CallRequest};
+use crate::scheduler::admission::ConcurrencyLimit;
+use crate::workers::pool::{CallError, CallRequest, CoreWorkers};
 use crate::workers::protocol;
 
 /// Responses buffered before a write is forced even mid-batch.
@@ -37,7 +39,7 @@ const OUTPUT_KEEP_BYTES_MAX: usize = 256 * 1024;
 /// Bytes asked of the kernel per read while receiving a head: room for a
 /// typical head or a batch of small pipelined ones. Kept small because an
 /// idle keep-alive connection holds its buffer (10,000 of them are a
-/// DESIGN target); a larger head makes the buffer grow.
+/// target of PERFORMANCE.md); a larger head makes the buffer grow.
 const READ_HEAD_BYTES: usize = 2 * 1024;
 /// First capacity of the output buffer; it grows for larger batches.
 const OUTPUT_INITIAL_BYTES: usize = 512;
@@ -202,7 +204,26 @@ impl Connection<'_> {
             let table = self.core.snapshot.get();
             let next = match self.decide(&head, &table) {
                 Decision::Function(route, target) => {
-                    self.call_function(&head, route, target, keep_alive, received_at)
+                    let handover = Handover {
+                        to: &self.core.workers,
+                        descriptor: &target.descriptor_json,
+                        timeout_ms: target.timeout_ms,
+                        what: &route.key,
+                        concurrency: target.concurrency.as_ref(),
+                    };
+                    self.hand_over(&head, handover, keep_alive, received_at)
+                        .await
+                }
+                Decision::Control => {
+                    let control = self.core.control.clone();
+                    let handover = Handover {
+                        to: &control,
+                        descriptor: b"{}",
+                        timeout_ms: self.core.limits.control_timeout_ms,
+                        what: "the control API",
+                        concurrency: None,
+                    };
+                    self.hand_over(&head, handover, keep_alive, received_at)
                         .await
                 }
                 decision => self.respond(&head, decision, &table, keep_alive, received_at),
@@ -298,6 +319,9 @@ impl Connection<'_> {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
+        if path.starts_with(rules::API_PATH_PREFIX) && self.core.control.has_workers() {
+            return Decision::Control;
+        }
         if rules::is_reserved_path(path) {
             return Decision::Admin;
         }
@@ -313,17 +337,16 @@ impl Connection<'_> {
         }
     }
 
-    /// Hands the request and the client socket to a worker, which writes
-    /// the response itself.
-    async fn call_function(
+    /// Hands the request and the client socket to a worker (or the control
+    /// plane), which writes the response itself.
+    async fn hand_over(
         &mut self,
         head: &RequestHead,
-        route: &Route,
-        target: &FunctionTarget,
+        handover: Handover<'_>,
         keep_alive: bool,
         received_at: Option<Instant>,
     ) -> Next {
-        let _permit = match &target.concurrency {
+        let _permit = match handover.concurrency {
             Some(limit) => match limit.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(error) => {
@@ -352,16 +375,15 @@ impl Connection<'_> {
         if head.version_minor == 0 {
             flags |= protocol::FLAG_HTTP10;
         }
-        let outcome = self
-            .core
-            .workers
+        let outcome = handover
+            .to
             .call(CallRequest {
                 flags,
-                descriptor: &target.descriptor_json,
+                descriptor: handover.descriptor,
                 head: &bytes[..head.head_len],
                 body,
                 client: self.stream.as_raw_fd(),
-                timeout: Duration::from_millis(target.timeout_ms),
+                timeout: Duration::from_millis(handover.timeout_ms),
             })
             .await;
         match outcome {
@@ -403,7 +425,7 @@ impl Connection<'_> {
             Err(CallError::Stuck) => {
                 eprintln!(
                     "corefn: core {}: no completion within {} ms (+ slack) for {}; cutting the connection",
-                    self.core.index, target.timeout_ms, route.key
+                    self.core.index, handover.timeout_ms, handover.what
                 );
                 // The worker may still write: cut the connection for every
                 // holder of the socket, not just our descriptor.
@@ -476,7 +498,9 @@ impl Connection<'_> {
                 method: method.into(),
                 path: path.into(),
             },
-            Decision::Function(..) => unreachable!("functions go to call_function"),
+            Decision::Function(..) | Decision::Control => {
+                unreachable!("functions and the control API are handed over")
+            }
         };
         self.push_response_error(head, &error, keep_alive, received_at)
     }
@@ -623,8 +647,20 @@ impl Connection<'_> {
     }
 }
 
+/// What [`Connection::hand_over`] passes a request to.
+struct Handover<'a> {
+    to: &'a CoreWorkers,
+    descriptor: &'a [u8],
+    timeout_ms: u64,
+    /// What the request went to, for messages.
+    what: &'a str,
+    concurrency: Option<&'a Arc<ConcurrencyLimit>>,
+}
+
 /// Where [`Connection::decide`] sends a request.
 enum Decision<'t> {
+    /// The control API, answered by the control-plane thread.
+    Control,
     Admin,
     Route(&'t Route),
     Function(&'t Route, &'t FunctionTarget),

@@ -26,6 +26,8 @@ pub struct CoreContext {
     /// Never has permits; closed on stop so that waiters wake up.
     stop_signal: Semaphore,
     pub workers: Rc<CoreWorkers>,
+    /// The link to the control plane, chosen like a worker's.
+    pub control: Rc<CoreWorkers>,
     pub pool_status: Option<Arc<PoolStatus>>,
     pub access_log: Option<CoreAccessLog>,
 }
@@ -36,6 +38,7 @@ impl CoreContext {
         limits: Limits,
         snapshot: CoreSnapshot,
         workers: Rc<CoreWorkers>,
+        control: Rc<CoreWorkers>,
         pool_status: Option<Arc<PoolStatus>>,
         access_log: Option<CoreAccessLog>,
     ) -> CoreContext {
@@ -49,6 +52,7 @@ impl CoreContext {
             stopping: Cell::new(false),
             stop_signal: Semaphore::new(0),
             workers,
+            control,
             pool_status,
             access_log,
         }

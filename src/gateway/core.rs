@@ -137,6 +137,7 @@ async fn housekeeping(core: Rc<CoreContext>, shared: Arc<Shared>) {
         }
         core.snapshot.refresh();
         core.workers.adopt_new_links();
+        core.control.adopt_new_links();
         core.workers.scores.refresh();
         core.refresh_date();
         if let Some(log) = &core.access_log {

@@ -135,6 +135,35 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         source,
     })?;
 
+    // The control plane: its link to every core goes through an inbox like
+    // a worker's; an admin key is made on the first start.
+    let control_inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
+    let admin_key_file = options
+        .control
+        .admin_key_file
+        .clone()
+        .unwrap_or_else(|| options.db.with_extension("admin-key"));
+    let created_key = rusqlite::Connection::open(&options.db)
+        .map_err(std::io::Error::other)
+        .and_then(|connection| crate::control::api::ensure_admin_key(&connection, &admin_key_file))
+        .map_err(|source| ServeError::Start {
+            what: format!("admin key in {}", admin_key_file.display()),
+            source,
+        })?;
+    if created_key {
+        eprintln!(
+            "corefn: created an admin API key in {} (mode 0600); send it as Authorization: Bearer KEY",
+            admin_key_file.display()
+        );
+    }
+    crate::control::start(&options.db, &options.control, &control_inboxes).map_err(|source| {
+        ServeError::Start {
+            what: "control plane".into(),
+            source,
+        }
+    })?;
+    let control_scores = Arc::new(ScoreBoard::new(WorkerScores::default()));
+
     let worker_count = options.workers.unwrap_or(cpus.len());
     let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
     let score_board = Arc::new(ScoreBoard::new(WorkerScores::default()));
@@ -197,6 +226,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let shared = shared.clone();
         let log_sender = access_log.as_ref().map(AccessLogWriter::sender);
         let inbox = inboxes[index].clone();
+        let control_inbox = control_inboxes[index].clone();
+        let control_scores = control_scores.clone();
         let score_board = score_board.clone();
         let pool_status = supervisor.as_ref().map(|s| s.status.clone());
         let threads_per_worker = u32::try_from(options.worker.threads).unwrap_or(u32::MAX);
@@ -213,6 +244,13 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                         inbox,
                         CoreScores::new(score_board),
                         threads_per_worker,
+                        metrics_interval,
+                    ),
+                    CoreWorkers::new(
+                        index,
+                        control_inbox,
+                        CoreScores::new(control_scores),
+                        1,
                         metrics_interval,
                     ),
                     pool_status,

@@ -164,3 +164,75 @@ mod tests {
         }
     }
 }
+
+/// What a control-API request failed with; its status and its JSON code
+/// are decided here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    Unprocessable,
+    Internal,
+}
+
+/// A control-API error: `{"error": {"code", "message", ...details}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub kind: ApiErrorKind,
+    pub message: String,
+    /// More fields of the error object (a compiler's diagnostics).
+    pub details: Option<(&'static str, serde_json::Value)>,
+}
+
+impl ApiError {
+    pub fn new(kind: ApiErrorKind, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            kind,
+            message: message.to_string(),
+            details: None,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            ApiErrorKind::BadRequest => 400,
+            ApiErrorKind::Unauthorized => 401,
+            ApiErrorKind::Forbidden => 403,
+            ApiErrorKind::NotFound => 404,
+            ApiErrorKind::MethodNotAllowed => 405,
+            ApiErrorKind::Conflict => 409,
+            ApiErrorKind::PayloadTooLarge => 413,
+            ApiErrorKind::Unprocessable => 422,
+            ApiErrorKind::Internal => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            ApiErrorKind::BadRequest => "bad_request",
+            ApiErrorKind::Unauthorized => "unauthorized",
+            ApiErrorKind::Forbidden => "forbidden",
+            ApiErrorKind::NotFound => "not_found",
+            ApiErrorKind::MethodNotAllowed => "method_not_allowed",
+            ApiErrorKind::Conflict => "conflict",
+            ApiErrorKind::PayloadTooLarge => "payload_too_large",
+            ApiErrorKind::Unprocessable => "compile_failed",
+            ApiErrorKind::Internal => "internal",
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.code().into());
+        error.insert("message".into(), self.message.clone().into());
+        if let Some((name, value)) = &self.details {
+            error.insert((*name).into(), value.clone());
+        }
+        serde_json::json!({ "error": error })
+    }
+}

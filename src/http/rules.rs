@@ -16,6 +16,10 @@ pub const HEADER_COUNT_MAX: usize = 100;
 /// and control endpoints; no route may claim them.
 pub const RESERVED_PATH_PREFIX: &str = "/_/";
 
+/// The control API, inside the reserved prefix: handed to the control
+/// plane instead of answered by the core.
+pub const API_PATH_PREFIX: &str = "/_/api/v1/";
+
 /// Response headers the gateway writes or that describe the gateway's
 /// connection rather than a response: Content-Length and Date are set by
 /// the gateway, the rest are hop-by-hop. A descriptor may not set them; a

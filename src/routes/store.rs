@@ -1,5 +1,6 @@
-//! The SQLite route store: opens (or creates from the embedded `init.sql`)
-//! the database file and reads the `functions` table.
+//! The SQLite route store: opens the database file, brings its schema up
+//! to date ([`crate::schema`]), puts the demo routes of the embedded
+//! `init.sql` into a new one, and reads the `functions` table.
 //!
 //! Used only by the watcher thread and the startup path, never by a core
 //! executor: SQLite calls block.
@@ -12,7 +13,7 @@ use thiserror::Error;
 
 use super::table::RouteRow;
 
-/// Schema and demo routes, applied to a database without a `functions` table.
+/// Demo routes, put into a database that had no route table.
 pub const INIT_SQL: &str = include_str!("../../init.sql");
 
 /// How long a read waits for a writer that holds the database lock.
@@ -32,6 +33,11 @@ pub enum StoreError {
     },
     #[error("cannot read routes: {0}")]
     Read(#[from] rusqlite::Error),
+    #[error("route store {path}: {source}")]
+    Schema {
+        path: PathBuf,
+        source: crate::schema::SchemaError,
+    },
 }
 
 pub struct RouteStore {
@@ -52,31 +58,24 @@ impl RouteStore {
         )
         .map_err(open_error)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
-        let store = RouteStore { connection };
-        if !store.has_functions_table().map_err(open_error)? {
-            let init_error = |source| StoreError::Init {
+        let mut connection = connection;
+        let init_error = |source| StoreError::Init {
+            path: path.to_path_buf(),
+            source,
+        };
+        // WAL lets the sqlite3 shell or the API write while the watcher reads.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(init_error)?;
+        let migrated =
+            crate::schema::migrate(&mut connection).map_err(|source| StoreError::Schema {
                 path: path.to_path_buf(),
                 source,
-            };
-            // WAL lets the sqlite3 shell or the API write while the watcher reads.
-            store
-                .connection
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(init_error)?;
-            store
-                .connection
-                .execute_batch(INIT_SQL)
-                .map_err(init_error)?;
+            })?;
+        if migrated.created {
+            connection.execute_batch(INIT_SQL).map_err(init_error)?;
         }
-        Ok(store)
-    }
-
-    fn has_functions_table(&self) -> rusqlite::Result<bool> {
-        self.connection.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'functions'",
-            [],
-            |row| row.get::<_, i64>(0).map(|n| n > 0),
-        )
+        Ok(RouteStore { connection })
     }
 
     /// Changes whenever another connection commits to the database file

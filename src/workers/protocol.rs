@@ -18,11 +18,14 @@
 //! 8  u64 request_id     16 u64 response_bytes 24 u64 duration_us
 //! ```
 
-use std::io::IoSlice;
+use std::fs::File;
+use std::io::{IoSlice, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, send, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use thiserror::Error;
 
 use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
@@ -292,6 +295,58 @@ pub fn recv_dispatch<'m>(
         client,
         body_memfd,
     })
+}
+
+/// How long a response write may wait for a client that does not read.
+pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a dispatch's body from its sealed memfd.
+pub fn read_body_memfd(memfd: &OwnedFd, body_len: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = File::from(memfd.try_clone()?);
+    // The gateway's write left the shared file offset at the end.
+    file.seek(SeekFrom::Start(0))?;
+    let mut body = Vec::with_capacity(usize::try_from(body_len).unwrap_or(0));
+    file.read_to_end(&mut body)?;
+    if body.len() as u64 != body_len {
+        return Err(std::io::Error::other(format!(
+            "request body has {} bytes, expected {body_len}",
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+/// Writes all of `bytes` to the client socket, which is non-blocking (it
+/// shares its file status with the gateway's copy): waits for POLLOUT on
+/// EAGAIN, up to [`RESPONSE_WRITE_TIMEOUT`] in all. Used by whoever
+/// answers a dispatch (a worker, the control plane).
+pub fn write_to_client(client: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<usize> {
+    let deadline = Instant::now() + RESPONSE_WRITE_TIMEOUT;
+    let mut written = 0;
+    while written < bytes.len() {
+        match send(
+            client.as_raw_fd(),
+            &bytes[written..],
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => written += n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                let mut fds = [PollFd::new(client, PollFlags::POLLOUT)];
+                let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                match poll(&mut fds, PollTimeout::from(left_ms)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

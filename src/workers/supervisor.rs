@@ -117,7 +117,7 @@ pub struct LinkInbox {
 }
 
 impl LinkInbox {
-    fn push(&self, link: NewLink) {
+    pub fn push(&self, link: NewLink) {
         lock(&self.links).push(link);
         self.version.fetch_add(1, Ordering::Release);
     }

@@ -2,15 +2,12 @@
 //! request, invoke the runtime, write the response to the client, report
 //! the completion to the core.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{send, MsgFlags};
 
@@ -29,8 +26,6 @@ use crate::workers::protocol::{
     FLAG_HTTP10, FLAG_KEEP_ALIVE,
 };
 
-/// How long a response write may wait for a client that does not read.
-const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an idle thread wakes up to notice that the gateway is gone.
 const POLL_TIMEOUT_MS: u16 = 1000;
 /// How long the cores get to take in a retiring worker's notice before the
@@ -100,7 +95,7 @@ impl Worker {
         let header = dispatch.header;
         let mut response = Vec::with_capacity(4 * 1024);
         let status = self.respond(channel, &dispatch, &mut response);
-        let written = write_response(dispatch.client.as_fd(), &response);
+        let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
         // Our copy only: the gateway keeps the connection.
         drop(dispatch.client);
         let mut flags = 0;
@@ -162,7 +157,13 @@ impl Worker {
         let body_from_memfd;
         let body: &[u8] = match &dispatch.body_memfd {
             Some(memfd) => {
-                body_from_memfd = read_memfd(memfd, dispatch.header.body_len)?;
+                body_from_memfd = protocol::read_body_memfd(memfd, dispatch.header.body_len)
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureKind::Internal,
+                            format_args!("cannot read request body: {e}"),
+                        )
+                    })?;
                 &body_from_memfd
             }
             None => dispatch.inline_body,
@@ -252,7 +253,7 @@ impl Worker {
             // SAFETY: the dispatch owning the descriptor outlives this: its
             // thread is blocked in the native call until the process ends.
             let client = unsafe { BorrowedFd::borrow_raw(client_fd) };
-            let written = write_response(client, &out);
+            let written = protocol::write_to_client(client, &out);
             notice.status = error.status();
             if written.is_err() {
                 notice.flags |= COMPLETION_CONNECTION_BROKEN;
@@ -279,57 +280,4 @@ fn connection_header(header: &DispatchHeader) -> ConnectionHeader {
         (true, true) => ConnectionHeader::KeepAlive,
         (true, false) => ConnectionHeader::Implicit,
     }
-}
-
-fn read_memfd(memfd: &OwnedFd, body_len: u64) -> Result<Vec<u8>, Failure> {
-    let failed = |e: io::Error| {
-        Failure::new(
-            FailureKind::Internal,
-            format_args!("cannot read request body: {e}"),
-        )
-    };
-    let mut file = File::from(memfd.try_clone().map_err(failed)?);
-    // The gateway's write left the shared file offset at the end.
-    file.seek(SeekFrom::Start(0)).map_err(failed)?;
-    let mut body = Vec::with_capacity(usize::try_from(body_len).unwrap_or(0));
-    file.read_to_end(&mut body).map_err(failed)?;
-    if body.len() as u64 != body_len {
-        return Err(Failure::new(
-            FailureKind::Internal,
-            format_args!("request body has {} bytes, expected {body_len}", body.len()),
-        ));
-    }
-    Ok(body)
-}
-
-/// Writes all of `bytes` to the client socket, which is non-blocking (it
-/// shares its file status with the gateway's copy): waits for POLLOUT on
-/// EAGAIN, up to [`RESPONSE_WRITE_TIMEOUT`] in all.
-fn write_response(client: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
-    let deadline = Instant::now() + RESPONSE_WRITE_TIMEOUT;
-    let mut written = 0;
-    while written < bytes.len() {
-        match send(
-            client.as_raw_fd(),
-            &bytes[written..],
-            MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => written += n,
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                let mut fds = [PollFd::new(client, PollFlags::POLLOUT)];
-                let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-                match poll(&mut fds, PollTimeout::from(left_ms)) {
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(written)
 }

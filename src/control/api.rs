@@ -1,0 +1,701 @@
+//! The control API, `/_/api/v1/…`: JSON in and out, errors as
+//! `{"error": {"code", "message"}}` with their status from
+//! [`crate::http::error::ApiError`].
+//!
+//! | method and path | scope | |
+//! | --- | --- | --- |
+//! | `GET /_/api/v1/functions` | read | list |
+//! | `POST /_/api/v1/functions` | deploy | create, or a new version of, a function |
+//! | `GET /_/api/v1/functions/NAME` | read | one function |
+//! | `PUT /_/api/v1/functions/NAME` | deploy | new version: code and/or config |
+//! | `DELETE /_/api/v1/functions/NAME` | deploy | routes at once, artifacts once unused |
+//! | `GET /_/api/v1/functions/NAME/versions` | read | every version |
+//! | `POST /_/api/v1/functions/NAME/rollback` | deploy | `live` to the previous version, or `{"version": N}` |
+//! | `POST /_/api/v1/keys` | admin | new key, shown once |
+//! | `GET /_/api/v1/keys` | admin | keys without their secrets |
+//! | `DELETE /_/api/v1/keys/ID` | admin | revoke |
+//!
+//! Reads are open to loopback clients without a key; everything else
+//! needs `Authorization: Bearer KEY` with the scope (`admin` holds every
+//! scope). No key or an unknown one: 401; a key without the scope: 403.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::settings::ControlSettings;
+use crate::clock;
+use crate::http::encode::{self, ConnectionHeader};
+use crate::http::error::{ApiError, ApiErrorKind};
+use crate::http::rules::HEADER_COUNT_MAX;
+use crate::registry::artifacts::ArtifactStore;
+use crate::registry::code::{self, Toolchain, Upload};
+use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
+use crate::registry::keys::{self, Scope};
+use crate::registry::RegistryError;
+use crate::runtimes::descriptor::Runtime;
+use crate::workers::protocol::{self, Dispatch, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE};
+
+use crate::http::rules::API_PATH_PREFIX as API_PREFIX;
+/// Largest code of one deploy, after base64 decoding.
+pub const CODE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What the control thread keeps between requests.
+pub struct ControlState {
+    connection: Connection,
+    store: ArtifactStore,
+    tools: Toolchain,
+    scratch_root: PathBuf,
+    scratch_counter: u64,
+}
+
+/// A parsed API request.
+struct ApiRequest<'r> {
+    method: &'r str,
+    path: &'r str,
+    bearer: Option<String>,
+    content_type: Option<String>,
+    peer: Option<IpAddr>,
+    body: &'r [u8],
+}
+
+/// Who is asking.
+enum Caller {
+    /// Loopback without a key: reads only.
+    Local,
+    Anonymous,
+    Key {
+        scopes: Vec<Scope>,
+    },
+}
+
+impl Caller {
+    fn may(&self, scope: Option<Scope>) -> Result<(), ApiError> {
+        match (self, scope) {
+            (Caller::Local, None) => Ok(()),
+            (Caller::Key { .. }, None) => Ok(()),
+            (Caller::Key { scopes }, Some(scope)) => {
+                if scopes.contains(&Scope::Admin) || scopes.contains(&scope) {
+                    Ok(())
+                } else {
+                    Err(ApiError::new(
+                        ApiErrorKind::Forbidden,
+                        format_args!("this key lacks the {scope} scope"),
+                    ))
+                }
+            }
+            (Caller::Local | Caller::Anonymous, _) => Err(ApiError::new(
+                ApiErrorKind::Unauthorized,
+                "this needs an API key: Authorization: Bearer KEY",
+            )),
+        }
+    }
+}
+
+impl ControlState {
+    pub fn open(
+        db: &Path,
+        store: ArtifactStore,
+        settings: &ControlSettings,
+    ) -> std::io::Result<ControlState> {
+        let connection = Connection::open(db).map_err(std::io::Error::other)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(std::io::Error::other)?;
+        let scratch_root = store.dir().join(".scratch");
+        std::fs::create_dir_all(&scratch_root)?;
+        Ok(ControlState {
+            connection,
+            store,
+            tools: Toolchain {
+                clang: settings.clang.clone(),
+                cc: settings.cc.clone(),
+                python: "python3".into(),
+                node: "node".into(),
+                php: settings.php_lint.clone(),
+                compile_timeout: settings.compile_timeout(),
+            },
+            scratch_root,
+            scratch_counter: 0,
+        })
+    }
+
+    /// Answers one dispatch: the whole HTTP response and its status.
+    pub fn respond(&mut self, dispatch: &Dispatch<'_>) -> (u16, Vec<u8>) {
+        let header = dispatch.header;
+        let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0;
+        let connection = match (keep_alive, header.flags & FLAG_HTTP10 != 0) {
+            (false, _) => ConnectionHeader::Close,
+            (true, true) => ConnectionHeader::KeepAlive,
+            (true, false) => ConnectionHeader::Implicit,
+        };
+        let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+        let (status, body) = match self.answer(dispatch) {
+            Ok((status, value)) => (status, value),
+            Err(error) => (error.status(), error.to_json()),
+        };
+        let mut text = body.to_string();
+        text.push('\n');
+        let mut out = Vec::with_capacity(text.len() + 256);
+        encode::push_response(
+            &mut out,
+            status,
+            &[("content-type", "application/json")],
+            text.as_bytes(),
+            &clock::date_line(clock::unix_now_secs()),
+            connection,
+            head_only,
+        );
+        (status, out)
+    }
+
+    fn answer(&mut self, dispatch: &Dispatch<'_>) -> Result<(u16, Value), ApiError> {
+        let body_from_memfd;
+        let body: &[u8] = match &dispatch.body_memfd {
+            Some(memfd) => {
+                body_from_memfd = protocol::read_body_memfd(memfd, dispatch.header.body_len)
+                    .map_err(|e| {
+                        ApiError::new(
+                            ApiErrorKind::Internal,
+                            format_args!("cannot read the body: {e}"),
+                        )
+                    })?;
+                &body_from_memfd
+            }
+            None => dispatch.inline_body,
+        };
+        let mut headers = [httparse::EMPTY_HEADER; HEADER_COUNT_MAX];
+        let mut parsed = httparse::Request::new(&mut headers);
+        if !matches!(
+            parsed.parse(dispatch.head),
+            Ok(httparse::Status::Complete(_))
+        ) {
+            return Err(ApiError::new(
+                ApiErrorKind::BadRequest,
+                "request head did not arrive intact",
+            ));
+        }
+        let header_text = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::to_string)
+        };
+        let bearer = parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .and_then(|h| keys::bearer(h.value))
+            .map(str::to_string);
+        let target = parsed.path.unwrap_or("/");
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let peer = socket2::SockRef::from(&dispatch.client)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip());
+        let request = ApiRequest {
+            method: parsed.method.unwrap_or("GET"),
+            path,
+            bearer,
+            content_type: header_text("content-type"),
+            peer,
+            body,
+        };
+        self.route(&request)
+    }
+
+    fn caller(&self, request: &ApiRequest<'_>) -> Result<Caller, ApiError> {
+        let Some(secret) = &request.bearer else {
+            let local = request.peer.is_some_and(|ip| ip.is_loopback());
+            return Ok(if local {
+                Caller::Local
+            } else {
+                Caller::Anonymous
+            });
+        };
+        let hash = keys::hash_of(secret);
+        let scopes: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT scopes FROM api_keys WHERE hash = ?1 AND revoked IS NULL",
+                [&hash],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(internal)?;
+        match scopes {
+            Some(scopes) => Ok(Caller::Key {
+                scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+            }),
+            None => Err(ApiError::new(
+                ApiErrorKind::Unauthorized,
+                "unknown or revoked API key",
+            )),
+        }
+    }
+
+    fn route(&mut self, request: &ApiRequest<'_>) -> Result<(u16, Value), ApiError> {
+        let caller = self.caller(request)?;
+        let rest = request.path.strip_prefix(API_PREFIX).unwrap_or("");
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let method = request.method;
+        let not_allowed = |allow: &str| {
+            Err(ApiError::new(
+                ApiErrorKind::MethodNotAllowed,
+                format_args!("{method} is not allowed here (allowed: {allow})"),
+            ))
+        };
+        match parts.as_slice() {
+            ["functions"] => match method {
+                "GET" | "HEAD" => {
+                    caller.may(None)?;
+                    let list = self.registry().list().map_err(registry_error)?;
+                    Ok((200, json!({ "functions": list })))
+                }
+                "POST" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    self.deploy(None, request)
+                }
+                _ => not_allowed("GET, POST"),
+            },
+            ["functions", name] => match method {
+                "GET" | "HEAD" => {
+                    caller.may(None)?;
+                    let info = self.registry().get(name).map_err(registry_error)?;
+                    Ok((200, serde_json::to_value(info).map_err(internal)?))
+                }
+                "PUT" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    self.deploy(Some(name), request)
+                }
+                "DELETE" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    let removed = self.registry().delete(name).map_err(registry_error)?;
+                    Ok((
+                        200,
+                        json!({ "deleted": name, "artifacts_removed": removed }),
+                    ))
+                }
+                _ => not_allowed("GET, PUT, DELETE"),
+            },
+            ["functions", name, "versions"] => match method {
+                "GET" | "HEAD" => {
+                    caller.may(None)?;
+                    let versions = self.registry().versions(name).map_err(registry_error)?;
+                    Ok((200, json!({ "name": name, "versions": versions })))
+                }
+                _ => not_allowed("GET"),
+            },
+            ["functions", name, "rollback"] => match method {
+                "POST" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    #[derive(Deserialize, Default)]
+                    #[serde(deny_unknown_fields)]
+                    struct Rollback {
+                        version: Option<u32>,
+                    }
+                    let asked: Rollback = if request.body.iter().all(u8::is_ascii_whitespace) {
+                        Rollback::default()
+                    } else {
+                        parse_json(request.body)?
+                    };
+                    let now = clock::unix_now_secs() as i64;
+                    let version = self
+                        .registry()
+                        .rollback(name, asked.version, now)
+                        .map_err(registry_error)?;
+                    Ok((200, json!({ "name": name, "live_version": version })))
+                }
+                _ => not_allowed("POST"),
+            },
+            ["keys"] => match method {
+                "GET" | "HEAD" => {
+                    caller.may(Some(Scope::Admin))?;
+                    self.list_keys()
+                }
+                "POST" => {
+                    caller.may(Some(Scope::Admin))?;
+                    self.create_key(request.body)
+                }
+                _ => not_allowed("GET, POST"),
+            },
+            ["keys", id] => match method {
+                "DELETE" => {
+                    caller.may(Some(Scope::Admin))?;
+                    let now = clock::unix_now_secs() as i64;
+                    let changed = self
+                        .connection
+                        .execute(
+                            "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
+                            params![id, now],
+                        )
+                        .map_err(internal)?;
+                    if changed == 0 {
+                        return Err(ApiError::new(
+                            ApiErrorKind::NotFound,
+                            format_args!("no live key {id:?}"),
+                        ));
+                    }
+                    Ok((200, json!({ "revoked": id })))
+                }
+                _ => not_allowed("DELETE"),
+            },
+            _ => Err(ApiError::new(
+                ApiErrorKind::NotFound,
+                format_args!("no API endpoint {} {}", request.method, request.path),
+            )),
+        }
+    }
+
+    fn registry(&mut self) -> Registry<'_> {
+        Registry {
+            connection: &mut self.connection,
+            store: &self.store,
+        }
+    }
+
+    /// POST (create or new version) and PUT (new version of `name`).
+    fn deploy(
+        &mut self,
+        name_in_path: Option<&str>,
+        request: &ApiRequest<'_>,
+    ) -> Result<(u16, Value), ApiError> {
+        // JSON whatever the label (curl -d says form-urlencoded); multipart
+        // and archives are their own formats.
+        let content_type = request.content_type.as_deref().unwrap_or("");
+        if content_type.starts_with("multipart/")
+            || [
+                "application/zip",
+                "application/gzip",
+                "application/x-tar",
+                "application/x-gzip",
+            ]
+            .iter()
+            .any(|t| content_type.starts_with(t))
+        {
+            return Err(ApiError::new(
+                ApiErrorKind::BadRequest,
+                format_args!("deploys take JSON; {content_type} uploads are not supported yet"),
+            ));
+        }
+        let asked: DeployRequest = parse_json(request.body)?;
+        let name = match (name_in_path, &asked.name) {
+            (Some(path_name), Some(body_name)) if path_name != body_name => {
+                return Err(ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    format_args!("the body names {body_name:?} but the path {path_name:?}"),
+                ))
+            }
+            (Some(path_name), _) => path_name.to_string(),
+            (None, Some(body_name)) => body_name.clone(),
+            (None, None) => {
+                return Err(ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    "\"name\" is required",
+                ))
+            }
+        };
+        check_name(&name).map_err(registry_error)?;
+        let previous = if name_in_path.is_some() {
+            let versions = self.registry().versions(&name).map_err(registry_error)?;
+            versions.into_iter().last()
+        } else {
+            None
+        };
+        let runtime = asked
+            .runtime
+            .or(previous.as_ref().map(|p| p.runtime))
+            .ok_or_else(|| ApiError::new(ApiErrorKind::BadRequest, "\"runtime\" is required"))?;
+        let code: Option<Vec<u8>> = match (&asked.code, &asked.code_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    "give \"code\" or \"code_base64\", not both",
+                ))
+            }
+            (Some(text), None) => Some(text.as_bytes().to_vec()),
+            (None, Some(encoded)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|e| {
+                        ApiError::new(ApiErrorKind::BadRequest, format_args!("code_base64: {e}"))
+                    })?,
+            ),
+            (None, None) => None,
+        };
+        if code.as_ref().is_some_and(|c| c.len() > CODE_BYTES_MAX) {
+            return Err(ApiError::new(
+                ApiErrorKind::PayloadTooLarge,
+                format_args!("code is larger than {CODE_BYTES_MAX} bytes"),
+            ));
+        }
+        let spec = VersionSpec {
+            runtime,
+            handler: asked
+                .handler
+                .clone()
+                .or(previous.as_ref().and_then(|p| p.handler.clone())),
+            routes: asked
+                .routes
+                .clone()
+                .or(previous.as_ref().map(|p| p.routes.clone()))
+                .unwrap_or_default(),
+            config: asked
+                .config
+                .clone()
+                .or(previous.as_ref().map(|p| p.config.clone()))
+                .unwrap_or_default(),
+        };
+        crate::registry::functions::check_spec(&spec).map_err(registry_error)?;
+        let (artifact, built_with) = match code {
+            Some(code) => {
+                let scratch = self.scratch_dir()?;
+                let built = code::build(
+                    &Upload {
+                        runtime,
+                        filename: asked.filename.as_deref(),
+                        bytes: &code,
+                    },
+                    &self.tools,
+                    &scratch,
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
+                let built = built.map_err(registry_error)?;
+                let artifact = self
+                    .store
+                    .put(&built.bytes, built.extension)
+                    .map_err(internal)?;
+                (artifact, built.built_with)
+            }
+            None => {
+                let Some(previous) = &previous else {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        "\"code\" or \"code_base64\" is required",
+                    ));
+                };
+                if previous.runtime != runtime {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        "a new runtime needs new code",
+                    ));
+                }
+                let extension = self.extension_of(&name, previous.version)?;
+                let path = self.store.path_of(&previous.artifact_sha256, extension);
+                (
+                    crate::registry::artifacts::Artifact {
+                        sha256: previous.artifact_sha256.clone(),
+                        extension,
+                        path,
+                        bytes: 0,
+                    },
+                    None,
+                )
+            }
+        };
+        let now = clock::unix_now_secs() as i64;
+        let version = self
+            .registry()
+            .deploy(&name, &spec, &artifact, now)
+            .map_err(registry_error)?;
+        let status = if version == 1 { 201 } else { 200 };
+        Ok((
+            status,
+            json!({
+                "name": name,
+                "version": version,
+                "runtime": runtime,
+                "artifact_sha256": artifact.sha256,
+                "built_with": built_with,
+                "url_path": format!("/fn/{name}"),
+            }),
+        ))
+    }
+
+    fn extension_of(&self, name: &str, version: u32) -> Result<&'static str, ApiError> {
+        let config: String = self
+            .connection
+            .query_row(
+                "SELECT config FROM function_versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |row| row.get(0),
+            )
+            .map_err(internal)?;
+        let value: Value = serde_json::from_str(&config).map_err(internal)?;
+        let extension = value.get("extension").and_then(Value::as_str).unwrap_or("");
+        crate::registry::artifacts::EXTENSIONS
+            .into_iter()
+            .find(|e| *e == extension)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::Internal,
+                    "stored version has no artifact type",
+                )
+            })
+    }
+
+    fn scratch_dir(&mut self) -> Result<PathBuf, ApiError> {
+        self.scratch_counter += 1;
+        let dir =
+            self.scratch_root
+                .join(format!("{}-{}", std::process::id(), self.scratch_counter));
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        Ok(dir)
+    }
+
+    fn create_key(&mut self, body: &[u8]) -> Result<(u16, Value), ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NewKeyRequest {
+            scopes: Vec<String>,
+        }
+        let asked: NewKeyRequest = parse_json(body)?;
+        let mut scopes = Vec::new();
+        for scope in &asked.scopes {
+            let scope = Scope::parse(scope).ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    format_args!("unknown scope {scope:?} (scopes: admin, deploy, invoke)"),
+                )
+            })?;
+            scopes.push(scope);
+        }
+        if scopes.is_empty() {
+            return Err(ApiError::new(
+                ApiErrorKind::BadRequest,
+                "a key needs at least one scope",
+            ));
+        }
+        scopes.sort();
+        scopes.dedup();
+        let key = insert_key(&self.connection, &scopes).map_err(internal)?;
+        Ok((
+            201,
+            json!({
+                "id": key.id,
+                "key": key.secret,
+                "scopes": scopes.iter().map(|s| s.name()).collect::<Vec<_>>(),
+                "note": "the key is shown once; corefn keeps only its hash",
+            }),
+        ))
+    }
+
+    fn list_keys(&self) -> Result<(u16, Value), ApiError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT id, scopes, created, revoked FROM api_keys ORDER BY created, id")
+            .map_err(internal)?;
+        let keys = statement
+            .query_map([], |row| {
+                Ok(json!({
+                    "id": row.get::<_, String>(0)?,
+                    "scopes": row.get::<_, String>(1)?.split(',').map(str::to_string).collect::<Vec<_>>(),
+                    "created": row.get::<_, i64>(2)?,
+                    "revoked": row.get::<_, Option<i64>>(3)?,
+                }))
+            })
+            .map_err(internal)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        Ok((200, json!({ "keys": keys })))
+    }
+}
+
+/// A deploy's body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployRequest {
+    name: Option<String>,
+    runtime: Option<Runtime>,
+    code: Option<String>,
+    code_base64: Option<String>,
+    /// Tells C from C++ and the like, where the content does not.
+    filename: Option<String>,
+    handler: Option<String>,
+    routes: Option<Vec<String>>,
+    config: Option<FunctionConfig>,
+}
+
+/// Stores a new key with `scopes`; the secret is in the result only.
+pub fn insert_key(connection: &Connection, scopes: &[Scope]) -> std::io::Result<keys::NewKey> {
+    let key = keys::generate()?;
+    let scopes_text = scopes
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    connection
+        .execute(
+            "INSERT INTO api_keys (id, hash, scopes, created) VALUES (?1, ?2, ?3, ?4)",
+            params![key.id, key.hash, scopes_text, clock::unix_now_secs() as i64],
+        )
+        .map_err(std::io::Error::other)?;
+    Ok(key)
+}
+
+/// On a database without keys: makes an admin key and writes it to
+/// `path` (mode 0600); returns whether it did.
+pub fn ensure_admin_key(connection: &Connection, path: &Path) -> std::io::Result<bool> {
+    let count: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM api_keys WHERE revoked IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(std::io::Error::other)?;
+    if count > 0 {
+        return Ok(false);
+    }
+    let key = insert_key(connection, &[Scope::Admin])?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{}", key.secret)?;
+    file.sync_all()?;
+    Ok(true)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ApiErrorKind::BadRequest,
+            format_args!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ApiErrorKind::Internal, error)
+}
+
+/// A registry error as the API answers it.
+fn registry_error(error: RegistryError) -> ApiError {
+    let kind = match &error {
+        RegistryError::InvalidName(_) | RegistryError::Invalid(_) => ApiErrorKind::BadRequest,
+        RegistryError::NotFound(_) | RegistryError::VersionNotFound { .. } => {
+            ApiErrorKind::NotFound
+        }
+        RegistryError::Conflict(_) => ApiErrorKind::Conflict,
+        RegistryError::Compile { .. } => ApiErrorKind::Unprocessable,
+        RegistryError::Store(_) | RegistryError::Database(_) | RegistryError::Json(_) => {
+            ApiErrorKind::Internal
+        }
+    };
+    let mut api = ApiError::new(kind, &error);
+    if let RegistryError::Compile { diagnostics } = error {
+        api.details = Some(("diagnostics", json!(diagnostics)));
+    }
+    api
+}

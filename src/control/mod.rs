@@ -1,0 +1,138 @@
+//! The control plane: one thread that answers the API under `/_/api/v1/`.
+//! A core hands such a request over exactly as it hands a function call
+//! to a worker (the dispatch protocol over a seqpacket channel per core,
+//! with the client socket), so the core never waits for SQLite, a file or
+//! a compiler; this thread writes the response to the client itself and
+//! reports completion, and the core goes on with the connection.
+//!
+//! Changes reach the data plane only through the route table: the thread
+//! commits, the watcher publishes, like a change made with the sqlite3
+//! shell. Requests are served one at a time (compiles are bounded in
+//! number by that, and in time by `--compile-timeout-ms`).
+//!
+//! * [`api`]: routing, auth and the JSON of each endpoint.
+//! * [`settings`]: the control plane's flags.
+
+pub mod api;
+pub mod settings;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::registry::artifacts::ArtifactStore;
+use crate::workers::protocol::{
+    self, Completion, ProtocolError, COMPLETION_CONNECTION_BROKEN, DISPATCH_BYTES_MAX,
+};
+use crate::workers::supervisor::{LinkInbox, NewLink};
+use settings::ControlSettings;
+
+/// The id the control plane's link carries on every core.
+pub const CONTROL_LINK_ID: usize = 0;
+
+/// Starts the control thread with one channel to each core (handed over
+/// through the cores' `inboxes`, as worker links are).
+pub fn start(
+    db: &Path,
+    settings: &ControlSettings,
+    inboxes: &[Arc<LinkInbox>],
+) -> std::io::Result<JoinHandle<()>> {
+    let mut channels = Vec::with_capacity(inboxes.len());
+    for inbox in inboxes {
+        let (core_end, control_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        fcntl(&core_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        inbox.push(NewLink {
+            worker_id: CONTROL_LINK_ID,
+            generation: 1,
+            pid: std::process::id(),
+            channel: core_end,
+        });
+        channels.push(control_end);
+    }
+    let store = ArtifactStore::open(&settings.store_dir)?;
+    let mut state = api::ControlState::open(db, store, settings)?;
+    let db: PathBuf = db.to_path_buf();
+    thread::Builder::new()
+        .name("corefn-control".into())
+        .spawn(move || {
+            serve(&channels, &mut state);
+            drop(db);
+        })
+}
+
+/// Serves dispatches until every core's channel has closed.
+fn serve(channels: &[OwnedFd], state: &mut api::ControlState) {
+    let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
+        eprintln!("corefn: control plane: cannot create epoll");
+        return;
+    };
+    for (index, channel) in channels.iter().enumerate() {
+        if let Err(error) = epoll.add(
+            channel.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, index as u64),
+        ) {
+            eprintln!("corefn: control plane: cannot watch channel {index}: {error}");
+            return;
+        }
+    }
+    let mut open = channels.len();
+    let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+    let mut events = [EpollEvent::empty(); 4];
+    while open > 0 {
+        let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        for event in &events[..ready] {
+            let index = event.data() as usize;
+            let channel = channels[index].as_fd();
+            match protocol::recv_dispatch(channel, &mut buffer) {
+                Ok(dispatch) => {
+                    let started = Instant::now();
+                    let (status, response) = state.respond(&dispatch);
+                    let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
+                    drop(dispatch.client);
+                    let completion = Completion {
+                        status,
+                        flags: if written.is_err() {
+                            COMPLETION_CONNECTION_BROKEN
+                        } else {
+                            0
+                        },
+                        request_id: dispatch.header.request_id,
+                        response_bytes: written.unwrap_or(0) as u64,
+                        duration_us: started.elapsed().as_micros() as u64,
+                    };
+                    if let Err(error) = send(
+                        channel.as_raw_fd(),
+                        &completion.encode(),
+                        MsgFlags::MSG_NOSIGNAL,
+                    ) {
+                        eprintln!("corefn: control plane: cannot report completion: {error}");
+                    }
+                }
+                Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
+                Err(ProtocolError::Closed) => {
+                    let _ = epoll.delete(channel);
+                    open -= 1;
+                }
+                Err(error) => {
+                    eprintln!("corefn: control plane: bad dispatch on channel {index}: {error}")
+                }
+            }
+        }
+    }
+}

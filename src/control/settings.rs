@@ -1,0 +1,53 @@
+//! The control plane's flags, declared by their owner and flattened into
+//! `corefn serve`'s.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+pub const COMPILE_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ControlSettings {
+    /// Content-addressed store of deployed code.
+    #[arg(long, default_value = "corefn-store")]
+    pub store_dir: PathBuf,
+
+    /// A check or compile of uploaded code past this is stopped (422).
+    #[arg(long, default_value_t = 60_000)]
+    pub compile_timeout_ms: u64,
+
+    /// C/C++ to wasm32-wasi compiler.
+    #[arg(long, default_value = "clang")]
+    pub clang: PathBuf,
+
+    /// C compiler of `native` uploads.
+    #[arg(long, default_value = "cc")]
+    pub cc: PathBuf,
+
+    /// PHP syntax checker of `php` uploads (php-cgi -l works too).
+    #[arg(long, default_value = "php-cgi")]
+    pub php_lint: PathBuf,
+
+    /// Where the admin key created on first start is written (default:
+    /// next to the database, `<db>.admin-key`).
+    #[arg(long)]
+    pub admin_key_file: Option<PathBuf>,
+}
+
+impl ControlSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=COMPILE_TIMEOUT_MS_MAX).contains(&self.compile_timeout_ms) {
+            return Err(format!(
+                "--compile-timeout-ms {} is outside 1..={COMPILE_TIMEOUT_MS_MAX}",
+                self.compile_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_millis(self.compile_timeout_ms)
+    }
+}

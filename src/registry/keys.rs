@@ -1,0 +1,109 @@
+//! API keys: 256 random bits from the OS, shown once as `cfk_<64 hex>`,
+//! stored as their SHA-256 (a key cannot be read back from the database),
+//! with scopes `admin`, `deploy` and `invoke` (optionally limited to named
+//! functions).
+//!
+//! A key's hash is what the published key snapshot holds; checking a
+//! presented key is one SHA-256 and one hash-map lookup.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+
+use sha2::{Digest, Sha256};
+
+use super::artifacts::hex;
+
+/// The text every key starts with, so that a leaked one is recognisable.
+pub const KEY_PREFIX: &str = "cfk_";
+const KEY_RANDOM_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Manage keys (and everything below).
+    Admin,
+    /// Create, change and delete functions, versions and aliases.
+    Deploy,
+    /// Call functions whose `auth` is `key`.
+    Invoke,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Admin, Scope::Deploy, Scope::Invoke];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Deploy => "deploy",
+            Scope::Invoke => "invoke",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.name() == text)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A new key: the secret (shown once) and what is stored.
+pub struct NewKey {
+    pub secret: String,
+    pub id: String,
+    pub hash: String,
+}
+
+/// Makes a key from the OS's randomness.
+pub fn generate() -> io::Result<NewKey> {
+    let mut random = [0u8; KEY_RANDOM_BYTES];
+    File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let secret = format!("{KEY_PREFIX}{}", hex(&random));
+    let hash = hash_of(&secret);
+    // The id is public (lists, revocation): derived from the hash, it says
+    // nothing about the secret.
+    let id = hash[..16].to_string();
+    Ok(NewKey { secret, id, hash })
+}
+
+/// What is stored for (and looked up by) a presented key.
+pub fn hash_of(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// The key of an `Authorization: Bearer KEY` header value.
+pub fn bearer(header_value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(header_value).ok()?.trim();
+    let (scheme, key) = text.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_prefixed_and_stored_hashed() {
+        let a = generate().expect("key");
+        let b = generate().expect("key");
+        assert_ne!(a.secret, b.secret);
+        assert!(a.secret.starts_with(KEY_PREFIX));
+        assert_eq!(a.secret.len(), KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES);
+        assert_eq!(hash_of(&a.secret), a.hash);
+        assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+        assert_eq!(a.id, a.hash[..16]);
+    }
+
+    #[test]
+    fn bearer_header_is_parsed() {
+        assert_eq!(bearer(b"Bearer cfk_x"), Some("cfk_x"));
+        assert_eq!(bearer(b"bearer  cfk_x "), Some("cfk_x"));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"cfk_x"), None);
+        assert_eq!(Scope::parse("deploy"), Some(Scope::Deploy));
+        assert_eq!(Scope::parse("root"), None);
+    }
+}
