@@ -1,7 +1,6 @@
 //! Route changes written by another SQLite connection are served live.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(5);

@@ -1,7 +1,6 @@
 //! Admin endpoints under /_/ and the readiness line.
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn server() -> Server {
     Server::start(

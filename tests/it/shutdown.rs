@@ -1,7 +1,6 @@
 //! Graceful shutdown on SIGTERM / SIGINT.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::net::TcpStream;
 use std::thread::sleep;
 use std::time::{Duration, Instant};

@@ -1,13 +1,11 @@
 //! Metrics-driven scheduling: workers report metrics datagrams, the gateway
 //! smooths and scores them, and dispatch avoids busy and silent workers.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn workers_json(s: &Server) -> serde_json::Value {
     // Polled in loops: pace them, so the polling itself does not starve the
@@ -98,6 +96,7 @@ fn workers_endpoint_reports_every_worker_with_raw_and_smoothed_figures() {
 
 #[test]
 fn short_requests_avoid_a_worker_kept_busy_by_a_cpu_heavy_function() {
+    let _cpu = cpu_heavy_test();
     let s = WorkerServer::start(
         &[
             (
@@ -281,6 +280,7 @@ fn malformed_and_foreign_datagrams_are_counted_and_ignored() {
 
 #[test]
 fn a_busy_language_host_counts_as_its_workers_load() {
+    let _cpu = cpu_heavy_test();
     // The worker itself only waits on the host's pipe; the CPU is the
     // python host's, and it must show in the worker's figures.
     let python_examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");

@@ -1,8 +1,7 @@
 //! Header, body and idle timeouts: slow or silent clients are dropped while
 //! other clients keep being served.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 fn server() -> Server {

@@ -1,8 +1,7 @@
 //! Route matching: exact vs prefix, specificity, methods, HEAD, query strings,
 //! static descriptors and the embedded demo routes.
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn server() -> Server {
     Server::start(

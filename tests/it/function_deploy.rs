@@ -1,9 +1,8 @@
 //! Deploying functions while serving: a new wasm route inserted in SQLite
 //! answers within moments, and a module changed on disk is used by the
 //! following requests (in place, or renamed over the old file).
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};

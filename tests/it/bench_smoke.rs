@@ -131,6 +131,7 @@ fn assert_counts_add_up(r: &serde_json::Value) {
 
 #[test]
 fn closed_and_open_loop_runs_count_every_request_and_classify_404s() {
+    let _cpu = crate::common::cpu_heavy_test();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(dir.path());
     let url = format!("http://127.0.0.1:{}/", server.port);

@@ -3,14 +3,14 @@
 //! Starts the real `corefn` binary on a loopback port with a real SQLite file in
 //! a temporary directory, and talks HTTP/1.x to it over plain `TcpStream`s.
 //! Every socket read has a timeout so no test can hang.
-#![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +61,38 @@ pub fn create_db(db: &Path, routes: &[(&str, &str)]) {
     }
 }
 
+/// A port no listener holds, and never one this test process handed out
+/// before. All tests share this process and run at the same time: corefn
+/// listens with SO_REUSEPORT, so two servers that probed the same free port
+/// would both bind it and share its connections; and a port whose server
+/// exited stays unused (shutdown tests check that nothing accepts on it).
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    l.local_addr().expect("local_addr of probe listener").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..1000 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+        let port = l.local_addr().expect("local_addr of probe listener").port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!(
+        "no port that was not handed out before in 1000 probes ({} handed out)",
+        handed_out.len()
+    );
+}
+
+/// Held for their whole run by the tests that load the CPUs on purpose:
+/// the two scheduling tests with a spinning function (whose CPU share the
+/// scheduler must see), the kill of a worker under a 4-client load, and the
+/// corefn-bench run (which must keep to its request schedule). In one test
+/// binary any two of them could run at the same time, and on a small
+/// machine they starve each other: a spinning worker stays under the
+/// scheduler's "busy" CPU mark, the load generator falls behind. So at most
+/// one of them runs at a time; every other test runs beside them as before.
+pub fn cpu_heavy_test() -> MutexGuard<'static, ()> {
+    static CPU: Mutex<()> = Mutex::new(());
+    CPU.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn spawn_line_reader<R: Read + Send + 'static>(
@@ -497,11 +526,6 @@ impl Conn {
         self.stream.flush()
     }
 
-    /// Half-closes the write side (sends FIN).
-    pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
     /// Bytes received but not yet consumed by a parsed response.
     pub fn buffered(&self) -> &[u8] {
         &self.buf
@@ -804,7 +828,8 @@ pub fn wasm_route(module: &str, extra: serde_json::Value) -> String {
 pub struct WorkerServer {
     // Declared first: dropped (killed) before the directories go.
     pub server: Server,
-    cache_dir: tempfile::TempDir,
+    /// Kept for its drop, which removes the directory.
+    _cache_dir: tempfile::TempDir,
 }
 
 impl WorkerServer {
@@ -831,11 +856,10 @@ impl WorkerServer {
         ];
         args.extend_from_slice(extra_args);
         let server = Server::start(routes, &args);
-        WorkerServer { server, cache_dir }
-    }
-
-    pub fn cache_dir(&self) -> &Path {
-        self.cache_dir.path()
+        WorkerServer {
+            server,
+            _cache_dir: cache_dir,
+        }
     }
 }
 

@@ -6,10 +6,14 @@
 //! This test process makes itself a child subreaper, so a worker orphaned
 //! by its gateway is reparented to us instead of init: a worker the gateway
 //! failed to stop or to reap then stays visible (alive, or a zombie whose
-//! parent is this process) and the tests can tell.
-mod common;
+//! parent is this process) and the tests can tell. The flag is the whole
+//! process's, so it holds for every test of the binary from the first of
+//! these on: there the workers and hosts of any gateway killed at the end of
+//! a test end as zombies of this process rather than being reaped by init.
+//! No test minds: every process check skips zombies or looks only at its
+//! own gateway's children.
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::sync::{Arc, Barrier, Once};
 use std::thread;
@@ -124,6 +128,7 @@ fn hammer(addr: std::net::SocketAddr, deadline: Instant) -> Outcomes {
 
 #[test]
 fn killed_worker_under_load_is_restarted_and_no_request_hangs() {
+    let _cpu = cpu_heavy_test();
     let s = server();
     let before = wait_for_workers(s.pid(), 2, Duration::from_secs(5));
     assert_hello(&get(s.addr(), "/hello"), "hello before the load");

@@ -1,7 +1,6 @@
 //! Invalid rows are skipped and reported; valid routes keep serving.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn invalid_rows() -> Vec<(&'static str, String)> {

@@ -1,9 +1,8 @@
 //! `max_concurrency`: a route runs at most that many requests at once (plus
 //! a short queue); the rest get 503 naming the limit, and other routes are
 //! not affected.
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::sync::{Arc, Barrier};
 use std::thread;

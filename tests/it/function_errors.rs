@@ -1,9 +1,8 @@
 //! Functions that fail: a trap, an endless loop, a memory bomb and invalid
 //! CGI output each get their own status (502 / 504) with a body that says
 //! what went wrong, and the workers and every other route carry on.
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! WebAssembly functions served through the worker pool: the CGI contract
 //! (stdin body, environment, stdout response), request bodies inline and in
 //! a memfd, keep-alive and pipelining across worker dispatches.
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::collections::HashMap;
 

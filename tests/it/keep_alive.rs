@@ -1,7 +1,6 @@
 //! HTTP/1.1 keep-alive and HTTP/1.0 connection handling.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 const BODY: &str = "keep-alive body\n";

@@ -2,7 +2,8 @@
 //! python, node, php): a server whose functions directory is a private copy
 //! of `examples/<runtime>/` (native examples compiled with `cc`), the same
 //! routes for every runtime, and the checks every runtime must pass. Each
-//! runtime's test file states the behaviours and calls these.
+//! runtime's module turns the checks it passes into tests with one
+//! [`contract_tests!`] and keeps its own tests beside them.
 
 use super::*;
 use serde_json::json;
@@ -580,3 +581,126 @@ pub fn check_no_host_outlives_the_gateway(mut s: FunctionServer, signal: i32) {
         "hosts left behind after signal {signal}: {left:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The checks as tests
+// ---------------------------------------------------------------------------
+
+/// The contract suite as `#[test]`s of one runtime's module:
+///
+/// ```ignore
+/// contract_tests! {
+///     Lang::Python => {
+///         hello,
+///         handler_error("ZeroDivisionError: division by zero", &["Traceback"]),
+///         ...
+///     }
+/// }
+/// ```
+///
+/// lists the checks the runtime passes, by the name of their `check_*`
+/// function, with the runtime's own arguments where the check takes some; a
+/// check a runtime cannot pass is left out. Each becomes one test on a fresh
+/// [`FunctionServer`], named for what it checks:
+///
+/// | check | test |
+/// | --- | --- |
+/// | `hello` | `hello_is_answered_on_a_kept_alive_connection` |
+/// | `json_echo` | `json_body_is_echoed_as_json` |
+/// | `status_and_headers` | `status_and_header_set_by_the_function_reach_the_client` |
+/// | `handler_error(in_body, in_log)` | `a_failing_function_is_502_naming_the_error_and_its_log_has_the_details` |
+/// | `timeout_replaces_host` | `an_endless_function_is_504_and_the_process_running_it_is_killed` |
+/// | `concurrent_requests` | `thirty_two_concurrent_requests_each_get_their_own_answer` |
+/// | `file_change` | `a_changed_function_file_is_served_at_once` |
+/// | `broken_module_then_fixed(source, in_body)` | `a_module_with_a_syntax_error_is_502_until_it_is_fixed` |
+/// | `large_body_echo` | `a_one_mib_body_round_trips` |
+/// | `host_death_is_502_and_replaced(source)` | `a_host_that_dies_mid_request_is_502_and_replaced` |
+/// | `no_host_outlives_the_gateway` | `no_host_outlives_a_stopped_or_killed_gateway` (SIGTERM, then SIGKILL) |
+///
+/// An unknown check name does not compile.
+macro_rules! contract_tests {
+    // One arm per check. These come first: `@` starts no expression, so a
+    // list never gets here, and these never reach the list arm.
+    (@test $lang:expr, hello) => {
+        #[test]
+        fn hello_is_answered_on_a_kept_alive_connection() {
+            use $crate::common::functions::*;
+            check_hello(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, json_echo) => {
+        #[test]
+        fn json_body_is_echoed_as_json() {
+            use $crate::common::functions::*;
+            check_json_echo(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, status_and_headers) => {
+        #[test]
+        fn status_and_header_set_by_the_function_reach_the_client() {
+            use $crate::common::functions::*;
+            check_status_and_headers(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, handler_error($in_body:expr, $in_log:expr)) => {
+        #[test]
+        fn a_failing_function_is_502_naming_the_error_and_its_log_has_the_details() {
+            use $crate::common::functions::*;
+            check_handler_error(&FunctionServer::start($lang), $in_body, $in_log);
+        }
+    };
+    (@test $lang:expr, timeout_replaces_host) => {
+        #[test]
+        fn an_endless_function_is_504_and_the_process_running_it_is_killed() {
+            use $crate::common::functions::*;
+            check_timeout_replaces_host(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, concurrent_requests) => {
+        #[test]
+        fn thirty_two_concurrent_requests_each_get_their_own_answer() {
+            use $crate::common::functions::*;
+            check_concurrent_requests(&FunctionServer::start($lang), 32);
+        }
+    };
+    (@test $lang:expr, file_change) => {
+        #[test]
+        fn a_changed_function_file_is_served_at_once() {
+            use $crate::common::functions::*;
+            check_file_change(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, broken_module_then_fixed($source:expr, $in_body:expr)) => {
+        #[test]
+        fn a_module_with_a_syntax_error_is_502_until_it_is_fixed() {
+            use $crate::common::functions::*;
+            check_broken_module_then_fixed(&FunctionServer::start($lang), $source, $in_body);
+        }
+    };
+    (@test $lang:expr, large_body_echo) => {
+        #[test]
+        fn a_one_mib_body_round_trips() {
+            use $crate::common::functions::*;
+            check_large_body_echo(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, host_death_is_502_and_replaced($source:expr)) => {
+        #[test]
+        fn a_host_that_dies_mid_request_is_502_and_replaced() {
+            use $crate::common::functions::*;
+            check_host_death_is_502_and_replaced(&FunctionServer::start($lang), $source);
+        }
+    };
+    (@test $lang:expr, no_host_outlives_the_gateway) => {
+        #[test]
+        fn no_host_outlives_a_stopped_or_killed_gateway() {
+            use $crate::common::functions::*;
+            check_no_host_outlives_the_gateway(FunctionServer::start($lang), ::libc::SIGTERM);
+            check_no_host_outlives_the_gateway(FunctionServer::start($lang), ::libc::SIGKILL);
+        }
+    };
+    ($lang:expr => { $($check:ident $(($($arg:expr),+ $(,)?))?),+ $(,)? }) => {
+        $($crate::common::functions::contract_tests!(@test $lang, $check $(($($arg),+))?);)+
+    };
+}
+pub(crate) use contract_tests;

@@ -1,7 +1,6 @@
 //! Request bodies: Content-Length, chunked (extensions, trailers), Expect: 100-continue.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn server() -> Server {

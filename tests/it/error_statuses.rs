@@ -1,8 +1,7 @@
 //! Every error status the gateway produces itself, and that it keeps serving
 //! other clients afterwards.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn server() -> Server {

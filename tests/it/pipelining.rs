@@ -1,7 +1,6 @@
 //! Pipelined requests: responses come back in request order.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn server() -> Server {

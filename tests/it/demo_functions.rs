@@ -1,10 +1,9 @@
 //! The demo routes of the embedded init.sql run in every runtime, from the
 //! repository's `functions/` directory (its native library built here, as
 //! `make -C examples/native` would).
-mod common;
 
-use common::functions::compile_native;
-use common::*;
+use crate::common::functions::compile_native;
+use crate::common::*;
 use std::path::Path;
 
 #[test]

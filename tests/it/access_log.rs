@@ -1,7 +1,6 @@
 //! --access-log: Common Log Format lines with ttfb_us / ttlb_us.
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

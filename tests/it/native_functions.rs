@@ -2,10 +2,9 @@
 //! `runtimes/native/corefn.h`, loaded once per worker, reloaded when the
 //! file changes without disturbing calls running on the old copy; a crash
 //! costs one worker, never the gateway.
-mod common;
 
-use common::functions::*;
-use common::*;
+use crate::common::functions::*;
+use crate::common::*;
 use std::thread;
 use std::time::Duration;
 
@@ -13,39 +12,17 @@ fn server() -> FunctionServer {
     FunctionServer::start(Lang::Native)
 }
 
-#[test]
-fn hello_is_answered_by_the_loaded_library() {
-    check_hello(&server());
-}
-
-#[test]
-fn json_body_is_echoed() {
-    check_json_echo(&server());
-}
-
-#[test]
-fn set_status_and_header_reach_the_client() {
-    check_status_and_headers(&server());
-}
-
-#[test]
-fn a_non_zero_return_is_502() {
-    check_handler_error(&server(), "native function returned 7", &[]);
-}
-
-#[test]
-fn an_endless_call_is_504_and_its_worker_is_replaced() {
-    check_timeout_replaces_host(&server());
-}
-
-#[test]
-fn thirty_two_concurrent_requests_each_get_their_own_answer() {
-    check_concurrent_requests(&server(), 32);
-}
-
-#[test]
-fn a_changed_library_is_served_at_once() {
-    check_file_change(&server());
+contract_tests! {
+    Lang::Native => {
+        hello,
+        json_echo,
+        status_and_headers,
+        handler_error("native function returned 7", &[]),
+        timeout_replaces_host,
+        concurrent_requests,
+        file_change,
+        large_body_echo,
+    }
 }
 
 #[test]
@@ -113,9 +90,4 @@ fn a_missing_symbol_is_502_naming_it() {
     });
     assert_eq!(r.status, 502, "body {:?}", r.text());
     assert!(r.text().contains("no_such_symbol"), "{:?}", r.text());
-}
-
-#[test]
-fn a_one_mib_body_round_trips() {
-    check_large_body_echo(&server());
 }

@@ -1,0 +1,54 @@
+//! The integration tests of corefn, as one test binary: each test starts the
+//! real `corefn` binary on a loopback port with a real SQLite file, real
+//! worker processes and real interpreters, and talks HTTP/1.x to it over
+//! TCP. `common` is the harness; there is one module per capability:
+//!
+//! * HTTP gateway: `routing`, `keep_alive`, `pipelining`, `request_bodies`,
+//!   `error_statuses`, `slowloris` (header, body and idle timeouts),
+//!   `shutdown`, `access_log`, `admin` (endpoints under `/_/`).
+//! * Routes in SQLite: `live_routes` (changes served while running),
+//!   `invalid_rows`.
+//! * Worker pool and wasm functions: `wasm_functions`, `function_errors`,
+//!   `function_deploy`, `function_concurrency` (`max_concurrency`),
+//!   `worker_lifecycle`, `scheduling` (metrics-driven dispatch).
+//! * The other runtimes: `native_functions`, `exec_functions`,
+//!   `python_functions`, `node_functions`, `php_functions` (each runs the
+//!   shared contract of `common::functions` and its own tests),
+//!   `demo_functions` (the embedded demo routes), `host_contracts` (the
+//!   language hosts' own test suites).
+//! * Tools: `bench_smoke` (corefn-bench against corefn).
+//!
+//! The tests run as threads of this one process, any of them at the same
+//! time as any other: each server gets its own port (never one handed out
+//! before), directory, database and process markers; process checks look
+//! only at their own server's processes; and the few tests that load the
+//! CPUs on purpose take turns (`common::cpu_heavy_test`). `worker_lifecycle`
+//! makes the process a child subreaper, for every test after it (see there).
+
+mod common;
+
+mod access_log;
+mod admin;
+mod bench_smoke;
+mod demo_functions;
+mod error_statuses;
+mod exec_functions;
+mod function_concurrency;
+mod function_deploy;
+mod function_errors;
+mod host_contracts;
+mod invalid_rows;
+mod keep_alive;
+mod live_routes;
+mod native_functions;
+mod node_functions;
+mod php_functions;
+mod pipelining;
+mod python_functions;
+mod request_bodies;
+mod routing;
+mod scheduling;
+mod shutdown;
+mod slowloris;
+mod wasm_functions;
+mod worker_lifecycle;

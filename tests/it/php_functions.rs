@@ -1,0 +1,22 @@
+//! PHP functions: scripts with $_SERVER, php://input, header() and echo, run
+//! by warm php-cgi hosts (FastCGI) behind a real gateway.
+
+use crate::common::functions::*;
+
+contract_tests! {
+    Lang::Php => {
+        hello,
+        json_echo,
+        status_and_headers,
+        handler_error(
+            "RuntimeException: boom from php",
+            &["RuntimeException", "boom from php", "boom.php"],
+        ),
+        timeout_replaces_host,
+        concurrent_requests,
+        file_change,
+        broken_module_then_fixed("<?php\necho 'unterminated\n", "Parse error"),
+        large_body_echo,
+        no_host_outlives_the_gateway,
+    }
+}

@@ -1,0 +1,67 @@
+//! Python functions: `def handle(request)` in a warm host per function,
+//! answered with real python3 processes behind a real gateway.
+
+use crate::common::functions::*;
+
+contract_tests! {
+    Lang::Python => {
+        hello,
+        json_echo,
+        status_and_headers,
+        handler_error(
+            "ZeroDivisionError: division by zero",
+            &["Traceback", "ZeroDivisionError", "boom.py"],
+        ),
+        timeout_replaces_host,
+        concurrent_requests,
+        file_change,
+        broken_module_then_fixed("def handle(request:\n", "SyntaxError"),
+        large_body_echo,
+        host_death_is_502_and_replaced(
+            "import os\n\ndef handle(request):\n    if request.query_params.get(\"die\"):\n        os._exit(3)\n    return (200, {\"content-type\": \"text/plain\"}, \"alive\\n\")\n",
+        ),
+        no_host_outlives_the_gateway,
+    }
+}
+
+#[test]
+fn hosts_started_for_a_burst_are_stopped_when_idle() {
+    use crate::common::*;
+    use std::time::Duration;
+    let s = FunctionServer::start_with(
+        Lang::Python,
+        &["--host-idle-ms", "1000", "--metrics-interval-ms", "100"],
+    );
+    // 8 slow requests at once: up to 4 hosts in each of the 2 workers.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = s.addr();
+            std::thread::spawn(move || get(addr, "/slow?ms=800").status)
+        })
+        .collect();
+    // The most hosts seen while the burst runs.
+    let marker = s.marker("slow");
+    let mut burst = 0;
+    wait_until(Duration::from_millis(700), || {
+        burst = burst.max(processes_with_marker(&marker).len());
+        false
+    });
+    for client in clients {
+        assert_eq!(client.join().expect("client"), 200);
+    }
+    assert!(
+        burst > 2,
+        "the burst started more hosts than the warm minimum: {burst}"
+    );
+    let mut now = burst;
+    let shrunk = wait_until(Duration::from_secs(10), || {
+        now = processes_with_marker(&marker).len();
+        now <= 2
+    });
+    assert!(
+        shrunk.is_some(),
+        "idle hosts stopped down to one per worker: {burst} → {now}"
+    );
+    assert!(now >= 1, "the warm minimum stays: {now}");
+    assert_eq!(get(s.addr(), "/slow?ms=0").text(), "slept\n");
+}
