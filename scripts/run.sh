@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Runs corefn with its demo routes (init.sql) on http://127.0.0.1:8080.
 #
-# Everything but the Rust toolchain is optional: php-cgi is installed when
-# missing and this is a Debian machine with root (php functions need it),
+# Everything but the Rust toolchain is optional: php-cgi and the C to
+# WebAssembly compilers (clang, lld, wasi-libc; deploys of C code need
+# them) are installed when missing and this is a Debian machine with root,
 # the example native library is built with the system C compiler, then
 # `cargo run --release` starts corefn with any arguments given here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v php-cgi >/dev/null 2>&1; then
+missing=()
+command -v php-cgi >/dev/null 2>&1 || missing+=(php-cgi)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+[ -d /usr/include/wasm32-wasi ] || missing+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || missing+=(libclang-rt-14-dev-wasm32)
+if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "corefn: installing php-cgi for the php runtime" >&2
+        echo "corefn: installing ${missing[*]}" >&2
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends php-cgi >/dev/null
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "corefn: php-cgi not found; php routes answer 501 until it is installed (apt-get install php-cgi)" >&2
+        echo "corefn: missing ${missing[*]}: php routes answer 501 and C deploys fail until they are installed" >&2
     fi
 fi
 if command -v cc >/dev/null 2>&1; then

@@ -16,6 +16,10 @@
 //!   shared contract of `common::functions` and its own tests),
 //!   `demo_functions` (the embedded demo routes), `host_contracts` (the
 //!   language hosts' own test suites).
+//! * Start-up: `startup_checks` (flags checked once, rows a runtime cannot
+//!   serve).
+//! * Control plane: `control_api` (deploys, versions, rollback, delete,
+//!   keys and scopes, the schema and its migration).
 //! * Tools: `bench_smoke` (corefn-bench against corefn).
 //!
 //! The tests run as threads of this one process, any of them at the same
@@ -30,6 +34,7 @@ mod common;
 mod access_log;
 mod admin;
 mod bench_smoke;
+mod control_api;
 mod demo_functions;
 mod error_statuses;
 mod exec_functions;
@@ -50,5 +55,6 @@ mod routing;
 mod scheduling;
 mod shutdown;
 mod slowloris;
+mod startup_checks;
 mod wasm_functions;
 mod worker_lifecycle;

@@ -294,7 +294,8 @@ impl ScriptHosts {
 
     /// Refills pools that lost hosts up to `min_instances`. Runs on a worker
     /// thread after its response went out, so that a replaced host is warm
-    /// before the next request (and lives as long as the thread).
+    /// before the next request, and on the worker's host keeper every
+    /// metrics interval, which retries a refill that failed.
     pub fn maintain(&self) {
         if !self.refill_wanted.swap(false, Ordering::Relaxed) {
             return;
@@ -311,7 +312,19 @@ impl ScriptHosts {
                 let deadline = Instant::now() + Duration::from_millis(HOST_START_TIMEOUT_MS);
                 match self.start(&pool, generation, deadline, HOST_START_TIMEOUT_MS) {
                     Ok(host) => pool.give_back(host),
-                    Err(_) => break,
+                    Err(error) => {
+                        // Said once per failed attempt, and tried again on
+                        // the next tick of the worker's host keeper.
+                        eprintln!(
+                            "corefn: cannot refill the {} pool of {:?}: {error}",
+                            pool.runtime.name(),
+                            pool.module
+                        );
+                        if !matches!(error, HostError::Unavailable { .. }) {
+                            self.refill_wanted.store(true, Ordering::Relaxed);
+                        }
+                        break;
+                    }
                 }
             }
         }

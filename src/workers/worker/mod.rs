@@ -21,6 +21,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
@@ -156,6 +157,18 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
             .spawn(move || reporter.report_metrics(&socket))
             .map_err(WorkerError::Thread)?;
     }
+    // Off the request threads, and off the metrics thread (a host start
+    // may take seconds): idle hosts are stopped, and pools that lost a
+    // host and could not refill right after their request try again.
+    let keeper = worker.clone();
+    thread::Builder::new()
+        .name("corefn-worker-hosts".into())
+        .spawn(move || loop {
+            thread::sleep(Duration::from_millis(keeper.settings.metrics_interval_ms));
+            keeper.runtimes.stop_idle();
+            keeper.runtimes.maintain();
+        })
+        .map_err(WorkerError::Thread)?;
     let mut handles = Vec::with_capacity(worker.settings.threads);
     for index in 0..worker.settings.threads {
         let worker = worker.clone();

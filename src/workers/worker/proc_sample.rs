@@ -23,8 +23,6 @@ impl Worker {
         let mut last_at = Instant::now();
         loop {
             thread::sleep(Duration::from_millis(self.settings.metrics_interval_ms));
-            // Off the request threads: stopping a host needs no request.
-            self.runtimes.stop_idle();
             let now = ProcSample::read(&self.runtimes.child_pids());
             let elapsed_s = last_at.elapsed().as_secs_f64().max(1e-3);
             last_at = Instant::now();

@@ -43,14 +43,12 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Creates the `functions` table at `db` and inserts the given rows.
+/// Creates a database at `db` through corefn's own schema migrations and
+/// inserts the given route rows.
 pub fn create_db(db: &Path, routes: &[(&str, &str)]) {
-    let conn = rusqlite::Connection::open(db)
+    let mut conn = rusqlite::Connection::open(db)
         .unwrap_or_else(|e| panic!("open sqlite db {}: {e}", db.display()));
-    conn.execute_batch(
-        "CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)",
-    )
-    .expect("create functions table");
+    corefn::schema::migrate(&mut conn).expect("create the schema");
     let now = now_secs();
     for (k, v) in routes {
         conn.execute(

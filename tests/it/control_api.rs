@@ -1,0 +1,571 @@
+//! The control API under `/_/api/v1/`: deploys by JSON (with syntax checks
+//! and compiles by real python3, node, php-cgi, clang and cc), versions,
+//! rollback, delete, keys and scopes, and the schema of the database,
+//! against the real binary over loopback.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A server with workers, an empty route table and its admin key.
+struct ControlServer {
+    server: WorkerServer,
+    admin_key: String,
+    _functions: tempfile::TempDir,
+}
+
+impl ControlServer {
+    fn start() -> ControlServer {
+        let functions = tempfile::tempdir().expect("functions dir");
+        let server = WorkerServer::start(&[], functions.path(), &["--store-dir", "store"]);
+        let key_file = server.db_path().with_extension("admin-key");
+        let admin_key = std::fs::read_to_string(&key_file)
+            .unwrap_or_else(|e| panic!("admin key at {}: {e}", key_file.display()))
+            .trim()
+            .to_string();
+        ControlServer {
+            server,
+            admin_key,
+            _functions: functions,
+        }
+    }
+
+    fn store_dir(&self) -> PathBuf {
+        self.server.dir().join("store")
+    }
+
+    /// One API request with `key` (None: no Authorization header).
+    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{method} /_/api/v1/{path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        send(self.server.addr(), raw.as_bytes())
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        self.call(method, path, Some(&self.admin_key), body)
+    }
+
+    /// GET `path` until it answers `want` (the watcher publishes within ms).
+    fn served(&self, path: &str, want: &str) -> Response {
+        let mut last = None;
+        let found = wait_until(Duration::from_secs(5), || {
+            let r = get(self.server.addr(), path);
+            let ok = r.status == 200 && r.text() == want;
+            last = Some(r);
+            ok
+        });
+        let last = last.expect("at least one try");
+        assert!(
+            found.is_some(),
+            "{path} never answered {want:?}; last {} {:?}",
+            last.status,
+            last.text()
+        );
+        last
+    }
+}
+
+fn python_hello(text: &str) -> String {
+    format!("def handle(request):\n    return (200, {{'content-type': 'text/plain'}}, {text:?})\n")
+}
+
+fn error_code(r: &Response) -> String {
+    r.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_python_function_deployed_by_json_answers_on_fn_name_and_its_routes() {
+    let s = ControlServer::start();
+    let r = s.admin(
+        "POST",
+        "functions",
+        Some(
+            &json!({"name": "greet", "runtime": "python", "code": python_hello("hi\n"),
+                      "routes": ["GET:/greet"]}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["version"], 1);
+    assert_eq!(r.json()["built_with"], "python");
+    s.served("/fn/greet", "hi\n");
+    s.served("/fn/greet/any/path", "hi\n");
+    s.served("/greet", "hi\n");
+    let listed = s.call("GET", "functions", None, None);
+    assert_eq!(listed.status, 200, "reads are open to loopback");
+    assert_eq!(listed.json()["functions"][0]["name"], "greet");
+    assert_eq!(listed.json()["functions"][0]["live_version"], 1);
+}
+
+#[test]
+fn every_runtime_deploys_from_source() {
+    let s = ControlServer::start();
+    let deploys = [
+        (
+            "py",
+            json!({"runtime": "python", "code": python_hello("py\n")}),
+            "py\n",
+        ),
+        (
+            "js",
+            json!({"runtime": "node",
+                   "code": "exports.handler = async () => ({statusCode: 200, headers: {'content-type': 'text/plain'}, body: 'js\\n'});\n"}),
+            "js\n",
+        ),
+        (
+            "php",
+            json!({"runtime": "php", "code": "<?php header('Content-Type: text/plain'); echo \"php\\n\";"}),
+            "php\n",
+        ),
+        (
+            "c-wasm",
+            json!({"runtime": "wasm",
+                   "code": "#include <stdio.h>\nint main(void) { printf(\"Content-Type: text/plain\\n\\nc-wasm\\n\"); return 0; }\n"}),
+            "c-wasm\n",
+        ),
+        (
+            "wat",
+            json!({"runtime": "wasm", "code": std::fs::read_to_string(examples_dir().join("hello.wat")).expect("hello.wat")}),
+            "Hello from wasm!\n",
+        ),
+        (
+            "c-native",
+            json!({"runtime": "native",
+                   "code": "#include \"corefn.h\"\nint corefn_handle(const corefn_request *req, corefn_response *res) {\n  (void)req;\n  res->write(res, \"c-native\\n\", 9);\n  return 0;\n}\n"}),
+            "c-native\n",
+        ),
+        (
+            "sh",
+            json!({"runtime": "exec", "code": "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nsh\\n'\n"}),
+            "sh\n",
+        ),
+    ];
+    for (name, mut body, want) in deploys {
+        body["name"] = json!(name);
+        let r = s.admin("POST", "functions", Some(&body));
+        assert_eq!(r.status, 201, "{name}: {}", r.text());
+        s.served(&format!("/fn/{name}"), want);
+    }
+}
+
+#[test]
+fn code_that_does_not_compile_is_422_with_diagnostics_and_nothing_is_deployed() {
+    let s = ControlServer::start();
+    let cases = [
+        ("python", "def handle(request:\n", "function.py:1"),
+        (
+            "node",
+            "exports.handler = async (req => 1;\n",
+            "SyntaxError",
+        ),
+        ("php", "<?php echo 'x' \n", "syntax error"),
+        ("wasm", "int main(void) { return nope; }\n", "function.c:1"),
+    ];
+    for (runtime, code, diagnostic) in cases {
+        let r = s.admin(
+            "POST",
+            "functions",
+            Some(&json!({"name": "broken", "runtime": runtime, "code": code})),
+        );
+        assert_eq!(r.status, 422, "{runtime}: {}", r.text());
+        assert_eq!(error_code(&r), "compile_failed");
+        let diagnostics = r.json()["error"]["diagnostics"].to_string();
+        assert!(diagnostics.contains(diagnostic), "{runtime}: {diagnostics}");
+    }
+    let r = s.call("GET", "functions/broken", None, None);
+    assert_eq!(r.status, 404, "nothing deployed: {}", r.text());
+    assert_eq!(get(s.server.addr(), "/fn/broken").status, 404);
+}
+
+#[test]
+fn versions_are_kept_and_a_rollback_serves_the_previous_one() {
+    let s = ControlServer::start();
+    let first = json!({"name": "v", "runtime": "python", "code": python_hello("one\n")});
+    assert_eq!(s.admin("POST", "functions", Some(&first)).status, 201);
+    s.served("/fn/v", "one\n");
+    let second = json!({"code": python_hello("two\n")});
+    let r = s.admin("PUT", "functions/v", Some(&second));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], 2);
+    s.served("/fn/v", "two\n");
+
+    let versions = s.call("GET", "functions/v/versions", None, None).json();
+    let numbers: Vec<u64> = versions["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 2]);
+
+    let r = s.admin("POST", "functions/v/rollback", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["live_version"], 1);
+    s.served("/fn/v", "one\n");
+    let r = s.admin("POST", "functions/v/rollback", Some(&json!({"version": 2})));
+    assert_eq!(r.json()["live_version"], 2, "{}", r.text());
+    s.served("/fn/v", "two\n");
+    let r = s.admin("POST", "functions/v/rollback", Some(&json!({"version": 9})));
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn a_rollback_under_load_serves_only_the_old_or_the_new_body() {
+    let s = ControlServer::start();
+    let code =
+        |text: &str| json!({"name": "flip", "runtime": "python", "code": python_hello(text)});
+    assert_eq!(
+        s.admin("POST", "functions", Some(&code("old\n"))).status,
+        201
+    );
+    assert_eq!(
+        s.admin("POST", "functions", Some(&code("new\n"))).status,
+        200
+    );
+    s.served("/fn/flip", "new\n");
+    let addr = s.server.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                for _ in 0..2_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = get(addr, "/fn/flip");
+                    seen.push((r.status, r.text()));
+                }
+                seen
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        assert_eq!(s.admin("POST", "functions/flip/rollback", None).status, 200);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            s.admin(
+                "POST",
+                "functions/flip/rollback",
+                Some(&json!({"version": 2}))
+            )
+            .status,
+            200
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        for (status, body) in client.join().expect("client") {
+            total += 1;
+            assert!(
+                status == 200 && (body == "old\n" || body == "new\n"),
+                "during rollbacks: {status} {body:?}"
+            );
+        }
+    }
+    assert!(total > 0);
+}
+
+#[test]
+fn delete_removes_the_routes_at_once_and_unused_artifacts() {
+    let s = ControlServer::start();
+    let body = json!({"name": "gone", "runtime": "python", "code": python_hello("here\n"),
+                      "routes": ["GET:/gone"]});
+    assert_eq!(s.admin("POST", "functions", Some(&body)).status, 201);
+    s.served("/gone", "here\n");
+    let artifacts = || {
+        let store = s.store_dir();
+        walk_files(&store)
+            .into_iter()
+            .filter(|p| {
+                // Scratch directories and temporary files start with a dot.
+                p.strip_prefix(&store)
+                    .map(|rel| {
+                        !rel.to_string_lossy().starts_with('.')
+                            && !rel.to_string_lossy().contains("/.")
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    assert_eq!(artifacts(), 1);
+    let r = s.admin("DELETE", "functions/gone", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let gone = wait_until(Duration::from_secs(5), || {
+        get(s.server.addr(), "/gone").status == 404
+            && get(s.server.addr(), "/fn/gone").status == 404
+    });
+    assert!(gone.is_some(), "routes gone");
+    assert_eq!(artifacts(), 0, "its artifact was collected");
+    assert_eq!(s.admin("DELETE", "functions/gone", None).status, 404);
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk_files(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn writes_need_a_key_with_the_scope_and_reads_are_open_to_loopback() {
+    let s = ControlServer::start();
+    let deploy = json!({"name": "k", "runtime": "python", "code": python_hello("k\n")});
+    let r = s.call("POST", "functions", None, Some(&deploy));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(error_code(&r), "unauthorized");
+    let r = s.call("POST", "functions", Some("cfk_not_a_key"), Some(&deploy));
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    let invoke = s.admin("POST", "keys", Some(&json!({"scopes": ["invoke"]})));
+    assert_eq!(invoke.status, 201, "{}", invoke.text());
+    let invoke_key = invoke.json()["key"].as_str().expect("key").to_string();
+    let r = s.call("POST", "functions", Some(&invoke_key), Some(&deploy));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(error_code(&r), "forbidden");
+    assert_eq!(s.call("GET", "keys", Some(&invoke_key), None).status, 403);
+
+    let deployer = s.admin("POST", "keys", Some(&json!({"scopes": ["deploy"]})));
+    let deploy_key = deployer.json()["key"].as_str().expect("key").to_string();
+    let r = s.call("POST", "functions", Some(&deploy_key), Some(&deploy));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        s.call(
+            "POST",
+            "keys",
+            Some(&deploy_key),
+            Some(&json!({"scopes": ["admin"]}))
+        )
+        .status,
+        403
+    );
+
+    let keys = s.admin("GET", "keys", None).json();
+    assert!(
+        !keys.to_string().contains(&deploy_key),
+        "secrets are never listed"
+    );
+    let id = deployer.json()["id"].as_str().expect("id").to_string();
+    assert_eq!(s.admin("DELETE", &format!("keys/{id}"), None).status, 200);
+    let r = s.call("DELETE", "functions/k", Some(&deploy_key), None);
+    assert_eq!(r.status, 401, "a revoked key: {}", r.text());
+    assert_eq!(s.call("GET", "functions/k", None, None).status, 200);
+}
+
+#[test]
+fn the_admin_key_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = ControlServer::start();
+    let key_file = s.server.db_path().with_extension("admin-key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{key_file:?}");
+    assert!(s.admin_key.starts_with("cfk_") && s.admin_key.len() == 68);
+    assert!(
+        s.server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("admin-key")),
+        "the path is printed"
+    );
+}
+
+#[test]
+fn bad_deploys_are_clear_4xx_and_change_nothing() {
+    let s = ControlServer::start();
+    let cases = [
+        (
+            json!({"name": "Bad_Name", "runtime": "python", "code": "x"}),
+            400,
+            "invalid function name",
+        ),
+        (json!({"name": "x", "runtime": "python"}), 400, "\"code\""),
+        (
+            json!({"name": "x", "runtime": "cobol", "code": "x"}),
+            400,
+            "cobol",
+        ),
+        (
+            json!({"name": "x", "runtime": "python", "code": "x", "surprise": 1}),
+            400,
+            "surprise",
+        ),
+        (
+            json!({"name": "x", "runtime": "python", "code_base64": "***"}),
+            400,
+            "code_base64",
+        ),
+        (
+            json!({"name": "x", "runtime": "static", "code": "x"}),
+            400,
+            "static",
+        ),
+        (
+            json!({"name": "x", "runtime": "python", "code": python_hello("x"), "routes": ["GET:/_/mine"]}),
+            400,
+            "reserved",
+        ),
+    ];
+    for (body, status, text) in cases {
+        let r = s.admin("POST", "functions", Some(&body));
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        assert!(r.text().contains(text), "{body}: {}", r.text());
+    }
+    let r = send(
+        s.server.addr(),
+        format!(
+            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: 9\r\n\r\n{{not json",
+            s.admin_key
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        s.call("GET", "functions", None, None).json()["functions"],
+        json!([])
+    );
+    assert_eq!(s.admin("GET", "nothing-here", None).status, 404);
+    assert_eq!(s.admin("PATCH", "functions", None).status, 405);
+}
+
+#[test]
+fn a_route_owned_by_a_hand_written_row_is_a_conflict() {
+    let s = ControlServer::start();
+    insert_route(s.server.db_path(), "GET:/taken", &static_route("mine\n"));
+    s.served("/taken", "mine\n");
+    let r = s.admin(
+        "POST",
+        "functions",
+        Some(&json!({"name": "thief", "runtime": "python", "code": python_hello("x"), "routes": ["GET:/taken"]})),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(get(s.server.addr(), "/taken").text(), "mine\n");
+    assert_eq!(s.call("GET", "functions/thief", None, None).status, 404);
+}
+
+#[test]
+fn a_database_of_the_previous_release_is_migrated_in_place_and_a_restart_keeps_everything() {
+    // Database, key and store outlive both servers; each server runs in a
+    // working directory of its own.
+    let keep = tempfile::tempdir().expect("tempdir");
+    let db = keep.path().join("old.db");
+    let store = keep.path().join("store");
+    let store_arg = store.to_str().expect("utf-8").to_string();
+    {
+        // The schema as the release before migrations wrote it.
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL);
+             INSERT INTO functions VALUES ('GET:/old', '{\"runtime\":\"static\",\"body\":\"still here\\n\"}', 1);",
+        )
+        .expect("old schema");
+    }
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with_db(cwd, db.clone(), &["--store-dir", &store_arg]);
+    assert_eq!(get(server.addr(), "/old").text(), "still here\n");
+    let version: i64 = rusqlite::Connection::open(&db)
+        .expect("open")
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("user_version");
+    assert_eq!(version, i64::from(corefn::schema::SCHEMA_VERSION));
+    assert_eq!(
+        get(server.addr(), "/hello").status,
+        404,
+        "no demo rows in an old database"
+    );
+
+    let key = std::fs::read_to_string(db.with_extension("admin-key")).expect("key");
+    let body = json!({"name": "kept", "runtime": "exec",
+                      "code": "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nkept\\n'\n"})
+    .to_string();
+    let raw = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        key.trim(),
+        body.len()
+    );
+    let r = send(server.addr(), raw.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    server.signal(libc::SIGTERM);
+    assert!(
+        server.wait_exit(Duration::from_secs(15)).is_some(),
+        "stopped"
+    );
+    drop(server);
+
+    // The same files, a new process: the function and the key are still there.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_db(cwd, db.clone(), &["--store-dir", &store_arg]);
+    let served = wait_until(Duration::from_secs(5), || {
+        get(server.addr(), "/fn/kept").text() == "kept\n"
+    });
+    assert!(
+        served.is_some(),
+        "{:?}",
+        get(server.addr(), "/fn/kept").text()
+    );
+    assert_eq!(get(server.addr(), "/old").text(), "still here\n");
+    assert!(
+        !server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("created an admin")),
+        "no second admin key"
+    );
+}
+
+#[test]
+fn corefn_migrate_creates_the_schema_and_says_its_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("new.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corefn"))
+        .args(["migrate", "--db"])
+        .arg(&db)
+        .output()
+        .expect("run corefn migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "schema version {}",
+            corefn::schema::SCHEMA_VERSION
+        )),
+        "{text}"
+    );
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let routes: i64 = conn
+        .query_row("SELECT count(*) FROM functions", [], |row| row.get(0))
+        .expect("route table");
+    assert_eq!(routes, 0, "no demo rows");
+}
