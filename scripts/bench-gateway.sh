@@ -65,7 +65,7 @@ fi
 command -v python3 >/dev/null 2>&1 || die "python3 is needed to create the SQLite database"
 
 echo "bench-gateway: building release binaries" >&2
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 
 COREFN_BIN=$REPO/target/release/corefn
 CEILING_BIN=$REPO/target/release/corefn-ceiling

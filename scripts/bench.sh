@@ -68,7 +68,7 @@ fi
 
 if [[ $SKIP_BUILD != 1 ]]; then
     echo "bench: building release binaries" >&2
-    cargo build --release --bins >&2
+    cargo build --release --workspace --bins >&2
 fi
 
 COREFN_BIN=$REPO/target/release/corefn
