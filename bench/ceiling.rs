@@ -9,7 +9,7 @@
 //!
 //! It exists so that corefn's static route can be measured against the best a
 //! glommio server can do on the same machine, in the same benchmark run
-//! (`scripts/bench-gateway.sh`). The gap between the two is what corefn's
+//! (`scripts/bench-gateway.py`). The gap between the two is what corefn's
 //! HTTP handling and routing cost; the ceiling itself tells how much of the
 //! result is the machine, the kernel and the load generator.
 

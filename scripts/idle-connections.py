@@ -7,19 +7,14 @@ and leaves it idle, then: reads the gateway's RSS, checks that a sample of the
 idle connections still answer and that a fresh connection is served, and
 closes everything. Prints RSS before, with the connections open, and per
 connection.
-
-usage: scripts/idle-connections.py [--connections 10000] [--binary target/release/corefn]
 """
 
-import argparse
-import os
 import resource
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
+
+import bench_common as common
 
 PORT = 18600
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -44,73 +39,62 @@ def read_response(sock):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--connections", type=int, default=10000)
-    parser.add_argument("--binary", default="target/release/corefn")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    p = common.parser(__doc__)
+    common.add_option(p, "--connections", default="10000", type=common.positive_int)
+    common.add_binary(p)
+    common.add_option(p, "--workers", default="2", type=int)
+    args = p.parse_args()
+    common.require_binary(args.binary)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.connections + 256
     if hard < need:
-        sys.exit(f"open-files hard limit {hard} is below the {need} this client needs")
+        raise common.Failure(f"open-files hard limit {hard} is below the {need} this client needs")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [args.binary, "serve", "--listen", f"127.0.0.1:{PORT}",
-             "--db", os.path.join(tmp, "c.db"), "--workers", str(args.workers),
-             "--cache-dir", os.path.join(tmp, "cache")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        sockets = []
-        try:
-            if not server.stdout.readline().startswith("corefn listening on"):
-                sys.exit("server did not start")
-            time.sleep(0.5)
-            rss_idle = rss_kib(server.pid)
-            started = time.time()
-            errors = 0
-            for _ in range(args.connections):
-                try:
-                    s = socket.create_connection(("127.0.0.1", PORT), timeout=5)
-                    s.sendall(REQUEST)
-                    read_response(s)
-                    sockets.append(s)
-                except OSError:
-                    errors += 1
-            opened_s = time.time() - started
-            time.sleep(1.0)
-            rss_held = rss_kib(server.pid)
-            # Every 100th idle connection must still be served.
-            stale = 0
-            for s in sockets[::100]:
-                try:
-                    s.sendall(REQUEST)
-                    read_response(s)
-                except OSError:
-                    stale += 1
-            fresh = socket.create_connection(("127.0.0.1", PORT), timeout=5)
-            fresh.sendall(REQUEST)
-            read_response(fresh)
-            fresh.close()
-            held = len(sockets)
-            per_connection = (rss_held - rss_idle) / max(held, 1)
-            print(f"{held} idle keep-alive connections held ({errors} failed to open, "
-                  f"opened in {opened_s:.1f} s); {stale} of {len(sockets[::100])} sampled "
-                  f"idle connections failed a second request; a fresh connection was served")
-            print(f"gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_held / 1024:.1f} MiB "
-                  f"with the connections open, {per_connection:.2f} KiB per connection")
-            if errors or stale:
-                sys.exit(1)
-        finally:
-            for s in sockets:
-                s.close()
-            server.send_signal(signal.SIGTERM)
+    sockets = []
+    with common.Run(prefix="corefn-idle.") as run:
+        server = run.start_corefn(args.binary, PORT, run.path("server.log"),
+                                  "--db", run.path("c.db"), "--workers", str(args.workers),
+                                  "--cache-dir", run.path("cache"))
+        run.on_exit(lambda: [s.close() for s in sockets])
+        time.sleep(0.5)
+        rss_idle = rss_kib(server.pid)
+        started = time.time()
+        errors = 0
+        for _ in range(args.connections):
             try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+                s = socket.create_connection((common.HOST, PORT), timeout=5)
+                s.sendall(REQUEST)
+                read_response(s)
+                sockets.append(s)
+            except OSError:
+                errors += 1
+        opened_s = time.time() - started
+        time.sleep(1.0)
+        rss_held = rss_kib(server.pid)
+        # Every 100th idle connection must still be served.
+        stale = 0
+        for s in sockets[::100]:
+            try:
+                s.sendall(REQUEST)
+                read_response(s)
+            except OSError:
+                stale += 1
+        fresh = socket.create_connection((common.HOST, PORT), timeout=5)
+        fresh.sendall(REQUEST)
+        read_response(fresh)
+        fresh.close()
+        held = len(sockets)
+        per_connection = (rss_held - rss_idle) / max(held, 1)
+        print(f"{held} idle keep-alive connections held ({errors} failed to open, "
+              f"opened in {opened_s:.1f} s); {stale} of {len(sockets[::100])} sampled "
+              f"idle connections failed a second request; a fresh connection was served")
+        print(f"gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_held / 1024:.1f} MiB "
+              f"with the connections open, {per_connection:.2f} KiB per connection")
+    if errors or stale:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    common.main(main)

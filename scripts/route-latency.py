@@ -17,23 +17,18 @@ Modes:
               (a library loaded, or a language host started, for the first
               response: the cold start of a new function)
 
-usage: scripts/route-latency.py [--binary target/release/corefn]
-       [--iterations 50] [--mode static|wasm-cold|wasm-cached|native|exec|python|node|php]
-       [--watch-interval-ms 5]
 """
 
-import argparse
 import http.client
 import os
 import shutil
 import sqlite3
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 
-import bench_common
+import bench_common as common
+from bench_common import Failure
 
 PORT = 18190
 POLL_DEADLINE_S = 5.0
@@ -58,96 +53,90 @@ def get(path):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", default="target/release/corefn")
-    parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--watch-interval-ms", type=int, default=5)
-    parser.add_argument("--mode", default="static",
-                        choices=["static", "wasm-cold", "wasm-cached", *RUNTIME_HELLOS])
-    args = parser.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = common.parser(__doc__)
+    common.add_binary(p)
+    common.add_option(p, "--iterations", default="50", type=common.positive_int)
+    common.add_option(p, "--watch-interval-ms", default="5", type=common.positive_int)
+    common.add_option(p, "--mode", default="static",
+                      choices=["static", "wasm-cold", "wasm-cached", *RUNTIME_HELLOS])
+    args = p.parse_args()
+    common.require_binary(args.binary)
+    root = common.ROOT
     with open(os.path.join(root, "examples/wasm/hello.wat")) as f:
         hello_wat = f.read()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with common.Run(prefix="corefn-route-latency.") as run:
+        tmp = run.work
         db = os.path.join(tmp, "routes.db")
         functions = os.path.join(tmp, "functions")
         os.makedirs(functions)
-        server = subprocess.Popen(
-            [args.binary, "serve", "--listen", f"127.0.0.1:{PORT}", "--db", db,
-             "--watch-interval-ms", str(args.watch_interval_ms),
-             "--functions-dir", functions, "--cache-dir", os.path.join(tmp, "cache"),
-             "--logs-dir", os.path.join(tmp, "logs")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            line = server.stdout.readline()
-            if not line.startswith("corefn listening on"):
-                sys.exit(f"server did not start: {line!r}")
-            writer = sqlite3.connect(db, timeout=5)
-            latencies_ms = []
-            template = None
-            if args.mode in RUNTIME_HELLOS:
-                example, extension, _ = RUNTIME_HELLOS[args.mode]
-                source = os.path.join(root, "examples", example)
-                template = os.path.join(tmp, "template." + extension)
-                if extension == "so":
-                    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", template, source], check=True)
-                else:
-                    shutil.copy(source, template)
-            if args.mode == "wasm-cached":
-                # Compile the module once (fills the disk cache), then deploy
-                # the same content under new names.
-                shutil.copy(os.path.join(root, "examples/wasm/hello.wat"),
-                            os.path.join(functions, "warm.wat"))
-                with writer:
-                    writer.execute("INSERT INTO functions VALUES ('GET:/warm', ?, 0)",
-                                   ('{"runtime":"wasm","module":"warm.wat"}',))
-                deadline = time.perf_counter() + POLL_DEADLINE_S
-                while get("/warm")[0] != 200:
-                    if time.perf_counter() > deadline:
-                        sys.exit("warm-up module never served")
-            for i in range(args.iterations):
-                path = f"/probe{i}"
-                if args.mode == "static":
-                    path = "/probe"
-                    body = f"version {i}"
-                    value = '{"runtime":"static","body":"%s"}' % body
-                elif template:
-                    _, extension, body = RUNTIME_HELLOS[args.mode]
-                    module = f"m{i}.{extension}"
-                    shutil.copy(template, os.path.join(functions, module))
-                    value = '{"runtime":"%s","module":"%s"}' % (args.mode, module)
-                else:
-                    module = f"m{i}.wat"
-                    content = hello_wat
-                    if args.mode == "wasm-cold":
-                        content += f"\n;; deploy {i}\n"
-                    with open(os.path.join(functions, module), "w") as f:
-                        f.write(content)
-                    body = "Hello from wasm!\n"
-                    value = '{"runtime":"wasm","module":"%s"}' % module
-                started = time.perf_counter()
-                with writer:
-                    writer.execute(
-                        "INSERT OR REPLACE INTO functions VALUES (?, ?, ?)",
-                        (f"GET:{path}", value, int(time.time())))
-                while True:
-                    status, payload = get(path)
-                    if status == 200 and payload == body.encode():
-                        break
-                    if time.perf_counter() - started > POLL_DEADLINE_S:
-                        sys.exit(f"change {i} not served after {POLL_DEADLINE_S} s")
-                latencies_ms.append((time.perf_counter() - started) * 1000)
-                time.sleep(0.01)
-            latencies_ms.sort()
-            p90 = latencies_ms[int(len(latencies_ms) * 0.9) - 1]
-            print(f"{args.mode}: route change -> served, {args.iterations} changes, "
-                  f"watch interval {args.watch_interval_ms} ms: "
-                  f"median {statistics.median(latencies_ms):.1f} ms, "
-                  f"p90 {p90:.1f} ms, max {latencies_ms[-1]:.1f} ms")
-        finally:
-            bench_common.stop_server(server)
+        run.start_corefn(args.binary, PORT, run.path("server.log"), "--db", db,
+                         "--watch-interval-ms", str(args.watch_interval_ms),
+                         "--functions-dir", functions, "--cache-dir", os.path.join(tmp, "cache"),
+                         "--logs-dir", os.path.join(tmp, "logs"))
+        writer = sqlite3.connect(db, timeout=5)
+        latencies_ms = []
+        template = None
+        if args.mode in RUNTIME_HELLOS:
+            example, extension, _ = RUNTIME_HELLOS[args.mode]
+            source = os.path.join(root, "examples", example)
+            template = os.path.join(tmp, "template." + extension)
+            if extension == "so":
+                subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", template, source], check=True)
+            else:
+                shutil.copy(source, template)
+        if args.mode == "wasm-cached":
+            # Compile the module once (fills the disk cache), then deploy
+            # the same content under new names.
+            shutil.copy(os.path.join(root, "examples/wasm/hello.wat"),
+                        os.path.join(functions, "warm.wat"))
+            with writer:
+                writer.execute("INSERT INTO functions VALUES ('GET:/warm', ?, 0)",
+                               ('{"runtime":"wasm","module":"warm.wat"}',))
+            deadline = time.perf_counter() + POLL_DEADLINE_S
+            while get("/warm")[0] != 200:
+                if time.perf_counter() > deadline:
+                    raise Failure("warm-up module never served")
+        for i in range(args.iterations):
+            path = f"/probe{i}"
+            if args.mode == "static":
+                path = "/probe"
+                body = f"version {i}"
+                value = '{"runtime":"static","body":"%s"}' % body
+            elif template:
+                _, extension, body = RUNTIME_HELLOS[args.mode]
+                module = f"m{i}.{extension}"
+                shutil.copy(template, os.path.join(functions, module))
+                value = '{"runtime":"%s","module":"%s"}' % (args.mode, module)
+            else:
+                module = f"m{i}.wat"
+                content = hello_wat
+                if args.mode == "wasm-cold":
+                    content += f"\n;; deploy {i}\n"
+                with open(os.path.join(functions, module), "w") as f:
+                    f.write(content)
+                body = "Hello from wasm!\n"
+                value = '{"runtime":"wasm","module":"%s"}' % module
+            started = time.perf_counter()
+            with writer:
+                writer.execute(
+                    "INSERT OR REPLACE INTO functions VALUES (?, ?, ?)",
+                    (f"GET:{path}", value, int(time.time())))
+            while True:
+                status, payload = get(path)
+                if status == 200 and payload == body.encode():
+                    break
+                if time.perf_counter() - started > POLL_DEADLINE_S:
+                    raise Failure(f"change {i} not served after {POLL_DEADLINE_S} s")
+            latencies_ms.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+        latencies_ms.sort()
+        p90 = latencies_ms[int(len(latencies_ms) * 0.9) - 1]
+        print(f"{args.mode}: route change -> served, {args.iterations} changes, "
+              f"watch interval {args.watch_interval_ms} ms: "
+              f"median {statistics.median(latencies_ms):.1f} ms, "
+              f"p90 {p90:.1f} ms, max {latencies_ms[-1]:.1f} ms")
 
 
 if __name__ == "__main__":
-    main()
+    common.main(main)

@@ -81,9 +81,23 @@ fn start_server(dir: &Path) -> Server {
     panic!("corefn did not become ready in 3 attempts");
 }
 
+/// corefn-bench, from the bench package of the workspace: cargo names only
+/// this package's binaries, so it is looked up next to corefn (target/<profile>/).
+fn bench_binary() -> std::path::PathBuf {
+    let corefn = Path::new(env!("CARGO_BIN_EXE_corefn"));
+    let path = corefn.with_file_name("corefn-bench");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p corefn-bench` (add --release \
+         for a release test run), or run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
 /// Runs corefn-bench with `args`, killing it if it overruns.
 fn bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corefn-bench"))
+    let mut child = Command::new(bench_binary())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
