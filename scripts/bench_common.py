@@ -499,10 +499,13 @@ BENCH_ROUTES = [
 ]
 
 
-def make_route_db(path, routes):
-    """A fresh route database at path holding routes, (key, descriptor) pairs."""
+def make_route_db(path, routes, corefn=None):
+    """A fresh database at path, its schema made by corefn itself (`corefn
+    migrate`), holding routes, (key, descriptor) pairs."""
+    corefn = corefn or release_binary("corefn")
+    require_binary(corefn)
+    subprocess.run([corefn, "migrate", "--db", path], stdout=subprocess.DEVNULL, check=True)
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE functions(k TEXT PRIMARY KEY, v TEXT NOT NULL, updated INTEGER NOT NULL)")
         now = int(time.time())
         db.executemany("INSERT INTO functions(k, v, updated) VALUES (?, ?, ?)",
                        [(key, value, now) for key, value in routes])

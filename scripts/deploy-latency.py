@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Measures deploy through the API -> first response, per runtime.
+
+Starts a release `corefn serve` on a fresh database, then deploys a hello
+function ITERATIONS times per mode with `POST /_/api/v1/functions` (a new
+name each time, and a comment that makes the code new, so nothing is
+cached) and polls /fn/NAME until the hello answers. Reports, per mode, the
+median and p90 of the API call alone and of deploy -> first response.
+
+Modes: wat (WebAssembly text, no compile step in the control plane),
+c-wasm (C compiled to wasm32-wasi with clang on upload), python, node, php
+(syntax check on upload), exec (a shell script, taken as it is).
+
+Only 127.0.0.1 is used; each poll is bounded (5 s per deploy).
+"""
+
+import http.client
+import json
+import os
+import statistics
+import time
+
+import bench_common as common
+from bench_common import Failure
+
+PORT = 18191
+POLL_DEADLINE_S = 5.0
+
+HELLO_C = ('#include <stdio.h>\nint main(void) { printf("Content-Type: text/plain\\n\\n'
+           'Hello from C!\\n"); return 0; }\n')
+MODES = {
+    # mode -> (runtime, code, expected body)
+    "wat": ("wasm", None, "Hello from wasm!\n"),
+    "c-wasm": ("wasm", HELLO_C, "Hello from C!\n"),
+    "python": ("python", "def handle(request):\n    return (200, {'content-type': 'text/plain'}, 'Hello!\\n')\n",
+               "Hello!\n"),
+    "node": ("node", "exports.handler = async () => ({statusCode: 200, headers: {'content-type': 'text/plain'}, "
+             "body: 'Hello!\\n'});\n", "Hello!\n"),
+    "php": ("php", "<?php header('Content-Type: text/plain'); echo \"Hello!\\n\";\n", "Hello!\n"),
+    "exec": ("exec", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nHello!\\n'\n", "Hello!\n"),
+}
+COMMENT = {"wat": ";; {}\n", "c-wasm": "// {}\n", "python": "# {}\n", "node": "// {}\n",
+           "php": "// {}\n", "exec": "# {}\n"}
+
+
+def request(method, path, body=None, key=None):
+    conn = http.client.HTTPConnection(common.HOST, PORT, timeout=70)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def main():
+    p = common.parser(__doc__)
+    common.add_binary(p)
+    common.add_option(p, "--iterations", default="20", type=common.positive_int)
+    common.add_option(p, "--modes", default=",".join(MODES),
+                      help="comma-separated modes to measure")
+    args = p.parse_args()
+    common.require_binary(args.binary)
+    modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:
+        if mode not in MODES:
+            raise Failure(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+    with open(os.path.join(common.ROOT, "examples/wasm/hello.wat")) as f:
+        hello_wat = f.read()
+
+    with common.Run(prefix="corefn-deploy-latency.") as run:
+        db = run.path("corefn.db")
+        common.make_route_db(db, [], corefn=args.binary)
+        run.start_corefn(args.binary, PORT, run.path("server.log"), "--db", db,
+                         "--store-dir", run.path("store"), "--cache-dir", run.path("cache"),
+                         "--logs-dir", run.path("logs"), "--functions-dir", run.path("functions"))
+        with open(db[:-len(".db")] + ".admin-key") as f:
+            key = f.read().strip()
+        lines = []
+        for mode in modes:
+            runtime, code, want = MODES[mode]
+            code = code or hello_wat
+            api_ms, first_ms = [], []
+            for i in range(args.iterations):
+                name = f"{mode}-{i}"
+                body = json.dumps({"name": name, "runtime": runtime,
+                                   "code": code + COMMENT[mode].format(f"deploy {i} {time.time_ns()}")})
+                started = time.perf_counter()
+                status, answer = request("POST", "/_/api/v1/functions", body, key)
+                api_done = time.perf_counter()
+                if status != 201:
+                    raise Failure(f"{mode}: deploy {i} answered {status}: {answer[:300]!r}")
+                while True:
+                    status, payload = request("GET", f"/fn/{name}")
+                    if status == 200 and payload == want.encode():
+                        break
+                    if time.perf_counter() - started > POLL_DEADLINE_S:
+                        raise Failure(f"{mode}: deploy {i} not served after {POLL_DEADLINE_S} s: "
+                                      f"{status} {payload[:200]!r}")
+                done = time.perf_counter()
+                api_ms.append((api_done - started) * 1000)
+                first_ms.append((done - started) * 1000)
+            api_ms.sort()
+            first_ms.sort()
+            p90 = lambda xs: xs[max(int(len(xs) * 0.9) - 1, 0)]
+            line = (f"| {mode} | {statistics.median(api_ms):.1f} | {p90(api_ms):.1f} | "
+                    f"{statistics.median(first_ms):.1f} | {p90(first_ms):.1f} |")
+            common.log(line)
+            lines.append(line)
+        print(f"deploy through the API -> first response, {args.iterations} deploys per mode (ms)\n")
+        print("| mode | API call median | API call p90 | first response median | first response p90 |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    common.main(main)
