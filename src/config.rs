@@ -129,6 +129,11 @@ pub struct ServeOptions {
     #[arg(long)]
     pub workers: Option<usize>,
 
+    /// Domains whose subdomains name functions (`NAME.DOMAIN` is served by
+    /// function NAME), besides `localhost`. May be given more than once.
+    #[arg(long = "host-suffix")]
+    pub host_suffixes: Vec<String>,
+
     /// Everything a worker process needs (threads, metrics, runtimes).
     #[command(flatten)]
     pub worker: WorkerSettings,
@@ -159,6 +164,8 @@ pub struct Limits {
     /// How long a core waits for the control plane's answer: the longest
     /// compile and then some.
     pub control_timeout_ms: u64,
+    /// `--host-suffix` domains (see routes::hosts).
+    pub host_suffixes: Vec<String>,
 }
 
 impl ServeOptions {
@@ -219,6 +226,11 @@ impl Limits {
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
             connections_per_core_max: options.connections_max.div_ceil(core_count),
             control_timeout_ms: options.control.compile_timeout_ms + CONTROL_ANSWER_SLACK_MS,
+            host_suffixes: options
+                .host_suffixes
+                .iter()
+                .map(|s| s.trim_matches('.').to_ascii_lowercase())
+                .collect(),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::api::admin;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::http::error::HttpError;
 use crate::http::rules;
+use crate::routes::hosts;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
 use crate::scheduler::admission::ConcurrencyLimit;
 use crate::workers::pool::{CallError, CallRequest, CoreWorkers};
@@ -325,6 +326,19 @@ impl Connection<'_> {
         if rules::is_reserved_path(path) {
             return Decision::Admin;
         }
+        // NAME.localhost (or NAME.<--host-suffix>): the function's own
+        // routes, whatever the path.
+        let host_routed;
+        let path = match head
+            .host(bytes)
+            .and_then(|host| hosts::function_of_host(host, &self.core.limits.host_suffixes))
+        {
+            Some(name) => {
+                host_routed = hosts::function_path(name, path);
+                host_routed.as_str()
+            }
+            None => path,
+        };
         match table.lookup(method, path) {
             Lookup::Found(route) => match &route.action {
                 RouteAction::Function(target) if self.core.workers.has_workers() => {

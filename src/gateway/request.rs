@@ -117,6 +117,8 @@ pub struct RequestHead {
     pub framing: BodyFraming,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    /// The Host header's value (trimmed), if the request has one.
+    pub host: Option<Range<usize>>,
 }
 
 impl RequestHead {
@@ -131,6 +133,9 @@ impl RequestHead {
     }
     pub fn is_head_method(&self, bytes: &[u8]) -> bool {
         self.method(bytes) == "HEAD"
+    }
+    pub fn host<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        self.host.as_ref().map(|range| &bytes[range.clone()])
     }
 }
 
@@ -200,7 +205,7 @@ pub fn parse_head(
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
-    let mut host_seen = false;
+    let mut host: Option<Range<usize>> = None;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim_ows(header.value);
@@ -231,10 +236,11 @@ pub fn parse_head(
             }
             expect_continue = true;
         } else if name.eq_ignore_ascii_case("host") {
-            host_seen = true;
+            let at = value.as_ptr() as usize - base;
+            host = Some(at..at + value.len());
         }
     }
-    if version_minor == 1 && !host_seen {
+    if version_minor == 1 && host.is_none() {
         return Err(HttpError::BadRequest(
             "HTTP/1.1 request without Host header",
         ));
@@ -270,6 +276,7 @@ pub fn parse_head(
         framing,
         keep_alive,
         expect_continue: expect_continue && version_minor >= 1 && framing != BodyFraming::None,
+        host,
     }))
 }
 

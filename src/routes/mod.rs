@@ -5,6 +5,7 @@
 //! each core's [`snapshot::CoreSnapshot`]. Nothing here runs on a request's
 //! path except [`table::RouteTable::lookup`].
 
+pub mod hosts;
 pub mod key;
 pub mod snapshot;
 pub mod store;

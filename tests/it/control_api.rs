@@ -20,8 +20,14 @@ struct ControlServer {
 
 impl ControlServer {
     fn start() -> ControlServer {
+        ControlServer::start_with(&[])
+    }
+
+    fn start_with(extra_args: &[&str]) -> ControlServer {
         let functions = tempfile::tempdir().expect("functions dir");
-        let server = WorkerServer::start(&[], functions.path(), &["--store-dir", "store"]);
+        let mut args = vec!["--store-dir", "store"];
+        args.extend_from_slice(extra_args);
+        let server = WorkerServer::start(&[], functions.path(), &args);
         let key_file = server.db_path().with_extension("admin-key");
         let admin_key = std::fs::read_to_string(&key_file)
             .unwrap_or_else(|e| panic!("admin key at {}: {e}", key_file.display()))
@@ -568,4 +574,37 @@ fn corefn_migrate_creates_the_schema_and_says_its_version() {
         .query_row("SELECT count(*) FROM functions", [], |row| row.get(0))
         .expect("route table");
     assert_eq!(routes, 0, "no demo rows");
+}
+
+#[test]
+fn a_function_answers_on_its_host_name_under_localhost_and_the_host_suffix() {
+    let s = ControlServer::start_with(&["--host-suffix", "fn.example.test"]);
+    let body = json!({"name": "greet", "runtime": "python", "code": python_hello("by host\n")});
+    assert_eq!(s.admin("POST", "functions", Some(&body)).status, 201);
+    s.served("/fn/greet", "by host\n");
+    let with_host = |host: &str, path: &str| {
+        send(
+            s.server.addr(),
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    for host in [
+        "greet.localhost",
+        "greet.localhost:8080",
+        "greet.fn.example.test",
+    ] {
+        for path in ["/", "/any/path?x=1"] {
+            let r = with_host(host, path);
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "by host\n"),
+                "{host} {path}"
+            );
+        }
+    }
+    // Another host is routed by path as always; a function that does not
+    // exist is a 404; the admin endpoints stay the gateway's.
+    assert_eq!(with_host("example.org", "/").status, 404);
+    assert_eq!(with_host("nobody.localhost", "/").status, 404);
+    assert_eq!(with_host("greet.localhost", "/_/health").status, 200);
 }
