@@ -11,6 +11,7 @@
 //! | `DELETE /_/api/v1/functions/NAME` | deploy | routes at once, artifacts once unused |
 //! | `GET /_/api/v1/functions/NAME/versions` | read | every version |
 //! | `POST /_/api/v1/functions/NAME/rollback` | deploy | `live` to the previous version, or `{"version": N}` |
+//! | `PUT /_/api/v1/functions/NAME/settings` | deploy | `{"rate_limit": {"rps", "burst"} \| null}`, live, no new version |
 //! | `POST /_/api/v1/keys` | admin | new key, shown once |
 //! | `GET /_/api/v1/keys` | admin | keys without their secrets |
 //! | `DELETE /_/api/v1/keys/ID` | admin | revoke |
@@ -284,6 +285,23 @@ impl ControlState {
                     ))
                 }
                 _ => not_allowed("GET, PUT, DELETE"),
+            },
+            ["functions", name, "settings"] => match method {
+                "PUT" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Settings {
+                        rate_limit: Option<crate::runtimes::descriptor::RateLimit>,
+                    }
+                    let asked: Settings = parse_json(request.body)?;
+                    let now = clock::unix_now_secs() as i64;
+                    self.registry()
+                        .set_rate_limit(name, asked.rate_limit, now)
+                        .map_err(registry_error)?;
+                    Ok((200, json!({ "name": name, "rate_limit": asked.rate_limit })))
+                }
+                _ => not_allowed("PUT"),
             },
             ["functions", name, "versions"] => match method {
                 "GET" | "HEAD" => {

@@ -203,7 +203,15 @@ impl Connection<'_> {
             };
             let keep_alive = head.keep_alive && !self.core.is_stopping();
             let table = self.core.snapshot.get();
-            let next = match self.decide(&head, &table) {
+            let decision = self.decide(&head, &table);
+            let decision = match decision.route().and_then(|route| {
+                let rate = route.descriptor.rate_limit?;
+                self.core.rate_limits.admit(&route.key, rate).err()
+            }) {
+                Some(error) => Decision::Refused(error),
+                None => decision,
+            };
+            let next = match decision {
                 Decision::Function(route, target) => {
                     let handover = Handover {
                         to: &self.core.workers,
@@ -512,6 +520,7 @@ impl Connection<'_> {
                 method: method.into(),
                 path: path.into(),
             },
+            Decision::Refused(error) => error,
             Decision::Function(..) | Decision::Control => {
                 unreachable!("functions and the control API are handed over")
             }
@@ -680,6 +689,17 @@ enum Decision<'t> {
     Function(&'t Route, &'t FunctionTarget),
     MethodNotAllowed(String),
     NotFound,
+    /// Admission said no (a rate limit).
+    Refused(HttpError),
+}
+
+impl<'t> Decision<'t> {
+    fn route(&self) -> Option<&'t Route> {
+        match self {
+            Decision::Route(route) | Decision::Function(route, _) => Some(route),
+            _ => None,
+        }
+    }
 }
 
 fn request_line(head: &RequestHead, bytes: &[u8]) -> String {

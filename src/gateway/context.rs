@@ -13,6 +13,7 @@ use super::access_log::CoreAccessLog;
 use crate::clock::{self, DATE_LINE_LEN};
 use crate::config::Limits;
 use crate::routes::snapshot::CoreSnapshot;
+use crate::scheduler::admission::CoreRateLimits;
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::PoolStatus;
 
@@ -30,6 +31,8 @@ pub struct CoreContext {
     pub control: Rc<CoreWorkers>,
     pub pool_status: Option<Arc<PoolStatus>>,
     pub access_log: Option<CoreAccessLog>,
+    /// This core's token buckets of rate-limited routes.
+    pub rate_limits: CoreRateLimits,
 }
 
 impl CoreContext {
@@ -41,6 +44,7 @@ impl CoreContext {
         control: Rc<CoreWorkers>,
         pool_status: Option<Arc<PoolStatus>>,
         access_log: Option<CoreAccessLog>,
+        core_count: usize,
     ) -> CoreContext {
         let now = clock::unix_now_secs();
         CoreContext {
@@ -55,6 +59,7 @@ impl CoreContext {
             control,
             pool_status,
             access_log,
+            rate_limits: CoreRateLimits::new(core_count),
         }
     }
 

@@ -11,7 +11,7 @@ use super::encode::{self, ConnectionHeader};
 use crate::clock::DATE_LINE_LEN;
 use crate::failure::{Failure, FailureKind};
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, PartialEq)]
 pub enum HttpError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
@@ -51,6 +51,13 @@ pub enum HttpError {
     NoWorkerAvailable { waited_ms: u64 },
     #[error("route {route} is at its max_concurrency of {limit}")]
     ConcurrencyLimit { route: String, limit: u32 },
+    #[error("route {route} is over its rate limit of {rps} requests per second")]
+    RateLimited {
+        route: String,
+        rps: f64,
+        /// Seconds until a request may succeed, as the header says it.
+        retry_after: String,
+    },
 }
 
 impl From<Failure> for HttpError {
@@ -73,6 +80,7 @@ impl HttpError {
             HttpError::Overloaded { .. }
             | HttpError::NoWorkerAvailable { .. }
             | HttpError::ConcurrencyLimit { .. } => 503,
+            HttpError::RateLimited { .. } => 429,
             HttpError::Function(failure) => match failure.kind {
                 FailureKind::Timeout => 504,
                 FailureKind::Unavailable => 501,
@@ -94,6 +102,7 @@ impl HttpError {
                 | HttpError::Function(_)
                 | HttpError::NoWorkerAvailable { .. }
                 | HttpError::ConcurrencyLimit { .. }
+                | HttpError::RateLimited { .. }
         )
     }
 
@@ -127,6 +136,9 @@ impl HttpError {
     pub fn extra_header(&self) -> Option<(&'static str, &str)> {
         match self {
             HttpError::MethodNotAllowed { allow, .. } => Some(("allow", allow.as_str())),
+            HttpError::RateLimited { retry_after, .. } => {
+                Some(("retry-after", retry_after.as_str()))
+            }
             _ => None,
         }
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::artifacts::{Artifact, ArtifactStore};
 use super::RegistryError;
 use crate::routes::key::RouteKey;
-use crate::runtimes::descriptor::{Descriptor, Runtime};
+use crate::runtimes::descriptor::{Descriptor, RateLimit, Runtime};
 
 /// Longest function name; names are `[a-z0-9][a-z0-9-]{0,62}`.
 pub const NAME_BYTES_MAX: usize = 63;
@@ -39,6 +39,10 @@ pub struct FunctionConfig {
     pub max_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The version's own rate limit; the function's settings (changed live
+    /// with `PUT .../NAME/settings`) take precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// What a version is: code, entry point, routes and configuration.
@@ -100,8 +104,13 @@ fn own_prefix_key(name: &str) -> String {
     format!("ANY:/fn/{name}/*")
 }
 
-/// The descriptor a version is served with.
-fn descriptor_json(spec: &VersionSpec, artifact: &Artifact) -> Result<String, RegistryError> {
+/// The descriptor a version is served with (`rate_limit`: the function's
+/// live setting, over the version's own).
+fn descriptor_json(
+    spec: &VersionSpec,
+    artifact: &Artifact,
+    rate_limit: Option<RateLimit>,
+) -> Result<String, RegistryError> {
     let mut descriptor = serde_json::Map::new();
     descriptor.insert("runtime".into(), serde_json::to_value(spec.runtime)?);
     descriptor.insert(
@@ -123,6 +132,9 @@ fn descriptor_json(spec: &VersionSpec, artifact: &Artifact) -> Result<String, Re
     }
     if !config.env.is_empty() {
         descriptor.insert("env".into(), serde_json::to_value(&config.env)?);
+    }
+    if let Some(rate_limit) = rate_limit.or(config.rate_limit) {
+        descriptor.insert("rate_limit".into(), serde_json::to_value(rate_limit)?);
     }
     let json = serde_json::Value::Object(descriptor).to_string();
     // The watcher would skip a row that does not parse; refuse it here,
@@ -167,7 +179,7 @@ impl Registry<'_> {
     ) -> Result<u32, RegistryError> {
         check_name(name)?;
         check_spec(spec)?;
-        descriptor_json(spec, artifact)?;
+        descriptor_json(spec, artifact, None)?;
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -260,6 +272,32 @@ impl Registry<'_> {
         tx.commit()?;
         let referenced = referenced_artifacts(self.connection)?;
         Ok(self.store.collect(&referenced)?)
+    }
+
+    /// Sets (or with `None` clears) the function's live rate limit and
+    /// rewrites its route rows at once; no new version.
+    pub fn set_rate_limit(
+        &mut self,
+        name: &str,
+        rate_limit: Option<RateLimit>,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        if let Some(rate) = &rate_limit {
+            let probe = serde_json::json!({"runtime": "static", "rate_limit": rate}).to_string();
+            Descriptor::parse(&probe).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        }
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let live = live_version(&tx, name)?;
+        tx.execute(
+            "INSERT INTO function_settings (name, rate_rps, rate_burst, updated) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET rate_rps = excluded.rate_rps, rate_burst = excluded.rate_burst, updated = excluded.updated",
+            params![name, rate_limit.map(|r| r.rps), rate_limit.and_then(|r| r.burst), now],
+        )?;
+        set_live(&tx, self.store, name, live, now)?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Result<FunctionInfo, RegistryError> {
@@ -422,7 +460,15 @@ fn set_live(
         extension,
         bytes: 0,
     };
-    let descriptor = descriptor_json(&stored.spec, &artifact)?;
+    let settings_rate: Option<(f64, Option<u32>)> = tx
+        .query_row(
+            "SELECT rate_rps, rate_burst FROM function_settings WHERE name = ?1 AND rate_rps IS NOT NULL",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let settings_rate = settings_rate.map(|(rps, burst)| RateLimit { rps, burst });
+    let descriptor = descriptor_json(&stored.spec, &artifact, settings_rate)?;
     let mut keys: Vec<String> = vec![own_prefix_key(name)];
     keys.extend(stored.spec.routes.iter().cloned());
     let unique: HashSet<&String> = keys.iter().collect();

@@ -61,7 +61,7 @@ impl Runtime {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Descriptor {
     pub runtime: Runtime,
@@ -75,6 +75,9 @@ pub struct Descriptor {
     pub memory_mb: u64,
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Requests per second the route accepts (token bucket); above, 429.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -93,6 +96,27 @@ fn memory_mb_default() -> u64 {
 }
 fn status_default() -> u16 {
     200
+}
+
+/// Bounds of a rate limit.
+pub const RATE_RPS_MAX: f64 = 1_000_000.0;
+pub const RATE_BURST_MAX: u32 = 1_000_000;
+
+/// A token bucket: `rps` tokens a second, at most `burst` saved up
+/// (default: one second's worth, at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub rps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub fn burst_or_default(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.rps.ceil().clamp(1.0, f64::from(RATE_BURST_MAX)) as u32)
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -119,6 +143,10 @@ pub enum DescriptorError {
         "descriptor of {0} bytes is over the {DESCRIPTOR_BYTES_MAX}-byte limit of function routes"
     )]
     TooLarge(usize),
+    #[error("rate_limit.rps must be above 0 and at most {RATE_RPS_MAX}")]
+    RateRps,
+    #[error("rate_limit.burst must be 1..={RATE_BURST_MAX}")]
+    RateBurst,
     #[error("max_concurrency must be at least 1")]
     Concurrency,
     #[error("header name {0:?} is not a valid HTTP token")]
@@ -166,6 +194,17 @@ impl Descriptor {
                 asked: self.memory_mb,
                 max: self.runtime.memory_mb_max(),
             });
+        }
+        if let Some(rate) = &self.rate_limit {
+            if !(rate.rps.is_finite() && rate.rps > 0.0 && rate.rps <= RATE_RPS_MAX) {
+                return Err(DescriptorError::RateRps);
+            }
+            if rate
+                .burst
+                .is_some_and(|b| !(1..=RATE_BURST_MAX).contains(&b))
+            {
+                return Err(DescriptorError::RateBurst);
+            }
         }
         if self.max_concurrency == Some(0) {
             return Err(DescriptorError::Concurrency);

@@ -608,3 +608,65 @@ fn a_function_answers_on_its_host_name_under_localhost_and_the_host_suffix() {
     assert_eq!(with_host("nobody.localhost", "/").status, 404);
     assert_eq!(with_host("greet.localhost", "/_/health").status, 200);
 }
+
+#[test]
+fn a_rate_limit_answers_429_with_retry_after_and_changes_live_without_a_new_version() {
+    let s = ControlServer::start();
+    let body = json!({"name": "rl", "runtime": "python", "code": python_hello("ok\n")});
+    assert_eq!(s.admin("POST", "functions", Some(&body)).status, 201);
+    s.served("/fn/rl", "ok\n");
+    let statuses =
+        |n: usize| -> Vec<Response> { (0..n).map(|_| get(s.server.addr(), "/fn/rl")).collect() };
+    assert!(statuses(10).iter().all(|r| r.status == 200), "no limit yet");
+
+    // 0.1 request per second, split over the cores: a burst of one per core.
+    let r = s.admin(
+        "PUT",
+        "functions/rl/settings",
+        Some(&json!({"rate_limit": {"rps": 0.1}})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let limited = wait_until(Duration::from_secs(5), || {
+        statuses(6).iter().any(|r| r.status == 429)
+    });
+    assert!(limited.is_some(), "the limit reached the cores");
+    let answers = statuses(10);
+    let refused: Vec<&Response> = answers.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        refused.len() >= 8,
+        "at most a token per core: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &refused {
+        let retry: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("Retry-After on a 429: {:?}", r.headers));
+        assert!(retry >= 1, "{retry}");
+        assert!(r.text().contains("rate limit"), "{:?}", r.text());
+    }
+    let versions = s.call("GET", "functions/rl/versions", None, None).json();
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(1),
+        "no new version"
+    );
+
+    // Cleared live: served again.
+    let r = s.admin(
+        "PUT",
+        "functions/rl/settings",
+        Some(&json!({"rate_limit": null})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let open = wait_until(Duration::from_secs(5), || {
+        statuses(6).iter().all(|r| r.status == 200)
+    });
+    assert!(open.is_some(), "the limit was lifted");
+    let r = s.admin(
+        "PUT",
+        "functions/rl/settings",
+        Some(&json!({"rate_limit": {"rps": -1}})),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
