@@ -166,6 +166,8 @@ pub struct Limits {
     pub control_timeout_ms: u64,
     /// `--host-suffix` domains (see routes::hosts).
     pub host_suffixes: Vec<String>,
+    /// Executors serving: per-core shares (rate limits) divide by it.
+    pub core_count: usize,
 }
 
 impl ServeOptions {
@@ -226,6 +228,7 @@ impl Limits {
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
             connections_per_core_max: options.connections_max.div_ceil(core_count),
             control_timeout_ms: options.control.compile_timeout_ms + CONTROL_ANSWER_SLACK_MS,
+            core_count,
             host_suffixes: options
                 .host_suffixes
                 .iter()

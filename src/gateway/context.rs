@@ -44,9 +44,9 @@ impl CoreContext {
         control: Rc<CoreWorkers>,
         pool_status: Option<Arc<PoolStatus>>,
         access_log: Option<CoreAccessLog>,
-        core_count: usize,
     ) -> CoreContext {
         let now = clock::unix_now_secs();
+        let rate_limits = CoreRateLimits::new(limits.core_count);
         CoreContext {
             index,
             limits,
@@ -59,7 +59,7 @@ impl CoreContext {
             control,
             pool_status,
             access_log,
-            rate_limits: CoreRateLimits::new(core_count),
+            rate_limits,
         }
     }
 

@@ -219,7 +219,6 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         cores_exited: AtomicUsize::new(0),
     });
     let limits = Limits::new(&options, cpus.len());
-    let core_count = cpus.len();
     let mut executors = Vec::with_capacity(cpus.len());
     for (index, (cpu, listener_fd)) in cpus.iter().copied().zip(listeners).enumerate() {
         let limits = limits.clone();
@@ -256,7 +255,6 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     ),
                     pool_status,
                     log_sender.map(CoreAccessLog::new),
-                    core_count,
                 ));
                 core::run(core, shared.clone(), listener_fd).await;
                 shared.cores_exited.fetch_add(1, Ordering::AcqRel);
