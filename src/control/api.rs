@@ -11,6 +11,7 @@
 //! | `DELETE /_/api/v1/functions/NAME` | deploy | routes at once, artifacts once unused |
 //! | `GET /_/api/v1/functions/NAME/versions` | read | every version |
 //! | `POST /_/api/v1/functions/NAME/rollback` | deploy | `live` to the previous version, or `{"version": N}` |
+//! | `PUT /_/api/v1/functions/NAME/aliases/live` | deploy | `{"version": N, "canary": {"version": M, "weight": 0.1}}` |
 //! | `PUT /_/api/v1/functions/NAME/settings` | deploy | `{"rate_limit": {"rps", "burst"} \| null}`, live, no new version |
 //! | `POST /_/api/v1/keys` | admin | new key, shown once |
 //! | `GET /_/api/v1/keys` | admin | keys without their secrets |
@@ -300,6 +301,27 @@ impl ControlState {
                         .set_rate_limit(name, asked.rate_limit, now)
                         .map_err(registry_error)?;
                     Ok((200, json!({ "name": name, "rate_limit": asked.rate_limit })))
+                }
+                _ => not_allowed("PUT"),
+            },
+            ["functions", name, "aliases", "live"] => match method {
+                "PUT" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Alias {
+                        version: u32,
+                        canary: Option<crate::runtimes::descriptor::Canary>,
+                    }
+                    let asked: Alias = parse_json(request.body)?;
+                    let now = clock::unix_now_secs() as i64;
+                    self.registry()
+                        .set_alias(name, asked.version, asked.canary, now)
+                        .map_err(registry_error)?;
+                    Ok((
+                        200,
+                        json!({ "name": name, "live_version": asked.version, "canary": asked.canary }),
+                    ))
                 }
                 _ => not_allowed("PUT"),
             },

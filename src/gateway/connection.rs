@@ -22,13 +22,16 @@ use glommio::net::TcpStream;
 
 use super::access_log::LogEntry;
 use super::context::CoreContext;
-use super::request::{parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead};
+use super::request::{
+    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead, VERSION_PIN_HEADER,
+};
 use crate::api::admin;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::http::error::HttpError;
 use crate::http::rules;
 use crate::routes::hosts;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
+use crate::runtimes::descriptor::version_path;
 use crate::scheduler::admission::ConcurrencyLimit;
 use crate::workers::pool::{CallError, CallRequest, CoreWorkers};
 use crate::workers::protocol;
@@ -348,14 +351,66 @@ impl Connection<'_> {
             None => path,
         };
         match table.lookup(method, path) {
-            Lookup::Found(route) => match &route.action {
-                RouteAction::Function(target) if self.core.workers.has_workers() => {
-                    Decision::Function(route, target)
+            Lookup::Found(route) => {
+                let route = match self.version_of(head, route, path, table) {
+                    Ok(route) => route,
+                    Err(decision) => return decision,
+                };
+                match &route.action {
+                    RouteAction::Function(target) if self.core.workers.has_workers() => {
+                        Decision::Function(route, target)
+                    }
+                    _ => Decision::Route(route),
                 }
-                _ => Decision::Route(route),
-            },
+            }
             Lookup::MethodNotAllowed(allow) => Decision::MethodNotAllowed(allow),
             Lookup::NotFound => Decision::NotFound,
+        }
+    }
+
+    /// A deployed function's route, or the version the request asked for
+    /// (`x-corefn-version: N`), or its canary for a weighted share: each
+    /// version answers at `/fn/NAME@N` in the same table.
+    fn version_of<'t>(
+        &self,
+        head: &RequestHead,
+        route: &'t Route,
+        path: &str,
+        table: &'t RouteTable,
+    ) -> Result<&'t Route, Decision<'t>> {
+        let Some(function) = route.descriptor.function.as_deref() else {
+            return Ok(route);
+        };
+        let bytes = self.input.pending();
+        let version = match head.version_pin(bytes) {
+            Some(pin) => match std::str::from_utf8(pin)
+                .ok()
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                Some(version) => version,
+                None => {
+                    return Err(Decision::Refused(HttpError::InvalidRequest(format!(
+                        "{VERSION_PIN_HEADER} must be a version number"
+                    ))))
+                }
+            },
+            None => match route.descriptor.canary {
+                Some(canary) if self.core.random_unit() < canary.weight => canary.version,
+                _ => return Ok(route),
+            },
+        };
+        let own_prefix = format!("/fn/{function}");
+        let rest = match path.strip_prefix(&own_prefix) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => path,
+        };
+        let versioned = format!("{}{rest}", version_path(function, version));
+        match table.lookup(head.method(bytes), &versioned) {
+            Lookup::Found(versioned_route) => Ok(versioned_route),
+            _ => Err(Decision::Refused(HttpError::NotFound {
+                method: head.method(bytes).into(),
+                path: format!("{path} (version {version} of {function})"),
+            })),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct CoreContext {
     pub access_log: Option<CoreAccessLog>,
     /// This core's token buckets of rate-limited routes.
     pub rate_limits: CoreRateLimits,
+    /// xorshift64 state for canary splits.
+    random_state: Cell<u64>,
 }
 
 impl CoreContext {
@@ -60,11 +62,22 @@ impl CoreContext {
             pool_status,
             access_log,
             rate_limits,
+            random_state: Cell::new(0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 32) ^ now),
         }
     }
 
     pub fn date_line(&self) -> [u8; DATE_LINE_LEN] {
         self.date_line.get()
+    }
+
+    /// A uniform number in 0..1 (xorshift64; a canary split needs no more).
+    pub fn random_unit(&self) -> f64 {
+        let mut x = self.random_state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random_state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
     pub fn is_stopping(&self) -> bool {

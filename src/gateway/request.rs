@@ -119,6 +119,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The Host header's value (trimmed), if the request has one.
     pub host: Option<Range<usize>>,
+    /// `x-corefn-version`: the version of a deployed function asked for.
+    pub version_pin: Option<Range<usize>>,
 }
 
 impl RequestHead {
@@ -137,6 +139,9 @@ impl RequestHead {
     pub fn host<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
         self.host.as_ref().map(|range| &bytes[range.clone()])
     }
+    pub fn version_pin<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        self.version_pin.as_ref().map(|range| &bytes[range.clone()])
+    }
 }
 
 fn text<'b>(bytes: &'b [u8], range: &Range<usize>) -> &'b str {
@@ -151,6 +156,9 @@ pub enum HeadParse {
     Complete(RequestHead),
     Partial,
 }
+
+/// The header that asks for one version of a deployed function.
+pub const VERSION_PIN_HEADER: &str = "x-corefn-version";
 
 /// Parses the request head at the start of `bytes`.
 pub fn parse_head(
@@ -206,6 +214,7 @@ pub fn parse_head(
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
     let mut host: Option<Range<usize>> = None;
+    let mut version_pin: Option<Range<usize>> = None;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim_ows(header.value);
@@ -238,6 +247,9 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case("host") {
             let at = value.as_ptr() as usize - base;
             host = Some(at..at + value.len());
+        } else if name.eq_ignore_ascii_case(VERSION_PIN_HEADER) {
+            let at = value.as_ptr() as usize - base;
+            version_pin = Some(at..at + value.len());
         }
     }
     if version_minor == 1 && host.is_none() {
@@ -277,6 +289,7 @@ pub fn parse_head(
         keep_alive,
         expect_continue: expect_continue && version_minor >= 1 && framing != BodyFraming::None,
         host,
+        version_pin,
     }))
 }
 

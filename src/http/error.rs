@@ -15,6 +15,10 @@ use crate::failure::{Failure, FailureKind};
 pub enum HttpError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    /// A request that is well formed but asks for something invalid; the
+    /// connection stays open.
+    #[error("bad request: {0}")]
+    InvalidRequest(String),
     #[error("request header section is larger than {limit_bytes} bytes")]
     HeaderTooLarge { limit_bytes: usize },
     #[error("more than {limit} request header fields")]
@@ -69,7 +73,7 @@ impl From<Failure> for HttpError {
 impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
-            HttpError::BadRequest(_) => 400,
+            HttpError::BadRequest(_) | HttpError::InvalidRequest(_) => 400,
             HttpError::NotFound { .. } => 404,
             HttpError::MethodNotAllowed { .. } => 405,
             HttpError::RequestTimeout { .. } => 408,
@@ -103,6 +107,7 @@ impl HttpError {
                 | HttpError::NoWorkerAvailable { .. }
                 | HttpError::ConcurrencyLimit { .. }
                 | HttpError::RateLimited { .. }
+                | HttpError::InvalidRequest(_)
         )
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::artifacts::{Artifact, ArtifactStore};
 use super::RegistryError;
 use crate::routes::key::RouteKey;
-use crate::runtimes::descriptor::{Descriptor, RateLimit, Runtime};
+use crate::runtimes::descriptor::{version_path, Canary, Descriptor, RateLimit, Runtime};
 
 /// Longest function name; names are `[a-z0-9][a-z0-9-]{0,62}`.
 pub const NAME_BYTES_MAX: usize = 63;
@@ -75,6 +75,8 @@ pub struct FunctionInfo {
     pub runtime: Runtime,
     /// The version the `live` alias serves.
     pub live_version: u32,
+    /// A share of the requests for another version.
+    pub canary: Option<Canary>,
     pub latest_version: u32,
     /// Every route key that serves it.
     pub routes: Vec<String>,
@@ -110,8 +112,16 @@ fn descriptor_json(
     spec: &VersionSpec,
     artifact: &Artifact,
     rate_limit: Option<RateLimit>,
+    function: Option<&str>,
+    canary: Option<Canary>,
 ) -> Result<String, RegistryError> {
     let mut descriptor = serde_json::Map::new();
+    if let Some(function) = function {
+        descriptor.insert("function".into(), function.into());
+    }
+    if let Some(canary) = canary {
+        descriptor.insert("canary".into(), serde_json::to_value(canary)?);
+    }
     descriptor.insert("runtime".into(), serde_json::to_value(spec.runtime)?);
     descriptor.insert(
         "module".into(),
@@ -179,7 +189,7 @@ impl Registry<'_> {
     ) -> Result<u32, RegistryError> {
         check_name(name)?;
         check_spec(spec)?;
-        descriptor_json(spec, artifact, None)?;
+        descriptor_json(spec, artifact, None, Some(name), None)?;
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -214,7 +224,19 @@ impl Registry<'_> {
             "INSERT INTO function_versions (name, version, artifact_sha256, config, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![name, version, artifact.sha256, config, now],
         )?;
-        set_live(&tx, self.store, name, version, now)?;
+        // Every version answers at /fn/NAME@N (what x-corefn-version and a
+        // canary reach); the row never changes, like the version.
+        let version_key = format!("ANY:{}/*", version_path(name, version));
+        let version_descriptor = descriptor_json(spec, artifact, None, None, None)?;
+        tx.execute(
+            "INSERT INTO functions (k, v, updated) VALUES (?1, ?2, ?3)",
+            params![version_key, version_descriptor, now],
+        )?;
+        tx.execute(
+            "INSERT INTO function_routes (k, name) VALUES (?1, ?2)",
+            params![version_key, name],
+        )?;
+        set_live(&tx, self.store, name, version, None, now)?;
         tx.commit()?;
         Ok(version)
     }
@@ -244,7 +266,7 @@ impl Registry<'_> {
                     ))
                 })?,
         };
-        set_live(&tx, self.store, name, target, now)?;
+        set_live(&tx, self.store, name, target, None, now)?;
         tx.execute(
             "UPDATE registry_functions SET updated = ?2 WHERE name = ?1",
             params![name, now],
@@ -295,7 +317,48 @@ impl Registry<'_> {
              ON CONFLICT (name) DO UPDATE SET rate_rps = excluded.rate_rps, rate_burst = excluded.rate_burst, updated = excluded.updated",
             params![name, rate_limit.map(|r| r.rps), rate_limit.and_then(|r| r.burst), now],
         )?;
-        set_live(&tx, self.store, name, live, now)?;
+        let canary = live_canary(&tx, name)?;
+        set_live(&tx, self.store, name, live, canary, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Points `live` at `version`, with a share of the requests for the
+    /// `canary` version (None: no canary); one transaction.
+    pub fn set_alias(
+        &mut self,
+        name: &str,
+        version: u32,
+        canary: Option<Canary>,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        if let Some(canary) = &canary {
+            if !(0.0..=1.0).contains(&canary.weight) || !canary.weight.is_finite() {
+                return Err(RegistryError::Invalid(
+                    "canary weight must be in 0..=1".into(),
+                ));
+            }
+        }
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        live_version(&tx, name)?;
+        if let Some(canary) = &canary {
+            let exists: Option<u32> = tx
+                .query_row(
+                    "SELECT version FROM function_versions WHERE name = ?1 AND version = ?2",
+                    params![name, canary.version],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(RegistryError::VersionNotFound {
+                    name: name.to_string(),
+                    version: canary.version,
+                });
+            }
+        }
+        set_live(&tx, self.store, name, version, canary, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -385,7 +448,9 @@ impl Registry<'_> {
         let routes = statement
             .query_map([&name], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
+        let canary = live_canary(self.connection, &name)?;
         Ok(FunctionInfo {
+            canary,
             url_path: format!("/fn/{name}"),
             name,
             runtime,
@@ -429,11 +494,27 @@ fn live_version(connection: &Connection, name: &str) -> Result<u32, RegistryErro
 
 /// Points `live` at `version` and rewrites the function's route rows to
 /// serve it, inside the caller's transaction.
+/// The canary of the `live` alias, if it has one.
+fn live_canary(connection: &Connection, name: &str) -> Result<Option<Canary>, RegistryError> {
+    let row: Option<(Option<u32>, Option<f64>)> = connection
+        .query_row(
+            "SELECT canary_version, canary_weight FROM function_aliases WHERE name = ?1 AND alias = ?2",
+            params![name, LIVE_ALIAS],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        Some((Some(version), Some(weight))) => Some(Canary { version, weight }),
+        _ => None,
+    })
+}
+
 fn set_live(
     tx: &rusqlite::Transaction<'_>,
     store: &ArtifactStore,
     name: &str,
     version: u32,
+    canary: Option<Canary>,
     now: i64,
 ) -> Result<(), RegistryError> {
     let (sha256, config): (String, String) = tx
@@ -468,7 +549,7 @@ fn set_live(
         )
         .optional()?;
     let settings_rate = settings_rate.map(|(rps, burst)| RateLimit { rps, burst });
-    let descriptor = descriptor_json(&stored.spec, &artifact, settings_rate)?;
+    let descriptor = descriptor_json(&stored.spec, &artifact, settings_rate, Some(name), canary)?;
     let mut keys: Vec<String> = vec![own_prefix_key(name)];
     keys.extend(stored.spec.routes.iter().cloned());
     let unique: HashSet<&String> = keys.iter().collect();
@@ -499,11 +580,16 @@ fn set_live(
             None => {}
         }
     }
+    // The live rows only: the per-version rows stay as they are.
+    let version_rows = format!("ANY:/fn/{name}@%");
     tx.execute(
-        "DELETE FROM functions WHERE k IN (SELECT k FROM function_routes WHERE name = ?1)",
-        [name],
+        "DELETE FROM functions WHERE k IN (SELECT k FROM function_routes WHERE name = ?1 AND k NOT LIKE ?2)",
+        params![name, version_rows],
     )?;
-    tx.execute("DELETE FROM function_routes WHERE name = ?1", [name])?;
+    tx.execute(
+        "DELETE FROM function_routes WHERE name = ?1 AND k NOT LIKE ?2",
+        params![name, version_rows],
+    )?;
     for key in &keys {
         tx.execute(
             "INSERT INTO functions (k, v, updated) VALUES (?1, ?2, ?3)",
@@ -515,9 +601,10 @@ fn set_live(
         )?;
     }
     tx.execute(
-        "INSERT INTO function_aliases (name, alias, version, updated) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, canary_version = NULL, canary_weight = NULL, updated = excluded.updated",
-        params![name, LIVE_ALIAS, version, now],
+        "INSERT INTO function_aliases (name, alias, version, canary_version, canary_weight, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, canary_version = excluded.canary_version,
+             canary_weight = excluded.canary_weight, updated = excluded.updated",
+        params![name, LIVE_ALIAS, version, canary.map(|c| c.version), canary.map(|c| c.weight), now],
     )?;
     Ok(())
 }

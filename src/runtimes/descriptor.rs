@@ -78,6 +78,13 @@ pub struct Descriptor {
     /// Requests per second the route accepts (token bucket); above, 429.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// The deployed function this route serves (written by the registry):
+    /// `x-corefn-version: N` then reaches its version N at `/fn/NAME@N`.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// A share of the requests that go to another version of `function`.
+    #[serde(default)]
+    pub canary: Option<Canary>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -96,6 +103,19 @@ fn memory_mb_default() -> u64 {
 }
 fn status_default() -> u16 {
     200
+}
+
+/// `weight` (0..=1) of the requests go to `version` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub version: u32,
+    pub weight: f64,
+}
+
+/// The path prefix that serves version `version` of function `name`.
+pub fn version_path(name: &str, version: u32) -> String {
+    format!("/fn/{name}@{version}")
 }
 
 /// Bounds of a rate limit.
@@ -147,6 +167,10 @@ pub enum DescriptorError {
     RateRps,
     #[error("rate_limit.burst must be 1..={RATE_BURST_MAX}")]
     RateBurst,
+    #[error("canary needs \"function\", a version of at least 1 and a weight in 0..=1")]
+    Canary,
+    #[error("function {0:?} is not a function name")]
+    FunctionName(String),
     #[error("max_concurrency must be at least 1")]
     Concurrency,
     #[error("header name {0:?} is not a valid HTTP token")]
@@ -204,6 +228,24 @@ impl Descriptor {
                 .is_some_and(|b| !(1..=RATE_BURST_MAX).contains(&b))
             {
                 return Err(DescriptorError::RateBurst);
+            }
+        }
+        if let Some(function) = &self.function {
+            let ok = !function.is_empty()
+                && function.len() <= 63
+                && function
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(DescriptorError::FunctionName(function.clone()));
+            }
+        }
+        if let Some(canary) = &self.canary {
+            if self.function.is_none()
+                || canary.version == 0
+                || !(0.0..=1.0).contains(&canary.weight)
+            {
+                return Err(DescriptorError::Canary);
             }
         }
         if self.max_concurrency == Some(0) {

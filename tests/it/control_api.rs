@@ -670,3 +670,88 @@ fn a_rate_limit_answers_429_with_retry_after_and_changes_live_without_a_new_vers
     );
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+#[test]
+fn a_canary_gets_its_weight_and_the_version_header_reaches_any_version() {
+    let s = ControlServer::start();
+    let code = |text: &str| json!({"name": "can", "runtime": "python", "code": python_hello(text)});
+    assert_eq!(
+        s.admin("POST", "functions", Some(&code("v1\n"))).status,
+        201
+    );
+    assert_eq!(
+        s.admin("POST", "functions", Some(&code("v2\n"))).status,
+        200
+    );
+    s.served("/fn/can", "v2\n");
+
+    let pinned = |version: &str| {
+        send(
+            s.server.addr(),
+            format!("GET /fn/can HTTP/1.1\r\nHost: t\r\nx-corefn-version: {version}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    assert_eq!(pinned("1").text(), "v1\n", "a version at 0 % is reachable");
+    assert_eq!(pinned("2").text(), "v2\n");
+    assert_eq!(pinned("9").status, 404);
+    assert_eq!(pinned("one").status, 400);
+
+    let r = s.admin(
+        "PUT",
+        "functions/can/aliases/live",
+        Some(&json!({"version": 1, "canary": {"version": 2, "weight": 0.1}})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    s.served("/fn/can/ready-check", "v1\n");
+    let addr = s.server.addr();
+    let per_client = 2_500;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut conn = Conn::connect(addr);
+                let mut canary = 0usize;
+                for _ in 0..per_client {
+                    conn.write(get_req("/fn/can").as_bytes());
+                    let r = conn.read_response();
+                    assert_eq!(r.status, 200, "{:?}", r.text());
+                    match r.text().as_str() {
+                        "v2\n" => canary += 1,
+                        "v1\n" => {}
+                        other => panic!("neither version: {other:?}"),
+                    }
+                }
+                canary
+            })
+        })
+        .collect();
+    let canary: usize = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    let share = canary as f64 / (4 * per_client) as f64;
+    assert!(
+        (0.08..=0.12).contains(&share),
+        "canary share {share} of 10,000 (weight 0.1)"
+    );
+    let info = s.call("GET", "functions/can", None, None).json();
+    assert_eq!(info["canary"]["version"], 2, "{info}");
+
+    // A rollback ends the canary.
+    assert_eq!(
+        s.admin(
+            "POST",
+            "functions/can/rollback",
+            Some(&json!({"version": 2}))
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        s.call("GET", "functions/can", None, None).json()["canary"],
+        Value::Null
+    );
+    let r = s.admin(
+        "PUT",
+        "functions/can/aliases/live",
+        Some(&json!({"version": 1, "canary": {"version": 7, "weight": 0.5}})),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}
