@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 
 use super::settings::ControlSettings;
 use crate::clock;
+use crate::http::auth;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::http::error::{ApiError, ApiErrorKind};
 use crate::http::rules::HEADER_COUNT_MAX;
@@ -193,7 +194,7 @@ impl ControlState {
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-            .and_then(|h| keys::bearer(h.value))
+            .and_then(|h| auth::bearer(h.value))
             .map(str::to_string);
         let target = parsed.path.unwrap_or("/");
         let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -222,7 +223,7 @@ impl ControlState {
                 Caller::Anonymous
             });
         };
-        let hash = keys::hash_of(secret);
+        let hash = auth::key_hash(secret);
         let scopes: Option<String> = self
             .connection
             .query_row(
@@ -595,6 +596,8 @@ impl ControlState {
         #[serde(deny_unknown_fields)]
         struct NewKeyRequest {
             scopes: Vec<String>,
+            /// Limits an invoke key to these functions.
+            functions: Option<Vec<String>>,
         }
         let asked: NewKeyRequest = parse_json(body)?;
         let mut scopes = Vec::new();
@@ -615,7 +618,13 @@ impl ControlState {
         }
         scopes.sort();
         scopes.dedup();
-        let key = insert_key(&self.connection, &scopes).map_err(internal)?;
+        if let Some(functions) = &asked.functions {
+            for name in functions {
+                check_name(name).map_err(registry_error)?;
+            }
+        }
+        let key =
+            insert_key(&self.connection, &scopes, asked.functions.as_deref()).map_err(internal)?;
         Ok((
             201,
             json!({
@@ -664,8 +673,16 @@ struct DeployRequest {
 }
 
 /// Stores a new key with `scopes`; the secret is in the result only.
-pub fn insert_key(connection: &Connection, scopes: &[Scope]) -> std::io::Result<keys::NewKey> {
+pub fn insert_key(
+    connection: &Connection,
+    scopes: &[Scope],
+    functions: Option<&[String]>,
+) -> std::io::Result<keys::NewKey> {
     let key = keys::generate()?;
+    let functions_json = functions
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let scopes_text = scopes
         .iter()
         .map(|s| s.name())
@@ -673,8 +690,8 @@ pub fn insert_key(connection: &Connection, scopes: &[Scope]) -> std::io::Result<
         .join(",");
     connection
         .execute(
-            "INSERT INTO api_keys (id, hash, scopes, created) VALUES (?1, ?2, ?3, ?4)",
-            params![key.id, key.hash, scopes_text, clock::unix_now_secs() as i64],
+            "INSERT INTO api_keys (id, hash, scopes, functions, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.id, key.hash, scopes_text, functions_json, clock::unix_now_secs() as i64],
         )
         .map_err(std::io::Error::other)?;
     Ok(key)
@@ -693,7 +710,7 @@ pub fn ensure_admin_key(connection: &Connection, path: &Path) -> std::io::Result
     if count > 0 {
         return Ok(false);
     }
-    let key = insert_key(connection, &[Scope::Admin])?;
+    let key = insert_key(connection, &[Scope::Admin], None)?;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

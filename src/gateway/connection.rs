@@ -26,12 +26,13 @@ use super::request::{
     parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead, VERSION_PIN_HEADER,
 };
 use crate::api::admin;
+use crate::http::auth;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::http::error::HttpError;
 use crate::http::rules;
 use crate::routes::hosts;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
-use crate::runtimes::descriptor::version_path;
+use crate::runtimes::descriptor::{version_path, FunctionAuth};
 use crate::scheduler::admission::ConcurrencyLimit;
 use crate::workers::pool::{CallError, CallRequest, CoreWorkers};
 use crate::workers::protocol;
@@ -208,8 +209,10 @@ impl Connection<'_> {
             let table = self.core.snapshot.get();
             let decision = self.decide(&head, &table);
             let decision = match decision.route().and_then(|route| {
-                let rate = route.descriptor.rate_limit?;
-                self.core.rate_limits.admit(&route.key, rate).err()
+                self.check_key(&head, route, &table).err().or_else(|| {
+                    let rate = route.descriptor.rate_limit?;
+                    self.core.rate_limits.admit(&route.key, rate).err()
+                })
             }) {
                 Some(error) => Decision::Refused(error),
                 None => decision,
@@ -365,6 +368,32 @@ impl Connection<'_> {
             }
             Lookup::MethodNotAllowed(allow) => Decision::MethodNotAllowed(allow),
             Lookup::NotFound => Decision::NotFound,
+        }
+    }
+
+    /// A route with `auth: key` needs an invoke key of the published
+    /// snapshot that may call its function (one SHA-256 of the key).
+    fn check_key(
+        &self,
+        head: &RequestHead,
+        route: &Route,
+        table: &RouteTable,
+    ) -> Result<(), HttpError> {
+        if route.descriptor.auth != Some(FunctionAuth::Key) {
+            return Ok(());
+        }
+        let bytes = self.input.pending();
+        let Some(key) = head.authorization(bytes).and_then(auth::bearer) else {
+            return Err(HttpError::Unauthorized(
+                "this function needs an invoke key: Authorization: Bearer KEY",
+            ));
+        };
+        match table.invoke_grant(&auth::key_hash(key)) {
+            Some(grant) if grant.allows(route.descriptor.function.as_deref()) => Ok(()),
+            Some(_) => Err(HttpError::Unauthorized(
+                "this key may not invoke this function",
+            )),
+            None => Err(HttpError::Unauthorized("unknown or revoked key")),
         }
     }
 

@@ -121,6 +121,8 @@ pub struct RequestHead {
     pub host: Option<Range<usize>>,
     /// `x-corefn-version`: the version of a deployed function asked for.
     pub version_pin: Option<Range<usize>>,
+    /// The Authorization header's value.
+    pub authorization: Option<Range<usize>>,
 }
 
 impl RequestHead {
@@ -138,6 +140,11 @@ impl RequestHead {
     }
     pub fn host<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
         self.host.as_ref().map(|range| &bytes[range.clone()])
+    }
+    pub fn authorization<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        self.authorization
+            .as_ref()
+            .map(|range| &bytes[range.clone()])
     }
     pub fn version_pin<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
         self.version_pin.as_ref().map(|range| &bytes[range.clone()])
@@ -215,6 +222,7 @@ pub fn parse_head(
     let mut expect_continue = false;
     let mut host: Option<Range<usize>> = None;
     let mut version_pin: Option<Range<usize>> = None;
+    let mut authorization: Option<Range<usize>> = None;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim_ows(header.value);
@@ -247,6 +255,9 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case("host") {
             let at = value.as_ptr() as usize - base;
             host = Some(at..at + value.len());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            let at = value.as_ptr() as usize - base;
+            authorization = Some(at..at + value.len());
         } else if name.eq_ignore_ascii_case(VERSION_PIN_HEADER) {
             let at = value.as_ptr() as usize - base;
             version_pin = Some(at..at + value.len());
@@ -290,6 +301,7 @@ pub fn parse_head(
         expect_continue: expect_continue && version_minor >= 1 && framing != BodyFraming::None,
         host,
         version_pin,
+        authorization,
     }))
 }
 

@@ -55,6 +55,8 @@ pub enum HttpError {
     NoWorkerAvailable { waited_ms: u64 },
     #[error("route {route} is at its max_concurrency of {limit}")]
     ConcurrencyLimit { route: String, limit: u32 },
+    #[error("{0}")]
+    Unauthorized(&'static str),
     #[error("route {route} is over its rate limit of {rps} requests per second")]
     RateLimited {
         route: String,
@@ -85,6 +87,7 @@ impl HttpError {
             | HttpError::NoWorkerAvailable { .. }
             | HttpError::ConcurrencyLimit { .. } => 503,
             HttpError::RateLimited { .. } => 429,
+            HttpError::Unauthorized(_) => 401,
             HttpError::Function(failure) => match failure.kind {
                 FailureKind::Timeout => 504,
                 FailureKind::Unavailable => 501,
@@ -108,6 +111,7 @@ impl HttpError {
                 | HttpError::ConcurrencyLimit { .. }
                 | HttpError::RateLimited { .. }
                 | HttpError::InvalidRequest(_)
+                | HttpError::Unauthorized(_)
         )
     }
 
@@ -144,6 +148,7 @@ impl HttpError {
             HttpError::RateLimited { retry_after, .. } => {
                 Some(("retry-after", retry_after.as_str()))
             }
+            HttpError::Unauthorized(_) => Some(("www-authenticate", "Bearer")),
             _ => None,
         }
     }

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::http::auth::hex;
+
 /// Extensions an artifact may have: what the runtimes tell code apart by.
 pub const EXTENSIONS: [&str; 8] = ["wasm", "wat", "py", "js", "php", "sh", "so", "bin"];
 
@@ -123,16 +125,6 @@ impl ArtifactStore {
         }
         Ok(removed)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
 }
 
 #[cfg(test)]

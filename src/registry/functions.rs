@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::artifacts::{Artifact, ArtifactStore};
 use super::RegistryError;
 use crate::routes::key::RouteKey;
-use crate::runtimes::descriptor::{version_path, Canary, Descriptor, RateLimit, Runtime};
+use crate::runtimes::descriptor::{
+    version_path, Canary, Descriptor, FunctionAuth, RateLimit, Runtime,
+};
 
 /// Longest function name; names are `[a-z0-9][a-z0-9-]{0,62}`.
 pub const NAME_BYTES_MAX: usize = 63;
@@ -43,6 +45,9 @@ pub struct FunctionConfig {
     /// with `PUT .../NAME/settings`) take precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// `key`: callers need an invoke key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<FunctionAuth>,
 }
 
 /// What a version is: code, entry point, routes and configuration.
@@ -142,6 +147,9 @@ fn descriptor_json(
     }
     if !config.env.is_empty() {
         descriptor.insert("env".into(), serde_json::to_value(&config.env)?);
+    }
+    if let Some(auth) = config.auth {
+        descriptor.insert("auth".into(), serde_json::to_value(auth)?);
     }
     if let Some(rate_limit) = rate_limit.or(config.rate_limit) {
         descriptor.insert("rate_limit".into(), serde_json::to_value(rate_limit)?);

@@ -10,12 +10,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 
-use sha2::{Digest, Sha256};
-
-use super::artifacts::hex;
-
-/// The text every key starts with, so that a leaked one is recognisable.
-pub const KEY_PREFIX: &str = "cfk_";
+use crate::http::auth::hex;
+use crate::http::auth::{key_hash, KEY_PREFIX};
 const KEY_RANDOM_BYTES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,23 +58,11 @@ pub fn generate() -> io::Result<NewKey> {
     let mut random = [0u8; KEY_RANDOM_BYTES];
     File::open("/dev/urandom")?.read_exact(&mut random)?;
     let secret = format!("{KEY_PREFIX}{}", hex(&random));
-    let hash = hash_of(&secret);
+    let hash = key_hash(&secret);
     // The id is public (lists, revocation): derived from the hash, it says
     // nothing about the secret.
     let id = hash[..16].to_string();
     Ok(NewKey { secret, id, hash })
-}
-
-/// What is stored for (and looked up by) a presented key.
-pub fn hash_of(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// The key of an `Authorization: Bearer KEY` header value.
-pub fn bearer(header_value: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(header_value).ok()?.trim();
-    let (scheme, key) = text.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 #[cfg(test)]
@@ -92,17 +76,13 @@ mod tests {
         assert_ne!(a.secret, b.secret);
         assert!(a.secret.starts_with(KEY_PREFIX));
         assert_eq!(a.secret.len(), KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES);
-        assert_eq!(hash_of(&a.secret), a.hash);
+        assert_eq!(key_hash(&a.secret), a.hash);
         assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
         assert_eq!(a.id, a.hash[..16]);
     }
 
     #[test]
-    fn bearer_header_is_parsed() {
-        assert_eq!(bearer(b"Bearer cfk_x"), Some("cfk_x"));
-        assert_eq!(bearer(b"bearer  cfk_x "), Some("cfk_x"));
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"cfk_x"), None);
+    fn scopes_parse() {
         assert_eq!(Scope::parse("deploy"), Some(Scope::Deploy));
         assert_eq!(Scope::parse("root"), None);
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
-use super::table::RouteRow;
+use std::collections::HashMap;
+
+use super::table::{KeyGrant, RouteRow};
 
 /// Demo routes, put into a database that had no route table.
 pub const INIT_SQL: &str = include_str!("../../init.sql");
@@ -84,6 +86,35 @@ impl RouteStore {
         Ok(self
             .connection
             .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    /// The live keys that may invoke `auth: key` functions, by hash.
+    pub fn load_invoke_keys(&self) -> Result<HashMap<String, KeyGrant>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT hash, scopes, functions FROM api_keys WHERE revoked IS NULL")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let mut keys = HashMap::new();
+        for row in rows {
+            let (hash, scopes, functions) = row?;
+            let scopes: Vec<&str> = scopes.split(',').collect();
+            if !scopes.iter().any(|s| *s == "invoke" || *s == "admin") {
+                continue;
+            }
+            // A list that does not parse grants nothing rather than everything.
+            let functions = match functions {
+                None => None,
+                Some(json) => Some(serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()),
+            };
+            keys.insert(hash, KeyGrant { functions });
+        }
+        Ok(keys)
     }
 
     pub fn load_rows(&self) -> Result<Vec<RouteRow>, StoreError> {

@@ -78,9 +78,29 @@ impl PartialEq for Route {
 }
 impl Eq for Route {}
 
+/// What an invoke key may call: every function, or the named ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub functions: Option<Vec<String>>,
+}
+
+impl KeyGrant {
+    pub fn allows(&self, function: Option<&str>) -> bool {
+        match (&self.functions, function) {
+            (None, _) => true,
+            (Some(names), Some(function)) => names.iter().any(|n| n == function),
+            (Some(_), None) => false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
     version: u64,
+    /// Hashes of the keys that may call `auth: key` functions (invoke and
+    /// admin keys), published with the routes so that a core checks a key
+    /// without SQLite.
+    invoke_keys: HashMap<String, KeyGrant>,
     routes: Vec<Route>,
     exact: HashMap<String, PathEntry>,
     prefix: HashMap<String, PathEntry>,
@@ -179,6 +199,16 @@ impl RouteTable {
             updated: row.updated,
             action,
         });
+    }
+
+    /// The keys published with this table.
+    pub fn set_invoke_keys(&mut self, keys: HashMap<String, KeyGrant>) {
+        self.invoke_keys = keys;
+    }
+
+    /// The grant of the key whose SHA-256 (hex) is `hash`.
+    pub fn invoke_grant(&self, hash: &str) -> Option<&KeyGrant> {
+        self.invoke_keys.get(hash)
     }
 
     pub fn version(&self) -> u64 {

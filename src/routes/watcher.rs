@@ -18,7 +18,8 @@ pub fn load_initial(store: &RouteStore) -> Result<(RouteTable, i64), StoreError>
     // Version first: a commit that lands between the two reads is then
     // seen as a change by the watcher instead of being missed.
     let data_version = store.data_version()?;
-    let table = RouteTable::build(1, store.load_rows()?);
+    let mut table = RouteTable::build(1, store.load_rows()?);
+    table.set_invoke_keys(store.load_invoke_keys()?);
     report_skipped(&table);
     Ok((table, data_version))
 }
@@ -46,7 +47,8 @@ fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval:
             }
             let rows = store.load_rows()?;
             let previous = board.current();
-            let table = RouteTable::build_after(board.version() + 1, rows, Some(&previous));
+            let mut table = RouteTable::build_after(board.version() + 1, rows, Some(&previous));
+            table.set_invoke_keys(store.load_invoke_keys()?);
             report_skipped(&table);
             board.publish(table);
             data_version = Some(version);

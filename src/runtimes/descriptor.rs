@@ -85,6 +85,9 @@ pub struct Descriptor {
     /// A share of the requests that go to another version of `function`.
     #[serde(default)]
     pub canary: Option<Canary>,
+    /// `key`: callers need an invoke key (`Authorization: Bearer`).
+    #[serde(default)]
+    pub auth: Option<FunctionAuth>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -103,6 +106,14 @@ fn memory_mb_default() -> u64 {
 }
 fn status_default() -> u16 {
     200
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionAuth {
+    Public,
+    Key,
 }
 
 /// `weight` (0..=1) of the requests go to `version` instead.

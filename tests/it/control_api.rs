@@ -755,3 +755,79 @@ fn a_canary_gets_its_weight_and_the_version_header_reaches_any_version() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+#[test]
+fn a_function_with_auth_key_needs_an_invoke_key_checked_on_the_cores() {
+    let s = ControlServer::start();
+    let body = json!({"name": "private", "runtime": "python", "code": python_hello("secret\n"),
+                      "config": {"auth": "key"}});
+    assert_eq!(s.admin("POST", "functions", Some(&body)).status, 201);
+    let other = json!({"name": "other", "runtime": "python", "code": python_hello("other\n")});
+    assert_eq!(s.admin("POST", "functions", Some(&other)).status, 201);
+    s.served("/fn/other", "other\n");
+    let new_key = |body: Value| -> (String, String) {
+        let r = s.admin("POST", "keys", Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let json = r.json();
+        (
+            json["key"].as_str().expect("key").into(),
+            json["id"].as_str().expect("id").into(),
+        )
+    };
+    let (invoke, invoke_id) = new_key(json!({"scopes": ["invoke"]}));
+    let (only_other, _) = new_key(json!({"scopes": ["invoke"], "functions": ["other"]}));
+    let (deployer, _) = new_key(json!({"scopes": ["deploy"]}));
+    let call = |path: &str, key: Option<&str>| {
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        send(
+            s.server.addr(),
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    // The key snapshot reaches the cores with the watcher's next table.
+    let published = wait_until(Duration::from_secs(5), || {
+        call("/fn/private", Some(&invoke)).text() == "secret\n"
+    });
+    assert!(published.is_some(), "an invoke key opens it");
+    let r = call("/fn/private", None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(call("/fn/private", Some("cfk_guess")).status, 401);
+    assert_eq!(
+        call("/fn/private", Some(&only_other)).status,
+        401,
+        "a key for another function"
+    );
+    assert_eq!(call("/fn/other", Some(&only_other)).text(), "other\n");
+    assert_eq!(
+        call("/fn/private", Some(&deployer)).status,
+        401,
+        "deploy is not invoke"
+    );
+    assert_eq!(
+        call("/fn/private", Some(&s.admin_key)).text(),
+        "secret\n",
+        "admin holds every scope"
+    );
+    assert_eq!(
+        call("/fn/private@1", None).status,
+        401,
+        "its version route is closed too"
+    );
+    assert_eq!(
+        call("/fn/other", None).text(),
+        "other\n",
+        "public functions stay public"
+    );
+
+    assert_eq!(
+        s.admin("DELETE", &format!("keys/{invoke_id}"), None).status,
+        200
+    );
+    let revoked = wait_until(Duration::from_secs(5), || {
+        call("/fn/private", Some(&invoke)).status == 401
+    });
+    assert!(revoked.is_some(), "a revoked key stops working");
+}
