@@ -108,10 +108,8 @@ impl RouteStore {
                 continue;
             }
             // A list that does not parse grants nothing rather than everything.
-            let functions = match functions {
-                None => None,
-                Some(json) => Some(serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()),
-            };
+            let functions = functions
+                .map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default());
             keys.insert(hash, KeyGrant { functions });
         }
         Ok(keys)
