@@ -10,11 +10,14 @@
 //! * [`code`]: what an upload is (by runtime, file name and content) and
 //!   the check or compile that turns it into an artifact.
 //! * [`keys`]: key generation, hashing and scopes.
+//! * [`upload`]: multipart bodies and archives parsed into bytes in memory,
+//!   and an archive's entry point by convention.
 
 pub mod artifacts;
 pub mod code;
 pub mod functions;
 pub mod keys;
+pub mod upload;
 
 use thiserror::Error;
 
