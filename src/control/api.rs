@@ -39,6 +39,7 @@ use crate::registry::artifacts::ArtifactStore;
 use crate::registry::code::{self, Toolchain, Upload};
 use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
 use crate::registry::keys::{self, Scope};
+use crate::registry::upload::{self, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
 use crate::workers::protocol::{self, Dispatch, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE};
@@ -409,9 +410,47 @@ impl ControlState {
         request: &ApiRequest<'_>,
     ) -> Result<(u16, Value), ApiError> {
         // JSON whatever the label (curl -d says form-urlencoded); multipart
-        // and archives are their own formats.
+        // (a code file and a descriptor field) and archives by their type.
         let content_type = request.content_type.as_deref().unwrap_or("");
-        if content_type.starts_with("multipart/")
+        let (asked, uploaded_code) = if content_type.starts_with("multipart/form-data") {
+            let upload =
+                upload::parse_multipart(content_type, request.body, &UploadLimits::default())
+                    .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
+            let mut fields = match upload.descriptor {
+                Some(Value::Object(map)) => map,
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        "the descriptor field must be a JSON object",
+                    ))
+                }
+                None => serde_json::Map::new(),
+            };
+            for (name, value) in &upload.fields {
+                fields
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone().into());
+            }
+            if let Some(filename) = &upload.filename {
+                fields
+                    .entry("filename")
+                    .or_insert_with(|| filename.clone().into());
+            }
+            let asked: DeployRequest =
+                serde_json::from_value(Value::Object(fields)).map_err(|e| {
+                    ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        format_args!("invalid deploy fields: {e}"),
+                    )
+                })?;
+            if asked.code.is_some() || asked.code_base64.is_some() {
+                return Err(ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    "a multipart deploy carries its code in the code file part",
+                ));
+            }
+            (asked, Some(upload.code))
+        } else if upload::detect(Some(content_type), request.body).is_some()
             || [
                 "application/zip",
                 "application/gzip",
@@ -423,10 +462,11 @@ impl ControlState {
         {
             return Err(ApiError::new(
                 ApiErrorKind::BadRequest,
-                format_args!("deploys take JSON; {content_type} uploads are not supported yet"),
+                "archive deploys are not supported yet: send JSON or multipart/form-data",
             ));
-        }
-        let asked: DeployRequest = parse_json(request.body)?;
+        } else {
+            (parse_json::<DeployRequest>(request.body)?, None)
+        };
         let name = match (name_in_path, &asked.name) {
             (Some(path_name), Some(body_name)) if path_name != body_name => {
                 return Err(ApiError::new(
@@ -455,6 +495,7 @@ impl ControlState {
             .or(previous.as_ref().map(|p| p.runtime))
             .ok_or_else(|| ApiError::new(ApiErrorKind::BadRequest, "\"runtime\" is required"))?;
         let code: Option<Vec<u8>> = match (&asked.code, &asked.code_base64) {
+            _ if uploaded_code.is_some() => uploaded_code,
             (Some(_), Some(_)) => {
                 return Err(ApiError::new(
                     ApiErrorKind::BadRequest,

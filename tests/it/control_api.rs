@@ -831,3 +831,41 @@ fn a_function_with_auth_key_needs_an_invoke_key_checked_on_the_cores() {
     });
     assert!(revoked.is_some(), "a revoked key stops working");
 }
+
+#[test]
+fn a_multipart_upload_of_a_c_file_and_a_descriptor_deploys_like_json() {
+    let s = ControlServer::start();
+    let boundary = "corefnTestBoundary7MA4YWxk";
+    let c_source = "#include <stdio.h>\nint main(void) { printf(\"Content-Type: text/plain\\n\\nuploaded\\n\"); return 0; }\n";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"descriptor\"\r\n\r\n\
+         {{\"name\": \"upc\", \"runtime\": \"wasm\", \"routes\": [\"GET:/upc\"]}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"code\"; filename=\"hello.c\"\r\n\
+         Content-Type: text/x-csrc\r\n\r\n{c_source}\r\n--{boundary}--\r\n"
+    );
+    let raw = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
+        s.admin_key,
+        body.len()
+    );
+    let r = send(s.server.addr(), raw.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["built_with"], "clang");
+    s.served("/upc", "uploaded\n");
+
+    // Without a code part: a clear 400, nothing deployed.
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"descriptor\"\r\n\r\n{{\"name\": \"nocode\", \"runtime\": \"wasm\"}}\r\n--{boundary}--\r\n"
+    );
+    let raw = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
+        s.admin_key,
+        body.len()
+    );
+    let r = send(s.server.addr(), raw.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("code"), "{}", r.text());
+    assert_eq!(s.call("GET", "functions/nocode", None, None).status, 404);
+}
