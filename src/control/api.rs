@@ -39,7 +39,7 @@ use crate::registry::artifacts::ArtifactStore;
 use crate::registry::code::{self, Toolchain, Upload};
 use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
 use crate::registry::keys::{self, Scope};
-use crate::registry::upload::{self, UploadLimits};
+use crate::registry::upload::{self, Archive, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
 use crate::workers::protocol::{self, Dispatch, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE};
@@ -412,6 +412,7 @@ impl ControlState {
         // JSON whatever the label (curl -d says form-urlencoded); multipart
         // (a code file and a descriptor field) and archives by their type.
         let content_type = request.content_type.as_deref().unwrap_or("");
+        let mut tree: Option<(Archive, String)> = None;
         let (asked, uploaded_code) = if content_type.starts_with("multipart/form-data") {
             let upload =
                 upload::parse_multipart(content_type, request.body, &UploadLimits::default())
@@ -450,19 +451,55 @@ impl ControlState {
                 ));
             }
             (asked, Some(upload.code))
-        } else if upload::detect(Some(content_type), request.body).is_some()
-            || [
-                "application/zip",
-                "application/gzip",
-                "application/x-tar",
-                "application/x-gzip",
-            ]
-            .iter()
-            .any(|t| content_type.starts_with(t))
+        } else if let Some(kind) = upload::detect(Some(content_type), request.body) {
+            let archive = upload::unpack(request.body, kind, &UploadLimits::default())
+                .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
+            let (entry, runtime) = upload::entry_point(&archive).ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    "the archive has no entry point: add main.py, index.js, index.php, main.wasm, \
+                     main.c or an executable handler, or say it in corefn.json ({\"runtime\", \"entry\"})",
+                )
+            })?;
+            let entry = entry.to_string();
+            let mut fields = match &archive.manifest {
+                Some(Value::Object(map)) => map.clone(),
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        "corefn.json must be a JSON object",
+                    ))
+                }
+                None => serde_json::Map::new(),
+            };
+            fields.remove("entry");
+            fields.insert(
+                "runtime".into(),
+                serde_json::to_value(runtime).map_err(internal)?,
+            );
+            fields.insert("filename".into(), entry.clone().into());
+            let asked: DeployRequest =
+                serde_json::from_value(Value::Object(fields)).map_err(|e| {
+                    ApiError::new(ApiErrorKind::BadRequest, format_args!("corefn.json: {e}"))
+                })?;
+            let code = archive
+                .file(&entry)
+                .map(|f| f.bytes.clone())
+                .ok_or_else(|| ApiError::new(ApiErrorKind::Internal, "entry point vanished"))?;
+            tree = Some((archive, entry));
+            (asked, Some(code))
+        } else if [
+            "application/zip",
+            "application/gzip",
+            "application/x-tar",
+            "application/x-gzip",
+        ]
+        .iter()
+        .any(|t| content_type.starts_with(t))
         {
             return Err(ApiError::new(
                 ApiErrorKind::BadRequest,
-                "archive deploys are not supported yet: send JSON or multipart/form-data",
+                "the body is not a zip or tar.gz archive",
             ));
         } else {
             (parse_json::<DeployRequest>(request.body)?, None)
@@ -518,7 +555,12 @@ impl ControlState {
                 format_args!("code is larger than {CODE_BYTES_MAX} bytes"),
             ));
         }
-        let spec = VersionSpec {
+        let mut spec = VersionSpec {
+            entry: if code.is_some() {
+                None
+            } else {
+                previous.as_ref().and_then(|p| p.entry.clone())
+            },
             runtime,
             handler: asked
                 .handler
@@ -550,10 +592,26 @@ impl ControlState {
                 );
                 let _ = std::fs::remove_dir_all(&scratch);
                 let built = built.map_err(registry_error)?;
-                let artifact = self
-                    .store
-                    .put(&built.bytes, built.extension)
-                    .map_err(internal)?;
+                // An archive's files stay together (imports of siblings);
+                // compiled code is the one file the compiler made.
+                let keep_tree = tree.as_ref().filter(|_| {
+                    !matches!(built.extension, "wasm" | "so") || built.built_with.is_none()
+                });
+                let artifact = match keep_tree {
+                    Some((archive, entry)) => {
+                        let files: Vec<(&str, &[u8], bool)> = archive
+                            .files
+                            .iter()
+                            .map(|f| (f.path.as_str(), f.bytes.as_slice(), f.executable))
+                            .collect();
+                        spec.entry = Some(entry.clone());
+                        self.store.put_tree(&files).map_err(internal)?
+                    }
+                    None => self
+                        .store
+                        .put(&built.bytes, built.extension)
+                        .map_err(internal)?,
+                };
                 (artifact, built.built_with)
             }
             None => {

@@ -19,8 +19,13 @@ use sha2::{Digest, Sha256};
 
 use crate::http::auth::hex;
 
-/// Extensions an artifact may have: what the runtimes tell code apart by.
-pub const EXTENSIONS: [&str; 8] = ["wasm", "wat", "py", "js", "php", "sh", "so", "bin"];
+/// Extensions an artifact may have: what the runtimes tell code apart by;
+/// `d` is a directory (an archive's files), whose entry file the version
+/// names.
+pub const EXTENSIONS: [&str; 9] = [
+    "wasm", "wat", "py", "js", "php", "sh", "so", "bin", DIRECTORY,
+];
+pub const DIRECTORY: &str = "d";
 
 /// A stored artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +105,69 @@ impl ArtifactStore {
         written.map(|()| artifact)
     }
 
+    /// Stores a tree of files (relative `/`-separated paths, executable or
+    /// not) as a directory named by the SHA-256 of its canonical listing;
+    /// written into a temporary directory, each file fsynced, then renamed
+    /// into place, and never changed afterwards.
+    pub fn put_tree(&self, files: &[(&str, &[u8], bool)]) -> io::Result<Artifact> {
+        let mut sorted: Vec<&(&str, &[u8], bool)> = files.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        for (path, bytes, executable) in &sorted {
+            assert!(
+                !path.is_empty()
+                    && !path.starts_with('/')
+                    && !path.split('/').any(|c| c == ".." || c.is_empty()),
+                "paths were checked on unpacking"
+            );
+            hasher.update(path.as_bytes());
+            hasher.update([0, u8::from(*executable)]);
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+            total += bytes.len() as u64;
+        }
+        let sha256 = hex(&hasher.finalize());
+        let path = self.path_of(&sha256, DIRECTORY);
+        let artifact = Artifact {
+            sha256,
+            extension: DIRECTORY,
+            path: path.clone(),
+            bytes: total,
+        };
+        if path.exists() {
+            return Ok(artifact);
+        }
+        let shard_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&shard_dir)?;
+        let temp = shard_dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            for (relative, bytes, executable) in &sorted {
+                let target = temp.join(relative);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(if *executable { 0o755 } else { 0o644 })
+                    .open(&target)?;
+                file.write_all(bytes)?;
+                file.sync_all()?;
+            }
+            fs::rename(&temp, &path)?;
+            File::open(&shard_dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = fs::remove_dir_all(&temp);
+        }
+        written.map(|()| artifact)
+    }
+
     /// Removes every artifact whose hash is not in `referenced`; returns
     /// how many files went.
     pub fn collect(&self, referenced: &HashSet<String>) -> io::Result<usize> {
@@ -118,7 +186,11 @@ impl ArtifactStore {
                 }
                 let sha = name.split('.').next().unwrap_or_default();
                 if !referenced.contains(sha) {
-                    fs::remove_file(entry.path())?;
+                    if entry.file_type()?.is_dir() {
+                        fs::remove_dir_all(entry.path())?;
+                    } else {
+                        fs::remove_file(entry.path())?;
+                    }
                     removed += 1;
                 }
             }
@@ -140,10 +212,32 @@ mod tests {
         assert_eq!(fs::read(&a.path).expect("read"), b"(module)");
         let again = store.put(b"(module)", "wat").expect("put again");
         assert_eq!(again, a);
+        let tree = store
+            .put_tree(&[
+                ("index.js", b"x".as_slice(), false),
+                ("lib/a.js", b"y".as_slice(), false),
+            ])
+            .expect("tree");
+        assert_eq!(fs::read(tree.path.join("lib/a.js")).expect("read"), b"y");
+        let same = store
+            .put_tree(&[
+                ("lib/a.js", b"y".as_slice(), false),
+                ("index.js", b"x".as_slice(), false),
+            ])
+            .expect("tree again");
+        assert_eq!(
+            same.sha256, tree.sha256,
+            "the listing's order does not matter"
+        );
         let b = store.put(b"print(1)", "py").expect("put");
         assert_ne!(a.sha256, b.sha256);
         let keep: HashSet<String> = [b.sha256.clone()].into();
-        assert_eq!(store.collect(&keep).expect("collect"), 1);
+        assert_eq!(
+            store.collect(&keep).expect("collect"),
+            2,
+            "the file and the tree"
+        );
+        assert!(!tree.path.exists());
         assert!(!a.path.exists());
         assert!(b.path.exists());
     }

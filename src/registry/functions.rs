@@ -61,6 +61,10 @@ pub struct VersionSpec {
     pub routes: Vec<String>,
     #[serde(default)]
     pub config: FunctionConfig,
+    /// For code that is a directory (an archive's files): the file the
+    /// runtime runs, relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,6 +75,7 @@ pub struct VersionInfo {
     pub handler: Option<String>,
     pub routes: Vec<String>,
     pub config: FunctionConfig,
+    pub entry: Option<String>,
     pub created: i64,
 }
 
@@ -128,9 +133,13 @@ fn descriptor_json(
         descriptor.insert("canary".into(), serde_json::to_value(canary)?);
     }
     descriptor.insert("runtime".into(), serde_json::to_value(spec.runtime)?);
+    let module = match &spec.entry {
+        Some(entry) => artifact.path.join(entry),
+        None => artifact.path.clone(),
+    };
     descriptor.insert(
         "module".into(),
-        artifact.path.to_string_lossy().into_owned().into(),
+        module.to_string_lossy().into_owned().into(),
     );
     if let Some(handler) = &spec.handler {
         descriptor.insert("handler".into(), handler.clone().into());
@@ -433,6 +442,7 @@ impl Registry<'_> {
                     handler: stored.spec.handler,
                     routes: stored.spec.routes,
                     config: stored.spec.config,
+                    entry: stored.spec.entry,
                     created,
                 })
             })

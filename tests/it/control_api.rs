@@ -869,3 +869,65 @@ fn a_multipart_upload_of_a_c_file_and_a_descriptor_deploys_like_json() {
     assert!(r.text().contains("code"), "{}", r.text());
     assert_eq!(s.call("GET", "functions/nocode", None, None).status, 404);
 }
+
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, text) in files {
+        writer.start_file(*name, options).expect("start_file");
+        writer.write_all(text.as_bytes()).expect("write");
+    }
+    writer.finish().expect("finish").into_inner()
+}
+
+#[test]
+fn an_archive_deploys_its_files_together_and_a_zip_slip_is_refused() {
+    let s = ControlServer::start();
+    let post_archive = |bytes: &[u8]| {
+        let mut raw = format!(
+            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/zip\r\nContent-Length: {}\r\n\r\n",
+            s.admin_key,
+            bytes.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(bytes);
+        send(s.server.addr(), &raw)
+    };
+    let archive = zip_of(&[
+        ("app/corefn.json", r#"{"name": "arch", "routes": ["GET:/arch"]}"#),
+        (
+            "app/index.js",
+            "const { greeting } = require('./lib/greeting');\n\
+             exports.handler = async () => ({statusCode: 200, headers: {'content-type': 'text/plain'}, body: greeting});\n",
+        ),
+        ("app/lib/greeting.js", "exports.greeting = 'hello from lib\\n';\n"),
+    ]);
+    let r = post_archive(&archive);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["runtime"], "node");
+    s.served("/arch", "hello from lib\n");
+    s.served("/fn/arch", "hello from lib\n");
+    let versions = s.call("GET", "functions/arch/versions", None, None).json();
+    assert_eq!(versions["versions"][0]["entry"], "index.js", "{versions}");
+
+    let slip = zip_of(&[
+        ("index.js", "exports.handler = async () => 'x';\n"),
+        ("../evil.js", "x"),
+    ]);
+    let r = post_archive(&slip);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("evil"), "{}", r.text());
+    let none = zip_of(&[("README.md", "no code here")]);
+    let r = post_archive(&none);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("entry point"), "{}", r.text());
+    assert_eq!(
+        s.call("GET", "functions", None, None).json()["functions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}

@@ -253,7 +253,23 @@ impl ScriptHosts {
         }
         let mut host = match pool.take_idle(generation) {
             Some(host) => host,
-            None => self.start(&pool, generation, deadline, call.timeout_ms)?,
+            None => match self.start(&pool, generation, deadline, call.timeout_ms) {
+                Ok(host) => host,
+                Err(error) => {
+                    // A start cut short by the request's deadline (a slow
+                    // machine, a slow import) still leaves the pool owing
+                    // its warm hosts: the keeper starts them with the
+                    // longer start timeout. A module that does not load or
+                    // an interpreter that is missing is not retried here.
+                    if !matches!(
+                        error,
+                        HostError::Load { .. } | HostError::Unavailable { .. }
+                    ) {
+                        self.refill_wanted.store(true, Ordering::Relaxed);
+                    }
+                    return Err(error);
+                }
+            },
         };
         let result = match &mut host.io {
             HostIo::Framed {
