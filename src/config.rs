@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::control::settings::ControlSettings;
+use crate::gateway::request::BodyLimits;
 use crate::workers::settings::WorkerSettings;
 
 /// Bounds of the gateway's own flags, checked by [`ServeOptions::validate`].
@@ -91,6 +92,10 @@ pub struct ServeOptions {
     #[arg(long = "max-body", default_value_t = 8 * 1024 * 1024)]
     pub body_bytes_max: usize,
 
+    /// Largest deploy accepted by the control API, in bytes (413 above).
+    #[arg(long = "max-deploy-bytes", default_value_t = 64 * 1024 * 1024)]
+    pub deploy_bytes_max: usize,
+
     /// Largest request header section accepted, in bytes (431 above).
     #[arg(long = "max-header-bytes", default_value_t = 16 * 1024)]
     pub header_bytes_max: usize,
@@ -155,7 +160,7 @@ pub struct ServeOptions {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_bytes_max: usize,
-    pub body_bytes_max: usize,
+    pub body: BodyLimits,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -221,7 +226,10 @@ impl Limits {
         assert!(options.connections_max > 0, "validated");
         Limits {
             header_bytes_max: options.header_bytes_max,
-            body_bytes_max: options.body_bytes_max,
+            body: BodyLimits {
+                default_bytes_max: options.body_bytes_max,
+                api_bytes_max: options.deploy_bytes_max,
+            },
             header_timeout: Duration::from_millis(options.header_timeout_ms),
             body_timeout: Duration::from_millis(options.body_timeout_ms),
             idle_timeout: Duration::from_millis(options.idle_timeout_ms),

@@ -144,11 +144,7 @@ impl Connection<'_> {
         let limits = &self.core.limits;
         let mut head_deadline = Some(Instant::now() + limits.header_timeout);
         loop {
-            let parsed = parse_head(
-                self.input.pending(),
-                limits.header_bytes_max,
-                limits.body_bytes_max,
-            );
+            let parsed = parse_head(self.input.pending(), limits.header_bytes_max, limits.body);
             let head = match parsed {
                 Ok(HeadParse::Complete(head)) => head,
                 Ok(HeadParse::Partial) => {
@@ -295,7 +291,7 @@ impl Connection<'_> {
                     let used = decoder.decode(
                         raw,
                         &mut self.chunked_body,
-                        limits.body_bytes_max,
+                        head.body_bytes_max,
                         limits.header_bytes_max,
                     )?;
                     // Raw chunk bytes are dropped as they are decoded so the

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use crate::http::error::HttpError;
-use crate::http::rules::HEADER_COUNT_MAX;
+use crate::http::rules::{API_PATH_PREFIX, HEADER_COUNT_MAX};
 
 /// First size of a connection's read buffer.
 pub const READ_BUF_INITIAL_BYTES: usize = 2 * 1024;
@@ -123,6 +123,8 @@ pub struct RequestHead {
     pub version_pin: Option<Range<usize>>,
     /// The Authorization header's value.
     pub authorization: Option<Range<usize>>,
+    /// The body limit of this request's path.
+    pub body_bytes_max: usize,
 }
 
 impl RequestHead {
@@ -167,11 +169,29 @@ pub enum HeadParse {
 /// The header that asks for one version of a deployed function.
 pub const VERSION_PIN_HEADER: &str = "x-corefn-version";
 
+/// How large a body may be: deploys to the control API get their own,
+/// larger bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub default_bytes_max: usize,
+    pub api_bytes_max: usize,
+}
+
+impl BodyLimits {
+    pub fn for_path(&self, path: &str) -> usize {
+        if path.starts_with(API_PATH_PREFIX) {
+            self.api_bytes_max
+        } else {
+            self.default_bytes_max
+        }
+    }
+}
+
 /// Parses the request head at the start of `bytes`.
 pub fn parse_head(
     bytes: &[u8],
     header_bytes_max: usize,
-    body_bytes_max: usize,
+    body_limits: BodyLimits,
 ) -> Result<HeadParse, HttpError> {
     // Uninitialised storage: initialising 100 headers per parse costs more
     // than parsing a small request.
@@ -214,6 +234,7 @@ pub fn parse_head(
     let path_in_target = path_of_target(target)?;
     let path_start = target_range.start + path_in_target.start;
     let path_range = path_start..path_start + path_in_target.len();
+    let body_bytes_max = body_limits.for_path(text(bytes, &path_range));
 
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
@@ -302,6 +323,7 @@ pub fn parse_head(
         host,
         version_pin,
         authorization,
+        body_bytes_max,
     }))
 }
 
@@ -488,7 +510,14 @@ mod tests {
     const MAX_BODY: usize = 1024;
 
     fn head(raw: &str) -> Result<RequestHead, HttpError> {
-        match parse_head(raw.as_bytes(), MAX_HEAD, MAX_BODY)? {
+        match parse_head(
+            raw.as_bytes(),
+            MAX_HEAD,
+            BodyLimits {
+                default_bytes_max: MAX_BODY,
+                api_bytes_max: MAX_BODY,
+            },
+        )? {
             HeadParse::Complete(head) => Ok(head),
             HeadParse::Partial => panic!("partial: {raw:?}"),
         }
@@ -568,7 +597,14 @@ mod tests {
         let mut raw = String::from("GET / HTTP/1.1\r\nHost: h\r\nX: ");
         raw.push_str(&"a".repeat(MAX_HEAD));
         assert!(matches!(
-            parse_head(raw.as_bytes(), MAX_HEAD, MAX_BODY),
+            parse_head(
+                raw.as_bytes(),
+                MAX_HEAD,
+                BodyLimits {
+                    default_bytes_max: MAX_BODY,
+                    api_bytes_max: MAX_BODY
+                }
+            ),
             Err(HttpError::HeaderTooLarge { .. })
         ));
     }

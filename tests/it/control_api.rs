@@ -931,3 +931,38 @@ fn an_archive_deploys_its_files_together_and_a_zip_slip_is_refused() {
         Some(1)
     );
 }
+
+#[test]
+fn deploys_have_their_own_body_limit_and_a_larger_one_is_413() {
+    let s = ControlServer::start_with(&["--max-deploy-bytes", "16777216"]);
+    // 9 MiB: over --max-body (8 MiB) for a route, within the deploy limit.
+    let json =
+        json!({"name": "big", "runtime": "python", "code": python_hello("big\n")}).to_string();
+    let body = format!("{}{json}", " ".repeat(9 * 1024 * 1024));
+    let mut raw = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.admin_key,
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body.as_bytes());
+    let r = send(s.server.addr(), &raw);
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.served("/fn/big", "big\n");
+
+    let over = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        s.admin_key,
+        16 * 1024 * 1024 + 1
+    );
+    let r = send(s.server.addr(), over.as_bytes());
+    assert_eq!(r.status, 413, "{}", r.text());
+    let route = "POST /fn/big HTTP/1.1\r\nHost: t\r\nContent-Length: 9437184\r\n\r\n";
+    assert_eq!(
+        send(s.server.addr(), route.as_bytes()).status,
+        413,
+        "routes keep --max-body"
+    );
+}
