@@ -80,6 +80,11 @@ pub struct ServeOptions {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address that serves only the admin endpoints and the
+    /// control API (`/_/…`), to keep them off a public listener.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+
     /// SQLite route store; created from the embedded init.sql when missing.
     #[arg(long, default_value = "corefn.db")]
     pub db: PathBuf,

@@ -58,7 +58,16 @@ const LINGER_BYTES_MAX: usize = 1024 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-pub async fn serve(core: &CoreContext, stream: TcpStream) {
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// `--listen`: routes, admin endpoints and the control API.
+    All,
+    /// `--admin-listen`: the admin endpoints and the control API only.
+    Admin,
+}
+
+pub async fn serve(core: &CoreContext, stream: TcpStream, listening: Listening) {
     let peer = stream
         .peer_addr()
         .map(|addr| addr.ip())
@@ -69,6 +78,7 @@ pub async fn serve(core: &CoreContext, stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(core.limits.idle_timeout));
     let mut connection = Connection {
         core,
+        listening,
         stream,
         peer,
         input: ReadBuf::default(),
@@ -87,6 +97,7 @@ pub async fn serve(core: &CoreContext, stream: TcpStream) {
 
 struct Connection<'c> {
     core: &'c CoreContext,
+    listening: Listening,
     stream: TcpStream,
     peer: IpAddr,
     input: ReadBuf,
@@ -335,6 +346,9 @@ impl Connection<'_> {
         }
         if rules::is_reserved_path(path) {
             return Decision::Admin;
+        }
+        if self.listening == Listening::Admin {
+            return Decision::NotFound;
         }
         // NAME.localhost (or NAME.<--host-suffix>): the function's own
         // routes, whatever the path.

@@ -17,7 +17,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 
-use super::connection;
+use super::connection::{self, Listening};
 use super::context::CoreContext;
 use super::Shared;
 use crate::clock::DATE_LINE_LEN;
@@ -32,22 +32,25 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// The core's main future: serve until the process-wide stop flag is set,
 /// then drain connections for at most the shutdown grace.
-pub async fn run(core: Rc<CoreContext>, shared: Arc<Shared>, listener_fd: OwnedFd) {
-    let listener_raw = listener_fd.as_raw_fd();
-    // SAFETY: the descriptor is a bound, listening TCP socket owned by us.
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd.into_raw_fd()) };
+pub async fn run(
+    core: Rc<CoreContext>,
+    shared: Arc<Shared>,
+    listener_fd: OwnedFd,
+    admin_listener_fd: Option<OwnedFd>,
+) {
     glommio::spawn_local(housekeeping(core.clone(), shared)).detach();
-
-    let connections = Gate::new();
+    let connections = Rc::new(Gate::new());
     let open = Rc::new(Cell::new(0usize));
-    accept_until_stopped(&core, &listener, &connections, &open).await;
-    // Refuse new connections at once. Dropping alone is not enough: an
-    // accept still queued in io_uring holds the socket open until the ring
-    // is torn down, and the kernel goes on completing handshakes meanwhile.
-    // shutdown() on a listening socket stops it listening right away.
-    // SAFETY: `listener` still owns `listener_raw`.
-    unsafe { libc::shutdown(listener_raw, libc::SHUT_RDWR) };
-    drop(listener);
+    let admin = admin_listener_fd.map(|fd| {
+        let (core, connections, open) = (core.clone(), connections.clone(), open.clone());
+        glommio::spawn_local(async move {
+            accept_on(&core, fd, Listening::Admin, &connections, &open).await;
+        })
+    });
+    accept_on(&core, listener_fd, Listening::All, &connections, &open).await;
+    if let Some(admin) = admin {
+        admin.await;
+    }
 
     let grace = core.limits.shutdown_grace;
     let drained = glommio::timer::timeout(grace, async {
@@ -68,11 +71,33 @@ pub async fn run(core: Rc<CoreContext>, shared: Arc<Shared>, listener_fd: OwnedF
     }
 }
 
+/// Accepts on `listener_fd` until the core stops, then stops listening.
+async fn accept_on(
+    core: &Rc<CoreContext>,
+    listener_fd: OwnedFd,
+    listening: Listening,
+    connections: &Gate,
+    open: &Rc<Cell<usize>>,
+) {
+    let listener_raw = listener_fd.as_raw_fd();
+    // SAFETY: the descriptor is a bound, listening TCP socket owned by us.
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd.into_raw_fd()) };
+    accept_until_stopped(core, &listener, listening, connections, open).await;
+    // Refuse new connections at once. Dropping alone is not enough: an
+    // accept still queued in io_uring holds the socket open until the ring
+    // is torn down, and the kernel goes on completing handshakes meanwhile.
+    // shutdown() on a listening socket stops it listening right away.
+    // SAFETY: `listener` still owns `listener_raw`.
+    unsafe { libc::shutdown(listener_raw, libc::SHUT_RDWR) };
+    drop(listener);
+}
+
 /// Accepts until the core stops; `open` counts the connections this core
-/// serves, within `connections_per_core_max`.
+/// serves (on every listener), within `connections_per_core_max`.
 async fn accept_until_stopped(
     core: &Rc<CoreContext>,
     listener: &TcpListener,
+    listening: Listening,
     connections: &Gate,
     open: &Rc<Cell<usize>>,
 ) {
@@ -110,7 +135,7 @@ async fn accept_until_stopped(
         let connection_core = core.clone();
         let connection_open = open.clone();
         let spawned = connections.spawn(async move {
-            connection::serve(&connection_core, stream).await;
+            connection::serve(&connection_core, stream, listening).await;
             let count = connection_open.get();
             debug_assert!(count > 0, "open connection count never negative");
             connection_open.set(count - 1);

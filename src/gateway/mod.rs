@@ -220,7 +220,22 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     });
     let limits = Limits::new(&options, cpus.len());
     let mut executors = Vec::with_capacity(cpus.len());
-    for (index, (cpu, listener_fd)) in cpus.iter().copied().zip(listeners).enumerate() {
+    let mut admin_listeners = match options.admin_listen {
+        Some(addr) => listener::bind_per_core(addr, cpus.len())
+            .map_err(|source| ServeError::Listen { addr, source })?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => Vec::new(),
+    };
+    admin_listeners.resize_with(cpus.len(), || None);
+    for (index, ((cpu, listener_fd), admin_listener_fd)) in cpus
+        .iter()
+        .copied()
+        .zip(listeners)
+        .zip(admin_listeners)
+        .enumerate()
+    {
         let limits = limits.clone();
         let board = board.clone();
         let shared = shared.clone();
@@ -256,7 +271,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     pool_status,
                     log_sender.map(CoreAccessLog::new),
                 ));
-                core::run(core, shared.clone(), listener_fd).await;
+                core::run(core, shared.clone(), listener_fd, admin_listener_fd).await;
                 shared.cores_exited.fetch_add(1, Ordering::AcqRel);
             })
             .map_err(|error| ServeError::Start {
@@ -264,6 +279,9 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 source: io::Error::other(error.to_string()),
             })?;
         executors.push(executor);
+    }
+    if let Some(addr) = options.admin_listen {
+        eprintln!("corefn: admin endpoints and the control API also on http://{addr}");
     }
     println!(
         "corefn listening on http://{} (cores: {}, workers: {}, routes: {})",

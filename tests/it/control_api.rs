@@ -966,3 +966,32 @@ fn deploys_have_their_own_body_limit_and_a_larger_one_is_413() {
         "routes keep --max-body"
     );
 }
+
+#[test]
+fn the_admin_listener_serves_the_api_and_admin_endpoints_but_no_routes() {
+    let admin_port = free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let s = ControlServer::start_with(&["--admin-listen", &admin_addr]);
+    let admin: std::net::SocketAddr = admin_addr.parse().expect("addr");
+    let body =
+        json!({"name": "adm", "runtime": "python", "code": python_hello("adm\n")}).to_string();
+    let raw = format!(
+        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        s.admin_key,
+        body.len()
+    );
+    let r = send(admin, raw.as_bytes());
+    assert_eq!(r.status, 201, "deploy on the admin listener: {}", r.text());
+    s.served("/fn/adm", "adm\n");
+    assert_eq!(get(admin, "/_/health").status, 200);
+    assert_eq!(
+        get(admin, "/_/api/v1/functions").json()["functions"][0]["name"],
+        "adm"
+    );
+    assert_eq!(
+        get(admin, "/fn/adm").status,
+        404,
+        "no routes on the admin listener"
+    );
+}

@@ -64,7 +64,7 @@ pub fn create_db(db: &Path, routes: &[(&str, &str)]) {
 /// listens with SO_REUSEPORT, so two servers that probed the same free port
 /// would both bind it and share its connections; and a port whose server
 /// exited stays unused (shutdown tests check that nothing accepts on it).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     for _ in 0..1000 {
