@@ -49,6 +49,15 @@ pub enum Command {
     /// A worker process; started by `serve`, not by hand.
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Compiles and links a wasm or wat file as the workers would; started
+    /// by the control plane to check an upload, not by hand.
+    #[command(hide = true)]
+    CheckWasm(CheckWasmArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckWasmArgs {
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

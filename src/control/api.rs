@@ -116,6 +116,7 @@ impl ControlState {
             connection,
             store,
             tools: Toolchain {
+                wasm_checker: std::env::current_exe()?,
                 clang: settings.clang.clone(),
                 cc: settings.cc.clone(),
                 python: "python3".into(),

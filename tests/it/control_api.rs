@@ -179,6 +179,11 @@ fn code_that_does_not_compile_is_422_with_diagnostics_and_nothing_is_deployed() 
         ),
         ("php", "<?php echo 'x' \n", "syntax error"),
         ("wasm", "int main(void) { return nope; }\n", "function.c:1"),
+        (
+            "wasm",
+            "(module (func (export \"_start\") (result i32)))",
+            "module.wat",
+        ),
     ];
     for (runtime, code, diagnostic) in cases {
         let r = s.admin(

@@ -418,6 +418,22 @@ fn take_pipe(pipe: MemoryOutputPipe) -> Result<Vec<u8>, WasmError> {
     }
 }
 
+/// Compiles and links `path` as a worker would (WASI preview 1, a `_start`
+/// command), for a check of an upload in a process of its own.
+pub fn check_module_file(path: &std::path::Path) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let runtime = WasmRuntime::new(WasmConfig {
+        instances_max: 1,
+        ..WasmConfig::new(dir)
+    })
+    .map_err(|e| e.to_string())?;
+    runtime.prepare(name).map_err(|e| e.to_string())
+}
+
 fn engine_config(config: &WasmConfig) -> Config {
     let slot_bytes = config.memory_mb_max * MIB;
     let slots = config.instances_max;
