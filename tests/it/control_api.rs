@@ -1000,3 +1000,56 @@ fn the_admin_listener_serves_the_api_and_admin_endpoints_but_no_routes() {
         "no routes on the admin listener"
     );
 }
+
+#[test]
+fn archives_and_multipart_deploy_every_kind_of_runtime() {
+    let s = ControlServer::start();
+    let post = |content_type: &str, bytes: &[u8]| {
+        let mut raw = format!(
+            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            s.admin_key,
+            bytes.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(bytes);
+        send(s.server.addr(), &raw)
+    };
+    let hello_wat = std::fs::read_to_string(examples_dir().join("hello.wat")).expect("hello.wat");
+    let archives: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+        (
+            "zpy",
+            vec![
+                ("main.py", "from helper import text\ndef handle(request):\n    return (200, {'content-type': 'text/plain'}, text)\n".into()),
+                ("helper.py", "text = 'zpy\\n'\n".into()),
+            ],
+            "zpy\n",
+        ),
+        ("zphp", vec![("index.php", "<?php header('Content-Type: text/plain'); echo \"zphp\\n\";".into())], "zphp\n"),
+        ("zwat", vec![("main.wat", hello_wat.clone())], "Hello from wasm!\n"),
+    ];
+    for (name, files, want) in archives {
+        let mut files: Vec<(&str, String)> = files;
+        files.push(("corefn.json", format!(r#"{{"name": "{name}"}}"#)));
+        let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let r = post("application/zip", &zip_of(&refs));
+        assert_eq!(r.status, 201, "{name}: {}", r.text());
+        s.served(&format!("/fn/{name}"), want);
+    }
+    let boundary = "b0undary";
+    for (name, runtime, filename, code, want) in [
+        ("mpy", "python", "app.py", "def handle(request):\n    return 'mpy'\n", "mpy"),
+        ("mjs", "node", "app.js", "exports.handler = async () => ({statusCode: 200, headers: {'content-type': 'text/plain'}, body: 'mjs'});\n", "mjs"),
+    ] {
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"runtime\"\r\n\r\n{runtime}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"code\"; filename=\"{filename}\"\r\n\r\n{code}\r\n\
+             --{boundary}--\r\n"
+        );
+        let r = post(&format!("multipart/form-data; boundary={boundary}"), body.as_bytes());
+        assert_eq!(r.status, 201, "{name}: {}", r.text());
+        let served = wait_until(Duration::from_secs(5), || get(s.server.addr(), &format!("/fn/{name}")).text().contains(want));
+        assert!(served.is_some(), "{name}");
+    }
+}
