@@ -1016,7 +1016,9 @@ fn archives_and_multipart_deploy_every_kind_of_runtime() {
         send(s.server.addr(), &raw)
     };
     let hello_wat = std::fs::read_to_string(examples_dir().join("hello.wat")).expect("hello.wat");
-    let archives: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    // (function name, files, expected body)
+    type ArchiveCase<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let archives: Vec<ArchiveCase> = vec![
         (
             "zpy",
             vec![
