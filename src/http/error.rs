@@ -91,6 +91,7 @@ impl HttpError {
             HttpError::Function(failure) => match failure.kind {
                 FailureKind::Timeout => 504,
                 FailureKind::Unavailable => 501,
+                FailureKind::Busy => 503,
                 _ => 502,
             },
             HttpError::WorkerLost => 502,

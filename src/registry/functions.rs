@@ -48,6 +48,12 @@ pub struct FunctionConfig {
     /// `key`: callers need an invoke key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<FunctionAuth>,
+    /// Warm hosts per worker (python, node, php).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
+    /// Hosts per worker at most (python, node, php).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
 }
 
 /// What a version is: code, entry point, routes and configuration.
@@ -160,6 +166,12 @@ fn descriptor_json(
     if let Some(auth) = config.auth {
         descriptor.insert("auth".into(), serde_json::to_value(auth)?);
     }
+    if let Some(min) = config.min_instances {
+        descriptor.insert("min_instances".into(), min.into());
+    }
+    if let Some(max) = config.max_instances {
+        descriptor.insert("max_instances".into(), max.into());
+    }
     if let Some(rate_limit) = rate_limit.or(config.rate_limit) {
         descriptor.insert("rate_limit".into(), serde_json::to_value(rate_limit)?);
     }
@@ -186,7 +198,15 @@ pub fn check_spec(spec: &VersionSpec) -> Result<(), RegistryError> {
         RouteKey::parse(route)
             .map_err(|e| RegistryError::Invalid(format!("route {route:?}: {e}")))?;
     }
-    Ok(())
+    // The configuration as the route table will check it, before any
+    // compile is paid for.
+    let probe = Artifact {
+        sha256: String::new(),
+        extension: "bin",
+        path: "/probe".into(),
+        bytes: 0,
+    };
+    descriptor_json(spec, &probe, None, None, None).map(|_| ())
 }
 
 pub struct Registry<'a> {

@@ -88,6 +88,14 @@ pub struct Descriptor {
     /// `key`: callers need an invoke key (`Authorization: Bearer`).
     #[serde(default)]
     pub auth: Option<FunctionAuth>,
+    /// Warm hosts kept per worker once called (python, node, php);
+    /// default `--host-min-instances`.
+    #[serde(default)]
+    pub min_instances: Option<u32>,
+    /// Hosts per worker at most (python, node, php): a call when all are
+    /// busy is a 503; default `--worker-threads`.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -182,6 +190,8 @@ pub enum DescriptorError {
     Canary,
     #[error("function {0:?} is not a function name")]
     FunctionName(String),
+    #[error("min_instances and max_instances are for the python, node and php runtimes, 0 <= min <= max, max >= 1")]
+    Instances,
     #[error("max_concurrency must be at least 1")]
     Concurrency,
     #[error("header name {0:?} is not a valid HTTP token")]
@@ -257,6 +267,17 @@ impl Descriptor {
                 || !(0.0..=1.0).contains(&canary.weight)
             {
                 return Err(DescriptorError::Canary);
+            }
+        }
+        if self.min_instances.is_some() || self.max_instances.is_some() {
+            let hosted = matches!(self.runtime, Runtime::Python | Runtime::Node | Runtime::Php);
+            let max_ok = self.max_instances.is_none_or(|max| max >= 1);
+            let order_ok = match (self.min_instances, self.max_instances) {
+                (Some(min), Some(max)) => min <= max,
+                _ => true,
+            };
+            if !(hosted && max_ok && order_ok) {
+                return Err(DescriptorError::Instances);
             }
         }
         if self.max_concurrency == Some(0) {

@@ -175,6 +175,8 @@ impl Runtimes {
                     request: invocation.request,
                     body,
                     timeout_ms,
+                    min_instances: descriptor.min_instances,
+                    max_instances: descriptor.max_instances,
                 })?;
                 Ok(Reply {
                     response: output.response,

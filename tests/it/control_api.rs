@@ -1055,3 +1055,42 @@ fn archives_and_multipart_deploy_every_kind_of_runtime() {
         assert!(served.is_some(), "{name}");
     }
 }
+
+#[test]
+fn min_and_max_instances_keep_hosts_warm_and_bound_them() {
+    let s = ControlServer::start();
+    let slow = "import time\ndef handle(request):\n    time.sleep(0.5)\n    return 'slow'\n";
+    let body = json!({"name": "inst", "runtime": "python", "code": slow,
+                      "config": {"min_instances": 1, "max_instances": 1}});
+    assert_eq!(s.admin("POST", "functions", Some(&body)).status, 201);
+    let ready = wait_until(Duration::from_secs(10), || {
+        get(s.server.addr(), "/fn/inst").status == 200
+    });
+    assert!(ready.is_some());
+    // Eight at once over two workers with one host each: some wait for no
+    // one and are told so (503), the others are served.
+    let addr = s.server.addr();
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| thread::spawn(move || get(addr, "/fn/inst").status))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "more calls than hosts: {statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let bad = json!({"name": "bad-inst", "runtime": "wasm", "code": "(module)", "config": {"min_instances": 1}});
+    let r = s.admin("POST", "functions", Some(&bad));
+    assert_eq!(
+        r.status,
+        400,
+        "instances are for hosted runtimes: {}",
+        r.text()
+    );
+}

@@ -108,6 +108,9 @@ pub struct HostCall<'a> {
     pub request: &'a CgiRequest<'a>,
     pub body: &'a [u8],
     pub timeout_ms: u64,
+    /// The descriptor's `min_instances` / `max_instances`, if set.
+    pub min_instances: Option<u32>,
+    pub max_instances: Option<u32>,
 }
 
 /// The response bytes and their parsed head (the body is a range of them).
@@ -155,6 +158,11 @@ pub enum HostError {
         runtime: &'static str,
         message: String,
     },
+    #[error("all {max_instances} {runtime} hosts of this function in this worker are busy (max_instances)")]
+    AtMaxInstances {
+        runtime: &'static str,
+        max_instances: usize,
+    },
     #[error("{runtime} function response is invalid: {message}")]
     Response {
         runtime: &'static str,
@@ -172,6 +180,7 @@ impl From<HostError> for Failure {
             HostError::Died { .. } => FailureKind::Crash,
             HostError::Protocol { .. } => FailureKind::Protocol,
             HostError::Response { .. } => FailureKind::Output,
+            HostError::AtMaxInstances { .. } => FailureKind::Busy,
         };
         Failure::new(kind, error)
     }
@@ -253,6 +262,12 @@ impl ScriptHosts {
         }
         let mut host = match pool.take_idle(generation) {
             Some(host) => host,
+            None if pool.live.load(Ordering::Relaxed) >= pool.max_instances => {
+                return Err(HostError::AtMaxInstances {
+                    runtime,
+                    max_instances: pool.max_instances,
+                })
+            }
             None => match self.start(&pool, generation, deadline, call.timeout_ms) {
                 Ok(host) => host,
                 Err(error) => {
@@ -318,7 +333,7 @@ impl ScriptHosts {
         }
         let pools = self.pools.values();
         for pool in pools {
-            while pool.live.load(Ordering::Relaxed) < self.config.min_instances {
+            while pool.live.load(Ordering::Relaxed) < pool.min_instances {
                 let Ok(generation) = pool.file.generation() else {
                     break;
                 };
@@ -356,8 +371,7 @@ impl ScriptHosts {
             let stopped: Vec<Host> = {
                 let mut idle = lock(&pool.idle);
                 // The most recently used are at the end and stay.
-                let keep_at_least = self
-                    .config
+                let keep_at_least = pool
                     .min_instances
                     .saturating_sub(pool.live.load(Ordering::Relaxed).saturating_sub(idle.len()));
                 let mut stopped = Vec::new();

@@ -67,6 +67,9 @@ pub(super) struct Pool {
     pub(super) live: AtomicUsize,
     /// The generation that failed to load, how, and when.
     pub(super) failed: Mutex<Option<(u64, HostError, Instant)>>,
+    /// Warm hosts kept once called, and hosts at most (per worker).
+    pub(super) min_instances: usize,
+    pub(super) max_instances: usize,
 }
 
 impl ScriptHosts {
@@ -84,6 +87,12 @@ impl ScriptHosts {
             key.push_str(name);
             key.push('=');
             key.push_str(value);
+        }
+        for bound in [call.min_instances, call.max_instances] {
+            key.push('\0');
+            if let Some(bound) = bound {
+                key.push_str(&bound.to_string());
+            }
         }
         if let Some(pool) = self.pools.get(&key) {
             return pool;
@@ -147,6 +156,14 @@ impl ScriptHosts {
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             failed: Mutex::new(None),
+            max_instances: call
+                .max_instances
+                .map_or(self.config.hosts_per_function_max, |m| m as usize)
+                .min(self.config.hosts_per_function_max),
+            min_instances: call
+                .min_instances
+                .map_or(self.config.min_instances, |m| m as usize)
+                .min(self.config.hosts_per_function_max),
         }
     }
 }
