@@ -58,6 +58,10 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct CheckWasmArgs {
     pub path: PathBuf,
+    /// The workers' compiled-module cache: the module compiled here is
+    /// put there, so the first request does not compile it again.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -25,7 +25,9 @@ fn main() -> std::process::ExitCode {
     let result = match command {
         Some(Command::Serve(options)) => corefn::gateway::serve(options).map_err(|e| e.to_string()),
         Some(Command::Migrate(args)) => migrate(&args.db),
-        Some(Command::CheckWasm(args)) => corefn::runtimes::wasm::check_module_file(&args.path),
+        Some(Command::CheckWasm(args)) => {
+            corefn::runtimes::wasm::check_module_file(&args.path, args.cache_dir)
+        }
         Some(Command::Worker(args)) => {
             corefn::workers::worker::run(args).map_err(|e| e.to_string())
         }

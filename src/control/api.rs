@@ -117,6 +117,7 @@ impl ControlState {
             store,
             tools: Toolchain {
                 wasm_checker: std::env::current_exe()?,
+                wasm_cache_dir: settings.wasm_cache_dir.clone(),
                 clang: settings.clang.clone(),
                 cc: settings.cc.clone(),
                 python: "python3".into(),

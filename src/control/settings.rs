@@ -34,6 +34,11 @@ pub struct ControlSettings {
     /// next to the database, `<db>.admin-key`).
     #[arg(long)]
     pub admin_key_file: Option<PathBuf>,
+
+    /// The workers' compiled-module cache (set by serve from --cache-dir):
+    /// a checked upload is compiled into it.
+    #[arg(skip)]
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 impl ControlSettings {

@@ -156,6 +156,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             admin_key_file.display()
         );
     }
+    options.control.wasm_cache_dir = Some(options.worker.runtimes.cache_dir.clone());
     crate::control::start(&options.db, &options.control, &control_inboxes).map_err(|source| {
         ServeError::Start {
             what: "control plane".into(),

@@ -38,6 +38,8 @@ pub struct Toolchain {
     /// The corefn binary: `corefn check-wasm FILE` compiles and links a
     /// module as the workers would.
     pub wasm_checker: PathBuf,
+    /// The workers' compiled-module cache, which the check fills.
+    pub wasm_cache_dir: Option<PathBuf>,
     pub clang: PathBuf,
     pub cc: PathBuf,
     pub python: PathBuf,
@@ -169,6 +171,11 @@ pub fn build(
             // and a compile past the timeout can be killed.
             let mut command = Command::new(&tools.wasm_checker);
             command.arg("check-wasm").arg(&file);
+            if let Some(cache_dir) = &tools.wasm_cache_dir {
+                command
+                    .arg("--cache-dir")
+                    .arg(std::path::absolute(cache_dir)?);
+            }
             run_tool(
                 &mut command,
                 &tools.wasm_checker,

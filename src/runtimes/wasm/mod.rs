@@ -420,7 +420,11 @@ fn take_pipe(pipe: MemoryOutputPipe) -> Result<Vec<u8>, WasmError> {
 
 /// Compiles and links `path` as a worker would (WASI preview 1, a `_start`
 /// command), for a check of an upload in a process of its own.
-pub fn check_module_file(path: &std::path::Path) -> Result<(), String> {
+///
+/// With `cache_dir` (the workers'), the compiled module is stored there:
+/// the engine settings that key the cache are the workers' (the slot size
+/// is theirs, [`MEMORY_MB_MAX_DEFAULT`]), so their first call loads it.
+pub fn check_module_file(path: &std::path::Path, cache_dir: Option<PathBuf>) -> Result<(), String> {
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let name = path
         .file_name()
@@ -428,6 +432,7 @@ pub fn check_module_file(path: &std::path::Path) -> Result<(), String> {
         .ok_or_else(|| format!("{}: not a file name", path.display()))?;
     let runtime = WasmRuntime::new(WasmConfig {
         instances_max: 1,
+        cache_dir,
         ..WasmConfig::new(dir)
     })
     .map_err(|e| e.to_string())?;
