@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import datetime
 import glob
+import http.client
 import os
 import re
 import shlex
@@ -497,6 +498,17 @@ BENCH_ROUTES = [
     ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}'),
     ("POST:/wasm/echo", '{"runtime":"wasm","module":"echo.wat"}'),
 ]
+
+
+def http_request(port, method, path, body=None, headers=None, timeout_s=2):
+    """One request to 127.0.0.1:port on a new connection: (status, body)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def make_route_db(path, routes, corefn=None):

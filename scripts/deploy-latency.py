@@ -14,7 +14,6 @@ c-wasm (C compiled to wasm32-wasi with clang on upload), python, node, php
 Only 127.0.0.1 is used; each poll is bounded (5 s per deploy).
 """
 
-import http.client
 import json
 import os
 import statistics
@@ -44,16 +43,11 @@ COMMENT = {"wat": ";; {}\n", "c-wasm": "// {}\n", "python": "# {}\n", "node": "/
 
 
 def request(method, path, body=None, key=None):
-    conn = http.client.HTTPConnection(common.HOST, PORT, timeout=70)
-    try:
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    # A deploy may compile: up to the server's compile timeout.
+    return common.http_request(PORT, method, path, body=body, headers=headers, timeout_s=70)
 
 
 def main():

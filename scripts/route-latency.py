@@ -19,7 +19,6 @@ Modes:
 
 """
 
-import http.client
 import os
 import shutil
 import sqlite3
@@ -43,13 +42,7 @@ RUNTIME_HELLOS = {
 
 
 def get(path):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return common.http_request(PORT, "GET", path)
 
 
 def main():

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use super::settings::ControlSettings;
 use crate::clock;
 use crate::http::auth;
-use crate::http::encode::{self, ConnectionHeader};
+use crate::http::encode;
 use crate::http::error::{ApiError, ApiErrorKind};
 use crate::http::rules::HEADER_COUNT_MAX;
 use crate::registry::artifacts::ArtifactStore;
@@ -42,7 +42,7 @@ use crate::registry::keys::{self, Scope};
 use crate::registry::upload::{self, Archive, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
-use crate::workers::protocol::{self, Dispatch, FLAG_HEAD_ONLY, FLAG_HTTP10, FLAG_KEEP_ALIVE};
+use crate::workers::protocol::{self, Dispatch};
 
 use crate::http::rules::API_PATH_PREFIX as API_PREFIX;
 /// Largest code of one deploy, after base64 decoding.
@@ -133,13 +133,8 @@ impl ControlState {
     /// Answers one dispatch: the whole HTTP response and its status.
     pub fn respond(&mut self, dispatch: &Dispatch<'_>) -> (u16, Vec<u8>) {
         let header = dispatch.header;
-        let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0;
-        let connection = match (keep_alive, header.flags & FLAG_HTTP10 != 0) {
-            (false, _) => ConnectionHeader::Close,
-            (true, true) => ConnectionHeader::KeepAlive,
-            (true, false) => ConnectionHeader::Implicit,
-        };
-        let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+        let connection = header.connection(false);
+        let head_only = header.head_only();
         let (status, body) = match self.answer(dispatch) {
             Ok((status, value)) => (status, value),
             Err(error) => (error.status(), error.to_json()),
@@ -672,15 +667,12 @@ impl ControlState {
             .map_err(internal)?;
         let value: Value = serde_json::from_str(&config).map_err(internal)?;
         let extension = value.get("extension").and_then(Value::as_str).unwrap_or("");
-        crate::registry::artifacts::EXTENSIONS
-            .into_iter()
-            .find(|e| *e == extension)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ApiErrorKind::Internal,
-                    "stored version has no artifact type",
-                )
-            })
+        crate::registry::artifacts::extension(extension).ok_or_else(|| {
+            ApiError::new(
+                ApiErrorKind::Internal,
+                "stored version has no artifact type",
+            )
+        })
     }
 
     fn scratch_dir(&mut self) -> Result<PathBuf, ApiError> {

@@ -17,7 +17,7 @@ pub mod api;
 pub mod settings;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -63,13 +63,9 @@ pub fn start(
     }
     let store = ArtifactStore::open(&settings.store_dir)?;
     let mut state = api::ControlState::open(db, store, settings)?;
-    let db: PathBuf = db.to_path_buf();
     thread::Builder::new()
         .name("corefn-control".into())
-        .spawn(move || {
-            serve(&channels, &mut state);
-            drop(db);
-        })
+        .spawn(move || serve(&channels, &mut state))
 }
 
 /// Serves dispatches until every core's channel has closed.

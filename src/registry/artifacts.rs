@@ -27,6 +27,11 @@ pub const EXTENSIONS: [&str; 9] = [
 ];
 pub const DIRECTORY: &str = "d";
 
+/// The known extension `name` is, as the `'static` the store hands out.
+pub fn extension(name: &str) -> Option<&'static str> {
+    EXTENSIONS.into_iter().find(|e| *e == name)
+}
+
 /// A stored artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
@@ -62,6 +67,27 @@ impl ArtifactStore {
         self.dir.join(shard).join(format!("{sha256}.{extension}"))
     }
 
+    /// Writes what `fill` makes at a temporary name next to `path`, then
+    /// renames it to `path` and fsyncs the directory: readers see all of it
+    /// or nothing. The temporary is removed on failure.
+    fn publish(&self, path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+        let shard_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&shard_dir)?;
+        let temp = shard_dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = fill(&temp)
+            .and_then(|()| fs::rename(&temp, path))
+            .and_then(|()| File::open(&shard_dir)?.sync_all());
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_dir_all(&temp);
+        }
+        written
+    }
+
     /// Stores `bytes` under their hash; an artifact already there is kept
     /// as it is (same hash, same bytes).
     pub fn put(&self, bytes: &[u8], extension: &'static str) -> io::Result<Artifact> {
@@ -77,14 +103,7 @@ impl ArtifactStore {
         if path.exists() {
             return Ok(artifact);
         }
-        let shard_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&shard_dir)?;
-        let temp = shard_dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            self.temp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
+        self.publish(&path, |temp| {
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -93,16 +112,11 @@ impl ArtifactStore {
                 } else {
                     0o644
                 })
-                .open(&temp)?;
+                .open(temp)?;
             file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            File::open(&shard_dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written.map(|()| artifact)
+            file.sync_all()
+        })?;
+        Ok(artifact)
     }
 
     /// Stores a tree of files (relative `/`-separated paths, executable or
@@ -138,14 +152,7 @@ impl ArtifactStore {
         if path.exists() {
             return Ok(artifact);
         }
-        let shard_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&shard_dir)?;
-        let temp = shard_dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            self.temp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
+        self.publish(&path, |temp| {
             for (relative, bytes, executable) in &sorted {
                 let target = temp.join(relative);
                 if let Some(parent) = target.parent() {
@@ -159,13 +166,9 @@ impl ArtifactStore {
                 file.write_all(bytes)?;
                 file.sync_all()?;
             }
-            fs::rename(&temp, &path)?;
-            File::open(&shard_dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_dir_all(&temp);
-        }
-        written.map(|()| artifact)
+            Ok(())
+        })?;
+        Ok(artifact)
     }
 
     /// Removes every artifact whose hash is not in `referenced`; returns

@@ -19,11 +19,9 @@ use super::artifacts::{Artifact, ArtifactStore};
 use super::RegistryError;
 use crate::routes::key::RouteKey;
 use crate::runtimes::descriptor::{
-    version_path, Canary, Descriptor, FunctionAuth, RateLimit, Runtime,
+    is_function_name, version_path, Canary, Descriptor, FunctionAuth, RateLimit, Runtime,
 };
 
-/// Longest function name; names are `[a-z0-9][a-z0-9-]{0,62}`.
-pub const NAME_BYTES_MAX: usize = 63;
 /// Explicit routes one function may claim.
 pub const ROUTES_PER_FUNCTION_MAX: usize = 32;
 /// The alias the routes serve.
@@ -101,16 +99,9 @@ pub struct FunctionInfo {
     pub updated: i64,
 }
 
-/// `[a-z0-9][a-z0-9-]{0,62}`.
+/// A name by [`is_function_name`], or the error that states the rule.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    let bytes = name.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= NAME_BYTES_MAX
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if is_function_name(name) {
         Ok(())
     } else {
         Err(RegistryError::InvalidName(name.chars().take(80).collect()))
@@ -369,13 +360,6 @@ impl Registry<'_> {
         canary: Option<Canary>,
         now: i64,
     ) -> Result<(), RegistryError> {
-        if let Some(canary) = &canary {
-            if !(0.0..=1.0).contains(&canary.weight) || !canary.weight.is_finite() {
-                return Err(RegistryError::Invalid(
-                    "canary weight must be in 0..=1".into(),
-                ));
-            }
-        }
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -567,12 +551,9 @@ fn set_live(
             version,
         })?;
     let stored: StoredConfig = serde_json::from_str(&config)?;
-    let extension = super::artifacts::EXTENSIONS
-        .into_iter()
-        .find(|e| *e == stored.extension)
-        .ok_or_else(|| {
-            RegistryError::Invalid(format!("unknown artifact type {:?}", stored.extension))
-        })?;
+    let extension = super::artifacts::extension(&stored.extension).ok_or_else(|| {
+        RegistryError::Invalid(format!("unknown artifact type {:?}", stored.extension))
+    })?;
     let artifact = Artifact {
         path: store.path_of(&sha256, extension),
         sha256,

@@ -6,8 +6,7 @@
 
 /// The domain every deployment answers for.
 pub const LOCAL_SUFFIX: &str = "localhost";
-/// Longest function name in a Host label.
-const NAME_BYTES_MAX: usize = 63;
+use crate::runtimes::descriptor::is_function_name;
 
 /// The function a Host header names, if it names one under `suffixes`.
 pub fn function_of_host<'h>(host: &'h [u8], suffixes: &[String]) -> Option<&'h str> {
@@ -21,13 +20,7 @@ pub fn function_of_host<'h>(host: &'h [u8], suffixes: &[String]) -> Option<&'h s
     let (name, domain) = name_and_domain.split_once('.')?;
     let matches_domain = domain.eq_ignore_ascii_case(LOCAL_SUFFIX)
         || suffixes.iter().any(|s| domain.eq_ignore_ascii_case(s));
-    let valid_name = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    (matches_domain && valid_name).then_some(name)
+    (matches_domain && is_function_name(name)).then_some(name)
 }
 
 /// The table path that serves `path` of function `name`.

@@ -132,6 +132,21 @@ pub struct Canary {
     pub weight: f64,
 }
 
+/// Longest function name.
+pub const FUNCTION_NAME_BYTES_MAX: usize = 63;
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: a function's name, as routes, host names
+/// and the registry all know it.
+pub fn is_function_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= FUNCTION_NAME_BYTES_MAX
+        && bytes[0] != b'-'
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The path prefix that serves version `version` of function `name`.
 pub fn version_path(name: &str, version: u32) -> String {
     format!("/fn/{name}@{version}")
@@ -252,12 +267,7 @@ impl Descriptor {
             }
         }
         if let Some(function) = &self.function {
-            let ok = !function.is_empty()
-                && function.len() <= 63
-                && function
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !ok {
+            if !is_function_name(function) {
                 return Err(DescriptorError::FunctionName(function.clone()));
             }
         }

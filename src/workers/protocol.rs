@@ -28,6 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, send, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use thiserror::Error;
 
+use crate::http::encode::ConnectionHeader;
 use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD1");
@@ -114,6 +115,21 @@ impl DispatchHeader {
 
     pub fn body_in_memfd(&self) -> bool {
         self.flags & FLAG_BODY_IN_MEMFD != 0
+    }
+
+    pub fn head_only(&self) -> bool {
+        self.flags & FLAG_HEAD_ONLY != 0
+    }
+
+    /// What the response says about the connection; `draining`: the gateway
+    /// is shutting down, so it closes whatever the client asked.
+    pub fn connection(&self, draining: bool) -> ConnectionHeader {
+        let keep_alive = self.flags & FLAG_KEEP_ALIVE != 0 && !draining;
+        match (keep_alive, self.flags & FLAG_HTTP10 != 0) {
+            (false, _) => ConnectionHeader::Close,
+            (true, true) => ConnectionHeader::KeepAlive,
+            (true, false) => ConnectionHeader::Implicit,
+        }
     }
 }
 

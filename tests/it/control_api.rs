@@ -58,6 +58,19 @@ impl ControlServer {
         send(self.server.addr(), raw.as_bytes())
     }
 
+    /// `POST /_/api/v1/functions` with the admin key and a body of any type.
+    fn deploy_raw(&self, content_type: &str, body: &[u8]) -> Response {
+        let mut raw = format!(
+            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.admin_key,
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        send(self.server.addr(), &raw)
+    }
+
     fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
         self.call(method, path, Some(&self.admin_key), body)
     }
@@ -848,13 +861,10 @@ fn a_multipart_upload_of_a_c_file_and_a_descriptor_deploys_like_json() {
          --{boundary}\r\nContent-Disposition: form-data; name=\"code\"; filename=\"hello.c\"\r\n\
          Content-Type: text/x-csrc\r\n\r\n{c_source}\r\n--{boundary}--\r\n"
     );
-    let raw = format!(
-        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
-        s.admin_key,
-        body.len()
+    let r = s.deploy_raw(
+        &format!("multipart/form-data; boundary={boundary}"),
+        body.as_bytes(),
     );
-    let r = send(s.server.addr(), raw.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["built_with"], "clang");
     s.served("/upc", "uploaded\n");
@@ -863,13 +873,10 @@ fn a_multipart_upload_of_a_c_file_and_a_descriptor_deploys_like_json() {
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"descriptor\"\r\n\r\n{{\"name\": \"nocode\", \"runtime\": \"wasm\"}}\r\n--{boundary}--\r\n"
     );
-    let raw = format!(
-        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{body}",
-        s.admin_key,
-        body.len()
+    let r = s.deploy_raw(
+        &format!("multipart/form-data; boundary={boundary}"),
+        body.as_bytes(),
     );
-    let r = send(s.server.addr(), raw.as_bytes());
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("code"), "{}", r.text());
     assert_eq!(s.call("GET", "functions/nocode", None, None).status, 404);
@@ -890,17 +897,7 @@ fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
 #[test]
 fn an_archive_deploys_its_files_together_and_a_zip_slip_is_refused() {
     let s = ControlServer::start();
-    let post_archive = |bytes: &[u8]| {
-        let mut raw = format!(
-            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/zip\r\nContent-Length: {}\r\n\r\n",
-            s.admin_key,
-            bytes.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(bytes);
-        send(s.server.addr(), &raw)
-    };
+    let post_archive = |bytes: &[u8]| s.deploy_raw("application/zip", bytes);
     let archive = zip_of(&[
         ("app/corefn.json", r#"{"name": "arch", "routes": ["GET:/arch"]}"#),
         (
@@ -944,15 +941,7 @@ fn deploys_have_their_own_body_limit_and_a_larger_one_is_413() {
     let json =
         json!({"name": "big", "runtime": "python", "code": python_hello("big\n")}).to_string();
     let body = format!("{}{json}", " ".repeat(9 * 1024 * 1024));
-    let mut raw = format!(
-        "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        s.admin_key,
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body.as_bytes());
-    let r = send(s.server.addr(), &raw);
+    let r = s.deploy_raw("application/json", body.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     s.served("/fn/big", "big\n");
 
@@ -1004,17 +993,7 @@ fn the_admin_listener_serves_the_api_and_admin_endpoints_but_no_routes() {
 #[test]
 fn archives_and_multipart_deploy_every_kind_of_runtime() {
     let s = ControlServer::start();
-    let post = |content_type: &str, bytes: &[u8]| {
-        let mut raw = format!(
-            "POST /_/api/v1/functions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            s.admin_key,
-            bytes.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(bytes);
-        send(s.server.addr(), &raw)
-    };
+    let post = |content_type: &str, bytes: &[u8]| s.deploy_raw(content_type, bytes);
     let hello_wat = std::fs::read_to_string(examples_dir().join("hello.wat")).expect("hello.wat");
     // (function name, files, expected body)
     type ArchiveCase<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);

@@ -14,16 +14,14 @@ use nix::sys::socket::{send, MsgFlags};
 use super::{Worker, DRAINING};
 use crate::clock;
 use crate::failure::{Failure, FailureKind};
-use crate::http::encode::ConnectionHeader;
 use crate::http::error::HttpError;
 use crate::http::rules::HEADER_COUNT_MAX;
 use crate::runtimes::cgi::CgiRequest;
 use crate::runtimes::invoke::{Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
 use crate::workers::protocol::{
-    self, Completion, Dispatch, DispatchHeader, ProtocolError, COMPLETION_CONNECTION_BROKEN,
-    COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HEAD_ONLY,
-    FLAG_HTTP10, FLAG_KEEP_ALIVE,
+    self, Completion, Dispatch, ProtocolError, COMPLETION_CONNECTION_BROKEN,
+    COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HTTP10,
 };
 
 /// How often an idle thread wakes up to notice that the gateway is gone.
@@ -128,10 +126,10 @@ impl Worker {
     /// Renders the whole response for one dispatch; returns its status.
     fn respond(&self, channel: BorrowedFd<'_>, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
         let header = &dispatch.header;
-        let head_only = header.flags & FLAG_HEAD_ONLY != 0;
+        let head_only = header.head_only();
         let result = self.run_function(channel, dispatch);
         // Decided after the run: the gateway may have started draining.
-        let connection = connection_header(header);
+        let connection = header.connection(DRAINING.load(Ordering::Relaxed));
         let date_line = clock::date_line(clock::unix_now_secs());
         match result {
             Ok(reply) => {
@@ -248,8 +246,13 @@ impl Worker {
             let error = HttpError::Function(Failure::timeout(timeout_ms));
             let mut out = Vec::with_capacity(256);
             let date_line = clock::date_line(clock::unix_now_secs());
-            let head_only = header.flags & FLAG_HEAD_ONLY != 0;
-            error.render(&mut out, &date_line, connection_header(&header), head_only);
+            let head_only = header.head_only();
+            error.render(
+                &mut out,
+                &date_line,
+                header.connection(DRAINING.load(Ordering::Relaxed)),
+                head_only,
+            );
             // SAFETY: the dispatch owning the descriptor outlives this: its
             // thread is blocked in the native call until the process ends.
             let client = unsafe { BorrowedFd::borrow_raw(client_fd) };
@@ -269,15 +272,5 @@ impl Worker {
             // that other threads (one stuck in native code) might race.
             unsafe { libc::_exit(70) }
         })
-    }
-}
-
-fn connection_header(header: &DispatchHeader) -> ConnectionHeader {
-    let keep_alive = header.flags & FLAG_KEEP_ALIVE != 0 && !DRAINING.load(Ordering::Relaxed);
-    let http10 = header.flags & FLAG_HTTP10 != 0;
-    match (keep_alive, http10) {
-        (false, _) => ConnectionHeader::Close,
-        (true, true) => ConnectionHeader::KeepAlive,
-        (true, false) => ConnectionHeader::Implicit,
     }
 }
