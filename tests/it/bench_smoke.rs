@@ -218,8 +218,12 @@ fn closed_and_open_loop_runs_count_every_request_and_classify_404s() {
     assert_counts_add_up(&r);
     assert!(n(&r["status"]["4xx"]) > 0);
     // The schedule holds 2000 requests in the window: each was either sent
-    // (and counted) or still unsent when the window ended (give or take one
-    // per connection at the window's edges).
+    // (and counted) or still unsent when the window ended, give or take one
+    // per connection at the window's edges. A request due just before the
+    // window but sent late inside it counts as sent in the window (the
+    // window measures what the server did), so the sum may exceed the
+    // schedule by the connections' backlog at the window's start; a shared
+    // machine makes that a few requests, never hundreds.
     let requests = n(&r["requests"]);
     let unsent = n(&r["unsent"]);
     assert!(
@@ -227,7 +231,7 @@ fn closed_and_open_loop_runs_count_every_request_and_classify_404s() {
         "{requests} requests at 2000 req/s for 1 s"
     );
     assert!(
-        (1996..=2004).contains(&(requests + unsent)),
+        (1996..=2040).contains(&(requests + unsent)),
         "{requests} + {unsent} unsent"
     );
 
