@@ -85,6 +85,9 @@ pub struct WorkerArgs {
     /// [`WorkerSettings`] as JSON.
     #[arg(long)]
     pub settings: String,
+    /// The function-log channel is placed right after the core channels.
+    #[arg(long)]
+    pub log_channel: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -144,9 +147,27 @@ pub struct ServeOptions {
     #[arg(long = "max-connections", default_value_t = 100_000)]
     pub connections_max: usize,
 
-    /// Access log file (common log format + ttfb/ttlb); "-" for stdout. Off when absent.
+    /// Access log file; "-" for stdout. Off when absent.
     #[arg(long)]
     pub access_log: Option<PathBuf>,
+
+    /// Access log lines: `clf` (common log format + ttfb/ttlb, request id)
+    /// or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = AccessLogFormat::Clf)]
+    pub access_log_format: AccessLogFormat,
+
+    /// Function logs: `<dir>/<function>/current.log` (hand-written routes
+    /// under `<dir>/_routes/`), one JSON line each, START/END per call.
+    #[arg(long, default_value = "corefn-logs")]
+    pub logs_dir: PathBuf,
+
+    /// A function's log file is rotated when it would pass this size.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub log_file_bytes_max: u64,
+
+    /// Rotated log files kept per function (besides the current one).
+    #[arg(long, default_value_t = 2)]
+    pub log_files_kept: usize,
 
     /// Worker processes for function runtimes (default: one per core; 0: none).
     #[arg(long)]
@@ -174,6 +195,19 @@ pub struct ServeOptions {
     pub score_weights: String,
 }
 
+/// Bounds of `--log-file-bytes-max`: room for a few lines, and no more
+/// than a disk should give one function.
+const LOG_FILE_BYTES_MIN: u64 = 4 * 1024;
+const LOG_FILE_BYTES_MAX: u64 = 1 << 40;
+const LOG_FILES_KEPT_MAX: usize = 100;
+
+/// How the access log writes a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogFormat {
+    Clf,
+    Json,
+}
+
 /// The limits one core enforces, in the units the hot path uses.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -197,6 +231,18 @@ impl ServeOptions {
     /// Rejects out-of-range values with a message naming the flag, once,
     /// before anything starts; nothing downstream clamps.
     pub fn validate(&self) -> Result<(), String> {
+        if !(LOG_FILE_BYTES_MIN..=LOG_FILE_BYTES_MAX).contains(&self.log_file_bytes_max) {
+            return Err(format!(
+                "--log-file-bytes-max {} is outside {LOG_FILE_BYTES_MIN}..={LOG_FILE_BYTES_MAX}",
+                self.log_file_bytes_max
+            ));
+        }
+        if !(1..=LOG_FILES_KEPT_MAX).contains(&self.log_files_kept) {
+            return Err(format!(
+                "--log-files-kept {} is outside 1..={LOG_FILES_KEPT_MAX}",
+                self.log_files_kept
+            ));
+        }
         if !(HEADER_BYTES_MIN..=HEADER_BYTES_MAX).contains(&self.header_bytes_max) {
             return Err(format!(
                 "--max-header-bytes {} is outside {HEADER_BYTES_MIN}..={HEADER_BYTES_MAX}",

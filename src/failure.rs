@@ -53,6 +53,11 @@ impl FailureKind {
         FailureKind::Internal,
     ];
 
+    /// The position in [`FailureKind::ALL`]: stats count by it.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label stats, logs and metrics use.
     pub fn name(self) -> &'static str {
         match self {
@@ -111,6 +116,13 @@ impl std::error::Error for Failure {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (position, kind) in FailureKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), position);
+        }
+    }
 
     #[test]
     fn kinds_have_distinct_names() {

@@ -46,5 +46,6 @@ pub mod runtimes;
 pub mod scheduler;
 pub mod schema;
 pub mod sync;
+pub mod telemetry;
 pub mod wire;
 pub mod workers;

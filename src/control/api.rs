@@ -29,12 +29,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::follow;
+use super::observe::{self, Observed};
 use super::settings::ControlSettings;
 use crate::clock;
 use crate::http::auth;
-use crate::http::encode;
+use crate::http::encode::{self, ConnectionHeader, HeadLines};
 use crate::http::error::{ApiError, ApiErrorKind};
-use crate::http::rules::HEADER_COUNT_MAX;
+use crate::http::rules::{self, HEADER_COUNT_MAX};
 use crate::registry::artifacts::ArtifactStore;
 use crate::registry::code::{self, Toolchain, Upload};
 use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
@@ -42,6 +44,8 @@ use crate::registry::keys::{self, Scope};
 use crate::registry::upload::{self, Archive, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
+use crate::telemetry::logs::{Follower, LogLine, LogQuery};
+use crate::telemetry::metrics;
 use crate::workers::protocol::{self, Dispatch};
 
 use crate::http::rules::API_PATH_PREFIX as API_PREFIX;
@@ -55,12 +59,39 @@ pub struct ControlState {
     tools: Toolchain,
     scratch_root: PathBuf,
     scratch_counter: u64,
+    observed: Observed,
+}
+
+/// What an endpoint answers.
+pub enum Answer {
+    Json(u16, Value),
+    /// A body of its own type (`/metrics`, NDJSON logs).
+    Body {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// A live log tail: `backlog` first, then what `follower` receives.
+    Follow {
+        backlog: Vec<LogLine>,
+        follower: Follower,
+    },
+}
+
+/// A whole response, or the head of a streamed one and its follower.
+pub struct Response {
+    pub status: u16,
+    pub bytes: Vec<u8>,
+    /// Set for a live tail: the caller streams it and keeps the socket.
+    pub follower: Option<Follower>,
 }
 
 /// A parsed API request.
 struct ApiRequest<'r> {
     method: &'r str,
     path: &'r str,
+    /// The query string, without `?`.
+    query: &'r str,
     bearer: Option<String>,
     content_type: Option<String>,
     peer: Option<IpAddr>,
@@ -105,6 +136,7 @@ impl ControlState {
         db: &Path,
         store: ArtifactStore,
         settings: &ControlSettings,
+        observed: Observed,
     ) -> std::io::Result<ControlState> {
         let connection = Connection::open(db).map_err(std::io::Error::other)?;
         connection
@@ -127,34 +159,59 @@ impl ControlState {
             },
             scratch_root,
             scratch_counter: 0,
+            observed,
         })
     }
 
     /// Answers one dispatch: the whole HTTP response and its status.
-    pub fn respond(&mut self, dispatch: &Dispatch<'_>) -> (u16, Vec<u8>) {
+    pub fn respond(&mut self, dispatch: &Dispatch<'_>) -> Response {
         let header = dispatch.header;
         let connection = header.connection(false);
         let head_only = header.head_only();
-        let (status, body) = match self.answer(dispatch) {
-            Ok((status, value)) => (status, value),
-            Err(error) => (error.status(), error.to_json()),
+        let head_lines = HeadLines::new(
+            &clock::date_line(clock::unix_now_secs()),
+            dispatch.request_id,
+        );
+        let (status, content_type, body) = match self.answer(dispatch) {
+            Ok(Answer::Json(status, value)) => (status, JSON, json_line(&value)),
+            Ok(Answer::Body {
+                status,
+                content_type,
+                body,
+            }) => (status, content_type, body),
+            Ok(Answer::Follow { backlog, follower }) => {
+                let mut out = Vec::with_capacity(4096);
+                encode::push_status_line(&mut out, 200);
+                encode::push_header(&mut out, "content-type", NDJSON);
+                encode::push_header(&mut out, "transfer-encoding", "chunked");
+                encode::push_head_end(&mut out, head_lines.as_bytes(), ConnectionHeader::Close);
+                follow::push_chunk(&mut out, &backlog);
+                return Response {
+                    status: 200,
+                    bytes: out,
+                    follower: (!head_only).then_some(follower),
+                };
+            }
+            Err(error) => (error.status(), JSON, json_line(&error.to_json())),
         };
-        let mut text = body.to_string();
-        text.push('\n');
-        let mut out = Vec::with_capacity(text.len() + 256);
+        let mut out = Vec::with_capacity(body.len() + 256);
         encode::push_response(
             &mut out,
             status,
-            &[("content-type", "application/json")],
-            text.as_bytes(),
-            &clock::date_line(clock::unix_now_secs()),
+            &[("content-type", content_type)],
+            &body,
+            head_lines.as_bytes(),
             connection,
             head_only,
         );
-        (status, out)
+        Response {
+            status,
+            bytes: out,
+            follower: None,
+        }
     }
 
-    fn answer(&mut self, dispatch: &Dispatch<'_>) -> Result<(u16, Value), ApiError> {
+    fn answer(&mut self, dispatch: &Dispatch<'_>) -> Result<Answer, ApiError> {
         let body_from_memfd;
         let body: &[u8] = match &dispatch.body_memfd {
             Some(memfd) => {
@@ -195,7 +252,7 @@ impl ControlState {
             .and_then(|h| auth::bearer(h.value))
             .map(str::to_string);
         let target = parsed.path.unwrap_or("/");
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let peer = socket2::SockRef::from(&dispatch.client)
             .peer_addr()
             .ok()
@@ -204,12 +261,155 @@ impl ControlState {
         let request = ApiRequest {
             method: parsed.method.unwrap_or("GET"),
             path,
+            query,
             bearer,
             content_type: header_text("content-type"),
             peer,
             body,
         };
+        if let Some(answer) = self.route_observe(&request)? {
+            return Ok(answer);
+        }
         self.route(&request)
+            .map(|(status, value)| Answer::Json(status, value))
+    }
+
+    /// The read-only telemetry endpoints: `/metrics`, stats (and logs).
+    fn route_observe(&mut self, request: &ApiRequest<'_>) -> Result<Option<Answer>, ApiError> {
+        let rest = request.path.strip_prefix(API_PREFIX);
+        let parts: Vec<&str> = rest
+            .unwrap_or("")
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let is_metrics = request.path == rules::METRICS_PATH;
+        let is_stats =
+            rest.is_some() && matches!(parts.as_slice(), ["stats"] | ["functions", _, "stats"]);
+        let is_logs =
+            rest.is_some() && matches!(parts.as_slice(), ["logs"] | ["functions", _, "logs"]);
+        if !is_metrics && !is_stats && !is_logs {
+            return Ok(None);
+        }
+        if !matches!(request.method, "GET" | "HEAD") {
+            return Err(ApiError::new(
+                ApiErrorKind::MethodNotAllowed,
+                format_args!("{} is not allowed here (allowed: GET)", request.method),
+            ));
+        }
+        self.caller(request)?.may(None)?;
+        if is_logs {
+            return self.logs(request, &parts).map(Some);
+        }
+        if is_metrics {
+            let text = metrics::render(&self.observed.metrics_view());
+            return Ok(Some(Answer::Body {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: text.into_bytes(),
+            }));
+        }
+        let label = query_value(request.query, "window").unwrap_or("5m".into());
+        let window = observe::parse_window(&label)
+            .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
+        let value = match parts.as_slice() {
+            ["functions", name, "stats"] => {
+                match self.observed.function_stats(name, window, &label) {
+                    Some(value) => value,
+                    None => {
+                        // Known but never called: zeros, not 404.
+                        self.registry().get(name).map_err(registry_error)?;
+                        json!({ "function": name, "window": label, "count": 0 })
+                    }
+                }
+            }
+            _ => self.observed.all_stats(window, &label),
+        };
+        Ok(Some(Answer::Json(200, value)))
+    }
+
+    /// `functions/NAME/logs` or `logs?route=KEY` (a hand-written route):
+    /// `tail`, `since` (RFC 3339, or an age such as `10m`), `request_id`,
+    /// `follow=1`.
+    fn logs(&mut self, request: &ApiRequest<'_>, parts: &[&str]) -> Result<Answer, ApiError> {
+        let query = |name: &str| query_value(request.query, name);
+        let name = match parts {
+            ["functions", name, "logs"] => {
+                self.registry().get(name).map_err(registry_error)?;
+                name.to_string()
+            }
+            _ => query("route").ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    "logs of a hand-written route need ?route=METHOD:/path",
+                )
+            })?,
+        };
+        let bad = |message: String| ApiError::new(ApiErrorKind::BadRequest, message);
+        let tail = match query("tail") {
+            Some(text) => Some(
+                text.parse::<usize>()
+                    .map_err(|_| bad(format!("tail {text:?} must be a number of lines")))?,
+            ),
+            None => None,
+        };
+        let since_unix_us = match query("since") {
+            Some(text) => Some(
+                clock::parse_rfc3339_us(&text)
+                    .or_else(|| {
+                        observe::parse_window(&text).ok().map(|age| {
+                            clock::unix_now_us()
+                                .saturating_sub(u64::try_from(age.as_micros()).unwrap_or(0))
+                        })
+                    })
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "since {text:?} must be an RFC 3339 time or an age such as 10m"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let log_query = LogQuery {
+            tail,
+            since_unix_us,
+            request_id: query("request_id"),
+        };
+        let follow = matches!(query("follow").as_deref(), Some("1" | "true"));
+        // Registered before the backlog is read: no line falls between.
+        let follower = if follow {
+            Some(
+                self.observed
+                    .logs
+                    .follow(&name)
+                    .map_err(|e| ApiError::new(ApiErrorKind::Unavailable, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let lines = self
+            .observed
+            .logs
+            .read(&name, &log_query)
+            .map_err(|e| ApiError::new(ApiErrorKind::Internal, e.to_string()))?;
+        match follower {
+            Some(follower) => Ok(Answer::Follow {
+                backlog: lines,
+                follower,
+            }),
+            None => {
+                let mut body = Vec::with_capacity(lines.len() * 160);
+                for line in &lines {
+                    body.extend_from_slice(&json_line(
+                        &serde_json::to_value(line).map_err(internal)?,
+                    ));
+                }
+                Ok(Answer::Body {
+                    status: 200,
+                    content_type: NDJSON,
+                    body,
+                })
+            }
+        }
     }
 
     fn caller(&self, request: &ApiRequest<'_>) -> Result<Caller, ApiError> {
@@ -279,6 +479,10 @@ impl ControlState {
                 "DELETE" => {
                     caller.may(Some(Scope::Deploy))?;
                     let removed = self.registry().delete(name).map_err(registry_error)?;
+                    self.observed.telemetry.stats.remove(name);
+                    if let Err(error) = self.observed.logs.remove(name) {
+                        eprintln!("corefn: cannot remove the logs of {name:?}: {error}");
+                    }
                     Ok((
                         200,
                         json!({ "deleted": name, "artifacts_removed": removed }),
@@ -848,4 +1052,46 @@ fn registry_error(error: RegistryError) -> ApiError {
         api.details = Some(("diagnostics", json!(diagnostics)));
     }
     api
+}
+
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+
+fn json_line(value: &Value) -> Vec<u8> {
+    let mut text = value.to_string();
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// The value of `name` in a query string, percent-decoded.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

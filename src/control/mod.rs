@@ -11,9 +11,13 @@
 //! number by that, and in time by `--compile-timeout-ms`).
 //!
 //! * [`api`]: routing, auth and the JSON of each endpoint.
+//! * [`observe`]: stats windows and the `/metrics` view, read from the
+//!   cores' telemetry shards and the scheduler's boards.
 //! * [`settings`]: the control plane's flags.
 
 pub mod api;
+mod follow;
+pub mod observe;
 pub mod settings;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -29,7 +33,8 @@ use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, Sock
 
 use crate::registry::artifacts::ArtifactStore;
 use crate::workers::protocol::{
-    self, Completion, ProtocolError, COMPLETION_CONNECTION_BROKEN, DISPATCH_BYTES_MAX,
+    self, Completion, ProtocolError, COMPLETION_CONNECTION_BROKEN, COMPLETION_CONNECTION_TAKEN,
+    DISPATCH_BYTES_MAX,
 };
 use crate::workers::supervisor::{LinkInbox, NewLink};
 use settings::ControlSettings;
@@ -43,6 +48,7 @@ pub fn start(
     db: &Path,
     settings: &ControlSettings,
     inboxes: &[Arc<LinkInbox>],
+    observed: observe::Observed,
 ) -> std::io::Result<JoinHandle<()>> {
     let mut channels = Vec::with_capacity(inboxes.len());
     for inbox in inboxes {
@@ -62,7 +68,7 @@ pub fn start(
         channels.push(control_end);
     }
     let store = ArtifactStore::open(&settings.store_dir)?;
-    let mut state = api::ControlState::open(db, store, settings)?;
+    let mut state = api::ControlState::open(db, store, settings, observed)?;
     thread::Builder::new()
         .name("corefn-control".into())
         .spawn(move || serve(&channels, &mut state))
@@ -98,19 +104,38 @@ fn serve(channels: &[OwnedFd], state: &mut api::ControlState) {
             match protocol::recv_dispatch(channel, &mut buffer) {
                 Ok(dispatch) => {
                     let started = Instant::now();
-                    let (status, response) = state.respond(&dispatch);
-                    let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
+                    let response = state.respond(&dispatch);
+                    let written =
+                        protocol::write_to_client(dispatch.client.as_fd(), &response.bytes);
+                    let mut flags = 0;
+                    if written.is_err() {
+                        flags |= COMPLETION_CONNECTION_BROKEN;
+                    } else if let Some(follower) = response.follower {
+                        match dispatch
+                            .client
+                            .try_clone()
+                            .and_then(|client| follow::spawn(client, follower))
+                        {
+                            Ok(()) => flags |= COMPLETION_CONNECTION_TAKEN,
+                            Err(error) => {
+                                eprintln!("corefn: control plane: cannot follow a log: {error}");
+                                flags |= COMPLETION_CONNECTION_BROKEN;
+                            }
+                        }
+                    }
                     drop(dispatch.client);
+                    let status = response.status;
                     let completion = Completion {
                         status,
-                        flags: if written.is_err() {
-                            COMPLETION_CONNECTION_BROKEN
-                        } else {
-                            0
-                        },
-                        request_id: dispatch.header.request_id,
-                        response_bytes: written.unwrap_or(0) as u64,
+                        flags,
+                        call_id: dispatch.header.call_id,
+                        body_bytes: protocol::body_bytes_written(
+                            &response.bytes,
+                            written.as_ref().map_or(0, |n| *n),
+                        ),
                         duration_us: started.elapsed().as_micros() as u64,
+                        failure: None,
+                        memory_kb_peak: 0,
                     };
                     if let Err(error) = send(
                         channel.as_raw_fd(),

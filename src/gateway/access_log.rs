@@ -13,10 +13,14 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::request::RequestId;
 use crate::clock;
+use crate::config::AccessLogFormat;
+use crate::telemetry::stats::FunctionStats;
 
 /// Buffers in flight to the writer thread at most.
 const CHANNEL_BUFFERS_MAX: usize = 256;
@@ -91,10 +95,16 @@ pub struct LogEntry {
     pub status: u16,
     pub body_bytes: usize,
     pub received_at: Instant,
+    pub request_id: RequestId,
+    /// The function (name and version) a function route's request went to.
+    pub function: Option<Arc<FunctionStats>>,
+    /// The worker that answered it.
+    pub worker: Option<usize>,
 }
 
 /// One core's side of the log.
 pub struct CoreAccessLog {
+    format: AccessLogFormat,
     sender: SyncSender<LogMessage>,
     buffer: RefCell<Vec<u8>>,
     last_flush: Cell<Instant>,
@@ -102,8 +112,9 @@ pub struct CoreAccessLog {
 }
 
 impl CoreAccessLog {
-    pub fn new(sender: SyncSender<LogMessage>) -> CoreAccessLog {
+    pub fn new(sender: SyncSender<LogMessage>, format: AccessLogFormat) -> CoreAccessLog {
         CoreAccessLog {
+            format,
             sender,
             buffer: RefCell::new(Vec::with_capacity(CORE_BUFFER_BYTES_FLUSH)),
             last_flush: Cell::new(Instant::now()),
@@ -120,19 +131,40 @@ impl CoreAccessLog {
         let ttlb_us = last_byte_at
             .saturating_duration_since(entry.received_at)
             .as_micros();
-        let mut line = String::with_capacity(160);
-        // Writing into a String cannot fail.
-        let _ = writeln!(
-            line,
-            "{} - - [{}] \"{}\" {} {} ttfb_us={} ttlb_us={}",
-            entry.peer,
-            clock::clf_timestamp(clock::unix_now_secs()),
-            entry.request_line.escape_default(),
-            entry.status,
-            entry.body_bytes,
-            ttfb_us,
-            ttlb_us
-        );
+        let mut line = String::with_capacity(200);
+        match self.format {
+            AccessLogFormat::Clf => {
+                // Writing into a String cannot fail.
+                let _ = writeln!(
+                    line,
+                    "{} - - [{}] \"{}\" {} {} ttfb_us={} ttlb_us={} request_id={}",
+                    entry.peer,
+                    clock::clf_timestamp(clock::unix_now_secs()),
+                    entry.request_line.escape_default(),
+                    entry.status,
+                    entry.body_bytes,
+                    ttfb_us,
+                    ttlb_us,
+                    entry.request_id.as_str(),
+                );
+            }
+            AccessLogFormat::Json => {
+                let value = serde_json::json!({
+                    "ts": clock::rfc3339_us(clock::unix_now_us()),
+                    "peer": entry.peer.to_string(),
+                    "request": entry.request_line,
+                    "request_id": entry.request_id.as_str(),
+                    "status": entry.status,
+                    "bytes": entry.body_bytes,
+                    "ttfb_us": ttfb_us as u64,
+                    "ttlb_us": ttlb_us as u64,
+                    "function": entry.function.as_ref().map(|f| f.name.as_str()),
+                    "version": entry.function.as_ref().map(|f| f.version),
+                    "worker": entry.worker,
+                });
+                let _ = writeln!(line, "{value}");
+            }
+        }
         let full = {
             let mut buffer = self.buffer.borrow_mut();
             buffer.extend_from_slice(line.as_bytes());

@@ -23,18 +23,22 @@ use glommio::net::TcpStream;
 use super::access_log::LogEntry;
 use super::context::CoreContext;
 use super::request::{
-    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead, VERSION_PIN_HEADER,
+    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead, RequestId,
+    VERSION_PIN_HEADER,
 };
 use crate::api::admin;
+use crate::failure::FailureKind;
 use crate::http::auth;
-use crate::http::encode::{self, ConnectionHeader};
+use crate::http::encode::{self, ConnectionHeader, HeadLines};
 use crate::http::error::HttpError;
 use crate::http::rules;
 use crate::routes::hosts;
 use crate::routes::table::{FunctionTarget, Lookup, Route, RouteAction, RouteTable};
 use crate::runtimes::descriptor::{version_path, FunctionAuth};
 use crate::scheduler::admission::ConcurrencyLimit;
-use crate::workers::pool::{CallError, CallRequest, CoreWorkers};
+use crate::telemetry::gateway::ParseError;
+use crate::telemetry::stats::{CallOutcome, FunctionStats, Shard, Throttle};
+use crate::workers::pool::{CallError, CallRequest, CoreWorkers, Served};
 use crate::workers::protocol;
 
 /// Responses buffered before a write is forced even mid-batch.
@@ -85,13 +89,22 @@ pub async fn serve(core: &CoreContext, stream: TcpStream, listening: Listening) 
         output: Vec::with_capacity(OUTPUT_INITIAL_BYTES),
         chunked_body: Vec::new(),
         log_entries: Vec::new(),
+        request_id: core.new_request_id(),
+        serving: None,
     };
+    core.gateway_stats().connection_opened();
     let next = connection.serve_requests().await;
     if !connection.output.is_empty() && connection.flush().await.is_err() {
         return;
     }
     if next == Next::Linger {
         connection.linger().await;
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.core.gateway_stats().connection_closed();
     }
 }
 
@@ -106,6 +119,12 @@ struct Connection<'c> {
     chunked_body: Vec<u8>,
     /// Responses in `output` waiting for their write, when logging.
     log_entries: Vec<LogEntry>,
+    /// The id of the request being answered (before the first head: one
+    /// for an error response).
+    request_id: RequestId,
+    /// The function the current request is for, when the access log
+    /// needs it (an `Arc` clone is a shared atomic: not made otherwise).
+    serving: Option<Arc<FunctionStats>>,
 }
 
 /// What the connection does after a response.
@@ -200,13 +219,17 @@ impl Connection<'_> {
                 }
             };
             head_deadline = None;
-            // The clock is read per request only when the log needs it.
-            let received_at = self.core.access_log.as_ref().map(|_| Instant::now());
+            self.request_id = head
+                .request_id(self.input.pending())
+                .and_then(RequestId::from_client)
+                .unwrap_or_else(|| self.core.new_request_id());
+            // The clock is read per request only when the log or the
+            // stats need it (every function call's duration is counted).
+            let received_at = Instant::now();
 
             let request_len = match self.receive_body(&head).await {
                 Ok(len) => len,
                 Err(BodyFailure::Http(error)) => {
-                    let received_at = received_at.unwrap_or_else(Instant::now);
                     self.push_error(&error, Some((&head, received_at)));
                     return Next::Linger;
                 }
@@ -215,15 +238,38 @@ impl Connection<'_> {
             let keep_alive = head.keep_alive && !self.core.is_stopping();
             let table = self.core.snapshot.get();
             let decision = self.decide(&head, &table);
-            let decision = match decision.route().and_then(|route| {
-                self.check_key(&head, route, &table).err().or_else(|| {
-                    let rate = route.descriptor.rate_limit?;
-                    self.core.rate_limits.admit(&route.key, rate).err()
-                })
-            }) {
-                Some(error) => Decision::Refused(error),
+            let refusal = decision.route().and_then(|route| {
+                self.check_key(&head, route, &table)
+                    .err()
+                    .or_else(|| {
+                        let rate = route.descriptor.rate_limit?;
+                        self.core.rate_limits.admit(&route.key, rate).err()
+                    })
+                    .map(|error| (route, error))
+            });
+            let decision = match refusal {
+                Some((route, error)) => {
+                    if let RouteAction::Function(target) = &route.action {
+                        let throttle = matches!(error, HttpError::RateLimited { .. })
+                            .then_some(Throttle::RateLimit);
+                        self.record_call(
+                            target.stats.as_deref(),
+                            error.status(),
+                            received_at,
+                            None,
+                            throttle,
+                        );
+                    }
+                    Decision::Refused(error)
+                }
                 None => decision,
             };
+            if self.core.access_log.is_some() {
+                self.serving = decision.route().and_then(|route| match &route.action {
+                    RouteAction::Function(target) => target.stats.clone(),
+                    RouteAction::Static(_) => None,
+                });
+            }
             let next = match decision {
                 Decision::Function(route, target) => {
                     let handover = Handover {
@@ -231,7 +277,10 @@ impl Connection<'_> {
                         descriptor: &target.descriptor_json,
                         timeout_ms: target.timeout_ms,
                         what: &route.key,
+                        name: &target.name,
+                        version: target.version,
                         concurrency: target.concurrency.as_ref(),
+                        stats: target.stats.as_deref().map(|s| s.shard(self.core.index)),
                     };
                     self.hand_over(&head, handover, keep_alive, received_at)
                         .await
@@ -243,7 +292,10 @@ impl Connection<'_> {
                         descriptor: b"{}",
                         timeout_ms: self.core.limits.control_timeout_ms,
                         what: "the control API",
+                        name: "",
+                        version: 0,
                         concurrency: None,
+                        stats: None,
                     };
                     self.hand_over(&head, handover, keep_alive, received_at)
                         .await
@@ -341,7 +393,9 @@ impl Connection<'_> {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
-        if path.starts_with(rules::API_PATH_PREFIX) && self.core.control.has_workers() {
+        if (path.starts_with(rules::API_PATH_PREFIX) || path == rules::METRICS_PATH)
+            && self.core.control.has_workers()
+        {
             return Decision::Control;
         }
         if rules::is_reserved_path(path) {
@@ -438,6 +492,10 @@ impl Connection<'_> {
                 _ => return Ok(route),
             },
         };
+        // A version's own route (`/fn/NAME@N`) is that version already.
+        if route.key.starts_with(&format!("ANY:/fn/{function}@")) {
+            return Ok(route);
+        }
         let own_prefix = format!("/fn/{function}");
         let rest = match path.strip_prefix(&own_prefix) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
@@ -460,13 +518,16 @@ impl Connection<'_> {
         head: &RequestHead,
         handover: Handover<'_>,
         keep_alive: bool,
-        received_at: Option<Instant>,
+        received_at: Instant,
     ) -> Next {
+        let stats = handover.stats;
         let _permit = match handover.concurrency {
             Some(limit) => match limit.acquire().await {
                 Ok(permit) => Some(permit),
                 Err(error) => {
-                    return self.push_response_error(head, &error, keep_alive, received_at)
+                    let throttle = Some(Throttle::Concurrency);
+                    self.record_shard(stats, error.status(), received_at, None, throttle);
+                    return self.push_response_error(head, &error, keep_alive, received_at);
                 }
             },
             None => None,
@@ -491,32 +552,55 @@ impl Connection<'_> {
         if head.version_minor == 0 {
             flags |= protocol::FLAG_HTTP10;
         }
+        if let Some(shard) = stats {
+            shard.enter();
+        }
         let outcome = handover
             .to
             .call(CallRequest {
                 flags,
                 descriptor: handover.descriptor,
+                name: handover.name,
+                version: handover.version,
+                request_id: self.request_id.as_str(),
                 head: &bytes[..head.head_len],
                 body,
                 client: self.stream.as_raw_fd(),
                 timeout: Duration::from_millis(handover.timeout_ms),
             })
             .await;
+        if let Some(shard) = stats {
+            shard.leave();
+        }
         match outcome {
-            Ok(completion) => {
-                if let (Some(log), Some(received_at)) = (&self.core.access_log, received_at) {
+            Ok(Served {
+                completion,
+                worker_id,
+            }) => {
+                let throttle = match completion.failure {
+                    Some(FailureKind::Busy) => Some(Throttle::Busy),
+                    _ => None,
+                };
+                if let Some(shard) = stats {
+                    shard.record(&CallOutcome {
+                        status: completion.status,
+                        duration_us: elapsed_us(received_at),
+                        failure: completion.failure,
+                        cold_start: completion.cold_start(),
+                        throttle,
+                    });
+                }
+                self.core.gateway_stats().response(completion.status);
+                if let Some(log) = &self.core.access_log {
                     let now = Instant::now();
-                    log.record(
-                        &LogEntry {
-                            peer: self.peer,
-                            request_line: request_line(head, self.input.pending()),
-                            status: completion.status,
-                            body_bytes: completion.response_bytes as usize,
-                            received_at,
-                        },
-                        now,
-                        now,
+                    let entry = self.log_entry(
+                        request_line(head, self.input.pending()),
+                        completion.status,
+                        completion.body_bytes as usize,
+                        received_at,
+                        Some(worker_id),
                     );
+                    log.record(&entry, now, now);
                 }
                 if completion.connection_broken() {
                     eprintln!(
@@ -524,18 +608,32 @@ impl Connection<'_> {
                         self.core.index
                     );
                 }
-                if completion.connection_broken() {
+                if completion.connection_broken() || completion.connection_taken() {
                     Next::Close
                 } else {
                     Next::KeepAlive
                 }
             }
             Err(CallError::NotSent(error)) => {
+                let throttle = matches!(error, HttpError::NoWorkerAvailable { .. })
+                    .then_some(Throttle::NoWorker);
+                let failure = match &error {
+                    HttpError::Function(failure) => Some(failure.kind),
+                    _ => None,
+                };
+                self.record_shard(stats, error.status(), received_at, failure, throttle);
                 self.push_response_error(head, &error, keep_alive, received_at)
             }
             Err(CallError::WorkerLost) => {
-                let received_at = received_at.unwrap_or_else(Instant::now);
-                self.push_error(&HttpError::WorkerLost, Some((head, received_at)));
+                let error = HttpError::WorkerLost;
+                self.record_shard(
+                    stats,
+                    error.status(),
+                    received_at,
+                    Some(FailureKind::Crash),
+                    None,
+                );
+                self.push_error(&error, Some((head, received_at)));
                 Next::Close
             }
             Err(CallError::Stuck) => {
@@ -543,12 +641,46 @@ impl Connection<'_> {
                     "corefn: core {}: no completion within {} ms (+ slack) for {}; cutting the connection",
                     self.core.index, handover.timeout_ms, handover.what
                 );
+                // Counted as the timeout it is; the client sees the cut.
+                self.record_shard(stats, 504, received_at, Some(FailureKind::Timeout), None);
                 // The worker may still write: cut the connection for every
                 // holder of the socket, not just our descriptor.
                 // SAFETY: shutdown on a socket we own.
                 unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
                 Next::Close
             }
+        }
+    }
+
+    /// Counts one answered call of a function route that has stats.
+    fn record_call(
+        &self,
+        stats: Option<&FunctionStats>,
+        status: u16,
+        received_at: Instant,
+        failure: Option<FailureKind>,
+        throttle: Option<Throttle>,
+    ) {
+        let shard = stats.map(|s| s.shard(self.core.index));
+        self.record_shard(shard, status, received_at, failure, throttle);
+    }
+
+    fn record_shard(
+        &self,
+        shard: Option<&Shard>,
+        status: u16,
+        received_at: Instant,
+        failure: Option<FailureKind>,
+        throttle: Option<Throttle>,
+    ) {
+        if let Some(shard) = shard {
+            shard.record(&CallOutcome {
+                status,
+                duration_us: elapsed_us(received_at),
+                failure,
+                cold_start: false,
+                throttle,
+            });
         }
     }
 
@@ -559,14 +691,14 @@ impl Connection<'_> {
         decision: Decision<'_>,
         table: &RouteTable,
         keep_alive: bool,
-        received_at: Option<Instant>,
+        received_at: Instant,
     ) -> Next {
         let bytes = self.input.pending();
         let method = head.method(bytes);
         let path = head.path(bytes);
         let head_only = method == "HEAD";
         let connection = connection_header(head.version_minor, keep_alive);
-        let date_line = self.core.date_line();
+        let head_lines = self.head_lines();
 
         let error = match decision {
             Decision::Admin => {
@@ -583,7 +715,7 @@ impl Connection<'_> {
                             answer.status,
                             &[("content-type", answer.content_type)],
                             &answer.body,
-                            &date_line,
+                            head_lines.as_bytes(),
                             connection,
                             head_only,
                         );
@@ -595,7 +727,12 @@ impl Connection<'_> {
             }
             Decision::Route(route) => match &route.action {
                 RouteAction::Static(response) => {
-                    response.write(&mut self.output, &date_line, connection, head_only);
+                    response.write(
+                        &mut self.output,
+                        head_lines.as_bytes(),
+                        connection,
+                        head_only,
+                    );
                     let body_bytes = if head_only { 0 } else { response.body_len() };
                     self.log(head, response.status(), body_bytes, received_at);
                     return Next::KeepAlive;
@@ -629,14 +766,15 @@ impl Connection<'_> {
         head: &RequestHead,
         error: &HttpError,
         keep_alive: bool,
-        received_at: Option<Instant>,
+        received_at: Instant,
     ) -> Next {
         let keeps = keep_alive && !error.closes_connection();
         let head_only = head.is_head_method(self.input.pending());
         let connection = connection_header(head.version_minor, keeps);
+        let head_lines = self.head_lines();
         let body_bytes = error.render(
             &mut self.output,
-            &self.core.date_line(),
+            head_lines.as_bytes(),
             connection,
             head_only,
         );
@@ -648,47 +786,70 @@ impl Connection<'_> {
         }
     }
 
-    /// Queues the access-log entry of a response now in `output`.
-    fn log(
-        &mut self,
-        head: &RequestHead,
+    /// The date line and the current request's id line.
+    fn head_lines(&self) -> HeadLines {
+        HeadLines::new(&self.core.date_line(), self.request_id.as_str())
+    }
+
+    /// Counts a response now in `output` and queues its access-log entry.
+    fn log(&mut self, head: &RequestHead, status: u16, body_bytes: usize, received_at: Instant) {
+        self.core.gateway_stats().response(status);
+        if self.core.access_log.is_some() {
+            let line = request_line(head, self.input.pending());
+            let entry = self.log_entry(line, status, body_bytes, received_at, None);
+            self.log_entries.push(entry);
+        }
+    }
+
+    /// The access-log entry of the current request (only made when there
+    /// is an access log).
+    fn log_entry(
+        &self,
+        request_line: String,
         status: u16,
         body_bytes: usize,
-        received_at: Option<Instant>,
-    ) {
-        if let Some(received_at) = received_at {
-            self.log_entries.push(LogEntry {
-                peer: self.peer,
-                request_line: request_line(head, self.input.pending()),
-                status,
-                body_bytes,
-                received_at,
-            });
+        received_at: Instant,
+        worker: Option<usize>,
+    ) -> LogEntry {
+        LogEntry {
+            peer: self.peer,
+            request_line,
+            status,
+            body_bytes,
+            received_at,
+            request_id: self.request_id,
+            function: self.serving.clone(),
+            worker,
         }
     }
 
     /// Appends an error response after which the connection closes.
     fn push_error(&mut self, error: &HttpError, head: Option<(&RequestHead, Instant)>) {
+        if head.is_none() {
+            // Refused before a head: a request of its own, with its own id.
+            self.request_id = self.core.new_request_id();
+        }
         let head_only = head.is_some_and(|(h, _)| h.is_head_method(self.input.pending()));
+        let head_lines = self.head_lines();
         let body_bytes = error.render(
             &mut self.output,
-            &self.core.date_line(),
+            head_lines.as_bytes(),
             ConnectionHeader::Close,
             head_only,
         );
+        let stats = self.core.gateway_stats();
+        stats.response(error.status());
+        if let Some(reason) = ParseError::of_status(error.status()) {
+            stats.parse_error(reason);
+        }
         if self.core.access_log.is_some() {
             let bytes = self.input.pending();
             let (request_line, received_at) = match head {
                 Some((h, at)) => (request_line(h, bytes), at),
                 None => ("-".to_string(), Instant::now()),
             };
-            self.log_entries.push(LogEntry {
-                peer: self.peer,
-                request_line,
-                status: error.status(),
-                body_bytes,
-                received_at,
-            });
+            let entry = self.log_entry(request_line, error.status(), body_bytes, received_at, None);
+            self.log_entries.push(entry);
         }
     }
 
@@ -771,7 +932,16 @@ struct Handover<'a> {
     timeout_ms: u64,
     /// What the request went to, for messages.
     what: &'a str,
+    /// The function's name (or route key) and version, for its logs.
+    name: &'a str,
+    version: u32,
     concurrency: Option<&'a Arc<ConcurrencyLimit>>,
+    /// This core's shard of the function's stats.
+    stats: Option<&'a Shard>,
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Where [`Connection::decide`] sends a request.

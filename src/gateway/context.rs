@@ -10,10 +10,13 @@ use std::sync::Arc;
 use glommio::sync::Semaphore;
 
 use super::access_log::CoreAccessLog;
+use super::request::RequestId;
 use crate::clock::{self, DATE_LINE_LEN};
 use crate::config::Limits;
 use crate::routes::snapshot::CoreSnapshot;
 use crate::scheduler::admission::CoreRateLimits;
+use crate::telemetry::gateway::GatewayShard;
+use crate::telemetry::Telemetry;
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::PoolStatus;
 
@@ -33,20 +36,34 @@ pub struct CoreContext {
     pub access_log: Option<CoreAccessLog>,
     /// This core's token buckets of rate-limited routes.
     pub rate_limits: CoreRateLimits,
-    /// xorshift64 state for canary splits.
+    /// xorshift64 state for canary splits and request ids.
     random_state: Cell<u64>,
+    /// Request ids this core made so far.
+    request_ids_made: Cell<u64>,
+    /// Stats and gateway counters: this core writes its own shards.
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// What a core's context is made of, besides its index and limits.
+pub struct CoreParts {
+    pub snapshot: CoreSnapshot,
+    pub workers: Rc<CoreWorkers>,
+    pub control: Rc<CoreWorkers>,
+    pub pool_status: Option<Arc<PoolStatus>>,
+    pub access_log: Option<CoreAccessLog>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl CoreContext {
-    pub fn new(
-        index: usize,
-        limits: Limits,
-        snapshot: CoreSnapshot,
-        workers: Rc<CoreWorkers>,
-        control: Rc<CoreWorkers>,
-        pool_status: Option<Arc<PoolStatus>>,
-        access_log: Option<CoreAccessLog>,
-    ) -> CoreContext {
+    pub fn new(index: usize, limits: Limits, parts: CoreParts) -> CoreContext {
+        let CoreParts {
+            snapshot,
+            workers,
+            control,
+            pool_status,
+            access_log,
+            telemetry,
+        } = parts;
         let now = clock::unix_now_secs();
         let rate_limits = CoreRateLimits::new(limits.core_count);
         CoreContext {
@@ -63,6 +80,8 @@ impl CoreContext {
             access_log,
             rate_limits,
             random_state: Cell::new(0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 32) ^ now),
+            request_ids_made: Cell::new(0),
+            telemetry,
         }
     }
 
@@ -72,12 +91,29 @@ impl CoreContext {
 
     /// A uniform number in 0..1 (xorshift64; a canary split needs no more).
     pub fn random_unit(&self) -> f64 {
+        (self.next_random() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next_random(&self) -> u64 {
         let mut x = self.random_state.get();
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         self.random_state.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        x
+    }
+
+    /// A new request id: random, with this core's index and sequence in
+    /// its second half so that no two of one gateway repeat.
+    pub fn new_request_id(&self) -> RequestId {
+        let made = self.request_ids_made.get() + 1;
+        self.request_ids_made.set(made);
+        RequestId::generated(self.next_random(), (self.index as u64) << 56 | made)
+    }
+
+    /// This core's gateway counters.
+    pub fn gateway_stats(&self) -> &GatewayShard {
+        self.telemetry.gateway.shard(self.index)
     }
 
     pub fn is_stopping(&self) -> bool {

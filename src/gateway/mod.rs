@@ -30,13 +30,16 @@ use nix::sys::signal::{SigSet, Signal};
 use thiserror::Error;
 
 use self::access_log::{AccessLogWriter, CoreAccessLog};
-use self::context::CoreContext;
+use self::context::{CoreContext, CoreParts};
 use crate::config::{Limits, ServeOptions};
+use crate::control::observe::Observed;
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
 use crate::scheduler::collector::{self, CollectorConfig, CoreScores, ScoreBoard, WorkerScores};
 use crate::scheduler::score::Weights;
+use crate::telemetry::logs::{LogConfig, LogService};
+use crate::telemetry::{stats, Telemetry};
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::{LinkInbox, PoolSpec, Supervisor};
 
@@ -104,7 +107,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     let cpus = select_cpus(options.cores)?;
     let store = RouteStore::open(&options.db)?;
-    let (table, loaded_at) = watcher::load_initial(&store)?;
+    let telemetry = Arc::new(Telemetry::new(cpus.len()));
+    let (table, loaded_at) = watcher::load_initial(&store, &telemetry.stats)?;
+    stats::spawn_sampler(telemetry.stats.clone()).map_err(|source| ServeError::Start {
+        what: "stats sampler".into(),
+        source,
+    })?;
     let route_count = table.routes().len();
     let board = Arc::new(SnapshotBoard::new(table));
     let listeners = listener::bind_per_core(options.listen, cpus.len()).map_err(|source| {
@@ -129,6 +137,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         board.clone(),
         loaded_at,
         Duration::from_millis(options.watch_interval_ms),
+        telemetry.clone(),
     )
     .map_err(|source| ServeError::Start {
         what: "route watcher".into(),
@@ -156,15 +165,18 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             admin_key_file.display()
         );
     }
-    options.control.wasm_cache_dir = Some(options.worker.runtimes.cache_dir.clone());
-    crate::control::start(&options.db, &options.control, &control_inboxes).map_err(|source| {
-        ServeError::Start {
-            what: "control plane".into(),
-            source,
-        }
-    })?;
     let control_scores = Arc::new(ScoreBoard::new(WorkerScores::default()));
 
+    let (logs, log_channel) = LogService::start(LogConfig {
+        dir: options.logs_dir.clone(),
+        file_bytes_max: options.log_file_bytes_max,
+        files_kept: options.log_files_kept,
+    })
+    .map_err(|source| ServeError::Start {
+        what: format!("function logs in {}", options.logs_dir.display()),
+        source,
+    })?;
+    let log_channel = Arc::new(log_channel);
     let worker_count = options.workers.unwrap_or(cpus.len());
     let inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
     let score_board = Arc::new(ScoreBoard::new(WorkerScores::default()));
@@ -202,8 +214,14 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
         Some(
             Supervisor::start(
-                PoolSpec::new(executable, worker_count, cpus.len(), &options.worker)
-                    .map_err(ServeError::Config)?,
+                PoolSpec::new(
+                    executable,
+                    worker_count,
+                    cpus.len(),
+                    &options.worker,
+                    Some(log_channel.clone()),
+                )
+                .map_err(ServeError::Config)?,
                 inboxes.clone(),
             )
             .map_err(|source| ServeError::Start {
@@ -214,6 +232,21 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     } else {
         None
     };
+
+    options.control.wasm_cache_dir = Some(options.worker.runtimes.cache_dir.clone());
+    let observed = Observed {
+        telemetry: telemetry.clone(),
+        routes: board.clone(),
+        scores: score_board.clone(),
+        pool: supervisor.as_ref().map(|s| s.status.clone()),
+        logs: logs.clone(),
+    };
+    crate::control::start(&options.db, &options.control, &control_inboxes, observed).map_err(
+        |source| ServeError::Start {
+            what: "control plane".into(),
+            source,
+        },
+    )?;
 
     let shared = Arc::new(Shared {
         stop_requested: AtomicBool::new(false),
@@ -246,6 +279,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let control_scores = control_scores.clone();
         let score_board = score_board.clone();
         let pool_status = supervisor.as_ref().map(|s| s.status.clone());
+        let telemetry = telemetry.clone();
+        let access_log_format = options.access_log_format;
         let threads_per_worker = u32::try_from(options.worker.threads).unwrap_or(u32::MAX);
         let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("corefn-core-{index}"))
@@ -254,23 +289,27 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 let core = Rc::new(CoreContext::new(
                     index,
                     limits,
-                    CoreSnapshot::new(board),
-                    CoreWorkers::new(
-                        index,
-                        inbox,
-                        CoreScores::new(score_board),
-                        threads_per_worker,
-                        metrics_interval,
-                    ),
-                    CoreWorkers::new(
-                        index,
-                        control_inbox,
-                        CoreScores::new(control_scores),
-                        1,
-                        metrics_interval,
-                    ),
-                    pool_status,
-                    log_sender.map(CoreAccessLog::new),
+                    CoreParts {
+                        snapshot: CoreSnapshot::new(board),
+                        workers: CoreWorkers::new(
+                            index,
+                            inbox,
+                            CoreScores::new(score_board),
+                            threads_per_worker,
+                            metrics_interval,
+                        ),
+                        control: CoreWorkers::new(
+                            index,
+                            control_inbox,
+                            CoreScores::new(control_scores),
+                            1,
+                            metrics_interval,
+                        ),
+                        pool_status,
+                        access_log: log_sender
+                            .map(|sender| CoreAccessLog::new(sender, access_log_format)),
+                        telemetry,
+                    },
                 ));
                 core::run(core, shared.clone(), listener_fd, admin_listener_fd).await;
                 shared.cores_exited.fetch_add(1, Ordering::AcqRel);

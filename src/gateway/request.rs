@@ -7,8 +7,9 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use crate::http::encode::{self, REQUEST_ID_BYTES_MAX};
 use crate::http::error::HttpError;
-use crate::http::rules::{API_PATH_PREFIX, HEADER_COUNT_MAX};
+use crate::http::rules::{API_PATH_PREFIX, HEADER_COUNT_MAX, REQUEST_ID_HEADER};
 
 /// First size of a connection's read buffer.
 pub const READ_BUF_INITIAL_BYTES: usize = 2 * 1024;
@@ -123,8 +124,55 @@ pub struct RequestHead {
     pub version_pin: Option<Range<usize>>,
     /// The Authorization header's value.
     pub authorization: Option<Range<usize>>,
+    /// The client's `x-request-id`, valid or not.
+    pub request_id: Option<Range<usize>>,
     /// The body limit of this request's path.
     pub body_bytes_max: usize,
+}
+
+/// A request's id: the client's `x-request-id` when valid, else one the
+/// gateway made; on the stack, as every request has one.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    bytes: [u8; REQUEST_ID_BYTES_MAX],
+    len: u8,
+}
+
+impl RequestId {
+    /// The client's id, when [`encode::is_valid_request_id`] keeps it.
+    pub fn from_client(value: &[u8]) -> Option<RequestId> {
+        if !encode::is_valid_request_id(value) {
+            return None;
+        }
+        let mut id = RequestId {
+            bytes: [0; REQUEST_ID_BYTES_MAX],
+            len: value.len() as u8,
+        };
+        id.bytes[..value.len()].copy_from_slice(value);
+        Some(id)
+    }
+
+    /// 32 lowercase hex digits from two 64-bit numbers (a random one and
+    /// a per-core sequence, so that ids of one core never repeat).
+    pub fn generated(random: u64, sequence: u64) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = RequestId {
+            bytes: [0; REQUEST_ID_BYTES_MAX],
+            len: 32,
+        };
+        for (i, word) in [random, sequence].into_iter().enumerate() {
+            for nibble in 0..16 {
+                let digit = (word >> (60 - 4 * nibble)) & 0xf;
+                id.bytes[i * 16 + nibble] = HEX[digit as usize];
+            }
+        }
+        id
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII from `from_client` (checked) or `generated` (hex).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
 }
 
 impl RequestHead {
@@ -148,6 +196,10 @@ impl RequestHead {
             .as_ref()
             .map(|range| &bytes[range.clone()])
     }
+    pub fn request_id<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        self.request_id.as_ref().map(|range| &bytes[range.clone()])
+    }
+
     pub fn version_pin<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
         self.version_pin.as_ref().map(|range| &bytes[range.clone()])
     }
@@ -244,6 +296,7 @@ pub fn parse_head(
     let mut host: Option<Range<usize>> = None;
     let mut version_pin: Option<Range<usize>> = None;
     let mut authorization: Option<Range<usize>> = None;
+    let mut request_id: Option<Range<usize>> = None;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim_ows(header.value);
@@ -282,6 +335,9 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case(VERSION_PIN_HEADER) {
             let at = value.as_ptr() as usize - base;
             version_pin = Some(at..at + value.len());
+        } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
+            let at = value.as_ptr() as usize - base;
+            request_id = Some(at..at + value.len());
         }
     }
     if version_minor == 1 && host.is_none() {
@@ -323,6 +379,7 @@ pub fn parse_head(
         host,
         version_pin,
         authorization,
+        request_id,
         body_bytes_max,
     }))
 }

@@ -6,6 +6,7 @@
 //! caller's output buffer.
 
 use crate::clock::DATE_LINE_LEN;
+use crate::http::rules::REQUEST_ID_HEADER;
 
 /// How the response tells the client what happens to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,16 +93,66 @@ pub fn push_content_length(out: &mut Vec<u8>, length: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the headers the gateway owns (date, connection) and the blank
-/// line that ends the head.
-pub fn push_head_end(
-    out: &mut Vec<u8>,
-    date_line: &[u8; DATE_LINE_LEN],
-    connection: ConnectionHeader,
-) {
-    out.extend_from_slice(date_line);
+/// Appends the headers the gateway owns (`head_lines`: the date line and,
+/// for a request, its `x-request-id` line, see [`HeadLines`]; then
+/// connection) and the blank line that ends the head.
+pub fn push_head_end(out: &mut Vec<u8>, head_lines: &[u8], connection: ConnectionHeader) {
+    out.extend_from_slice(head_lines);
     out.extend_from_slice(connection.line());
     out.extend_from_slice(b"\r\n");
+}
+
+/// Longest request id the gateway passes on (a longer one from a client
+/// is replaced).
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+const HEAD_LINES_BYTES_MAX: usize =
+    DATE_LINE_LEN + REQUEST_ID_HEADER.len() + 2 + REQUEST_ID_BYTES_MAX + 2;
+
+/// The date line and the request id line of one response, on the stack.
+pub struct HeadLines {
+    bytes: [u8; HEAD_LINES_BYTES_MAX],
+    len: usize,
+}
+
+impl HeadLines {
+    /// Without a valid `request_id` ([`is_valid_request_id`]) just the
+    /// date line.
+    pub fn new(date_line: &[u8; DATE_LINE_LEN], request_id: &str) -> HeadLines {
+        let mut lines = HeadLines {
+            bytes: [0; HEAD_LINES_BYTES_MAX],
+            len: 0,
+        };
+        let id = request_id.as_bytes();
+        let parts: &[&[u8]] = if is_valid_request_id(id) {
+            &[
+                &date_line[..],
+                REQUEST_ID_HEADER.as_bytes(),
+                b": ",
+                id,
+                b"\r\n",
+            ]
+        } else {
+            &[&date_line[..]]
+        };
+        for part in parts {
+            lines.bytes[lines.len..lines.len + part.len()].copy_from_slice(part);
+            lines.len += part.len();
+        }
+        lines
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A client's `x-request-id` is kept when it is 1..=128 bytes of letters,
+/// digits and `-_.:/+=@`: nothing that could break a header or a log line.
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    (1..=REQUEST_ID_BYTES_MAX).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
 }
 
 /// A complete response with a small body (errors, admin answers); returns
@@ -111,7 +162,7 @@ pub fn push_response(
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
-    date_line: &[u8; DATE_LINE_LEN],
+    head_lines: &[u8],
     connection: ConnectionHeader,
     head_only: bool,
 ) -> usize {
@@ -120,7 +171,7 @@ pub fn push_response(
         push_header(out, name, value);
     }
     push_content_length(out, body.len());
-    push_head_end(out, date_line, connection);
+    push_head_end(out, head_lines, connection);
     if head_only {
         return 0;
     }

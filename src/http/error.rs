@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 use super::encode::{self, ConnectionHeader};
-use crate::clock::DATE_LINE_LEN;
+
 use crate::failure::{Failure, FailureKind};
 
 #[derive(Debug, Error, PartialEq)]
@@ -122,7 +122,7 @@ impl HttpError {
     pub fn render(
         &self,
         out: &mut Vec<u8>,
-        date_line: &[u8; DATE_LINE_LEN],
+        head_lines: &[u8],
         connection: ConnectionHeader,
         head_only: bool,
     ) -> usize {
@@ -136,7 +136,7 @@ impl HttpError {
             status,
             &headers[..header_count],
             body.as_bytes(),
-            date_line,
+            head_lines,
             connection,
             head_only,
         )
@@ -201,6 +201,8 @@ pub enum ApiErrorKind {
     PayloadTooLarge,
     Unprocessable,
     Internal,
+    /// A bounded resource is taken (log followers): try later.
+    Unavailable,
 }
 
 /// A control-API error: `{"error": {"code", "message", ...details}}`.
@@ -232,6 +234,7 @@ impl ApiError {
             ApiErrorKind::PayloadTooLarge => 413,
             ApiErrorKind::Unprocessable => 422,
             ApiErrorKind::Internal => 500,
+            ApiErrorKind::Unavailable => 503,
         }
     }
 
@@ -246,6 +249,7 @@ impl ApiError {
             ApiErrorKind::PayloadTooLarge => "payload_too_large",
             ApiErrorKind::Unprocessable => "compile_failed",
             ApiErrorKind::Internal => "internal",
+            ApiErrorKind::Unavailable => "unavailable",
         }
     }
 

@@ -22,11 +22,13 @@ pub const API_PATH_PREFIX: &str = "/_/api/v1/";
 
 /// Response headers the gateway writes or that describe the gateway's
 /// connection rather than a response: Content-Length and Date are set by
-/// the gateway, the rest are hop-by-hop. A descriptor may not set them; a
-/// function that prints them has them dropped.
-pub const GATEWAY_OWNED_HEADERS: [&str; 8] = [
+/// the gateway, x-request-id is the request's, the rest are hop-by-hop. A
+/// descriptor may not set them; a function that prints them has them
+/// dropped.
+pub const GATEWAY_OWNED_HEADERS: [&str; 9] = [
     "content-length",
     "date",
+    REQUEST_ID_HEADER,
     "transfer-encoding",
     "connection",
     "keep-alive",
@@ -34,6 +36,13 @@ pub const GATEWAY_OWNED_HEADERS: [&str; 8] = [
     "proxy-connection",
     "trailer",
 ];
+
+/// Prometheus' usual scrape path, answered by the control plane (reserved
+/// like `/_/`: a route there is never served).
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The request id header: the client's when valid, else the gateway's.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// RFC 9110 `tchar`.
 pub fn is_token_byte(b: u8) -> bool {
@@ -54,7 +63,7 @@ pub fn is_gateway_owned_header(name: &str) -> bool {
 
 /// Whether `path` belongs to the gateway (see [`RESERVED_PATH_PREFIX`]).
 pub fn is_reserved_path(path: &str) -> bool {
-    path == "/_" || path.starts_with(RESERVED_PATH_PREFIX)
+    path == "/_" || path == METRICS_PATH || path.starts_with(RESERVED_PATH_PREFIX)
 }
 
 #[cfg(test)]
@@ -71,6 +80,8 @@ mod tests {
         assert!(is_gateway_owned_header("upgrade"));
         assert!(!is_gateway_owned_header("content-type"));
         assert!(is_reserved_path("/_"));
+        assert!(is_reserved_path("/metrics"));
+        assert!(!is_reserved_path("/metrics/x"));
         assert!(is_reserved_path("/_/routes"));
         assert!(!is_reserved_path("/_x"));
         assert!(RESPONSE_STATUS_RANGE.contains(&599));

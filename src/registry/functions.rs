@@ -119,12 +119,13 @@ fn descriptor_json(
     spec: &VersionSpec,
     artifact: &Artifact,
     rate_limit: Option<RateLimit>,
-    function: Option<&str>,
+    function: Option<(&str, u32)>,
     canary: Option<Canary>,
 ) -> Result<String, RegistryError> {
     let mut descriptor = serde_json::Map::new();
-    if let Some(function) = function {
+    if let Some((function, version)) = function {
         descriptor.insert("function".into(), function.into());
+        descriptor.insert("version".into(), version.into());
     }
     if let Some(canary) = canary {
         descriptor.insert("canary".into(), serde_json::to_value(canary)?);
@@ -217,7 +218,7 @@ impl Registry<'_> {
     ) -> Result<u32, RegistryError> {
         check_name(name)?;
         check_spec(spec)?;
-        descriptor_json(spec, artifact, None, Some(name), None)?;
+        descriptor_json(spec, artifact, None, Some((name, 1)), None)?;
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -255,7 +256,8 @@ impl Registry<'_> {
         // Every version answers at /fn/NAME@N (what x-corefn-version and a
         // canary reach); the row never changes, like the version.
         let version_key = format!("ANY:{}/*", version_path(name, version));
-        let version_descriptor = descriptor_json(spec, artifact, None, None, None)?;
+        let version_descriptor =
+            descriptor_json(spec, artifact, None, Some((name, version)), None)?;
         tx.execute(
             "INSERT INTO functions (k, v, updated) VALUES (?1, ?2, ?3)",
             params![version_key, version_descriptor, now],
@@ -568,7 +570,13 @@ fn set_live(
         )
         .optional()?;
     let settings_rate = settings_rate.map(|(rps, burst)| RateLimit { rps, burst });
-    let descriptor = descriptor_json(&stored.spec, &artifact, settings_rate, Some(name), canary)?;
+    let descriptor = descriptor_json(
+        &stored.spec,
+        &artifact,
+        settings_rate,
+        Some((name, version)),
+        canary,
+    )?;
     let mut keys: Vec<String> = vec![own_prefix_key(name)];
     keys.extend(stored.spec.routes.iter().cloned());
     let unique: HashSet<&String> = keys.iter().collect();

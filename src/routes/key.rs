@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::http::rules::{self, RESERVED_PATH_PREFIX};
+use crate::http::rules::{self, METRICS_PATH, RESERVED_PATH_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
@@ -90,7 +90,7 @@ pub enum KeyError {
     PathCharacter,
     #[error("'*' is only allowed as a final '/*'")]
     Wildcard,
-    #[error("paths under {RESERVED_PATH_PREFIX} are reserved for corefn")]
+    #[error("paths under {RESERVED_PATH_PREFIX} and {METRICS_PATH} are reserved for corefn")]
     Reserved,
 }
 

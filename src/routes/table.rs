@@ -13,6 +13,7 @@ use super::key::{Method, MethodMatch, PathPattern, RouteKey};
 use crate::runtimes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::static_response::StaticResponse;
 use crate::scheduler::admission::ConcurrencyLimit;
+use crate::telemetry::stats::{FunctionStats, StatsRegistry};
 
 /// A row as it comes from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,14 @@ pub struct FunctionTarget {
     pub timeout_ms: u64,
     /// Shared by all cores; carried over from the previous table.
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
+    /// What its stats and logs are kept under: the deployed function's
+    /// name, or the route key of a hand-written route.
+    pub name: Box<str>,
+    /// The function's version (0: a route without one).
+    pub version: u32,
+    /// Set by [`RouteTable::attach_stats`]; the same for every route of
+    /// one function version.
+    pub stats: Option<Arc<FunctionStats>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +199,9 @@ impl RouteTable {
                 descriptor_json: row.value.as_bytes().into(),
                 timeout_ms: descriptor.timeout_ms,
                 concurrency,
+                name: descriptor.function.as_deref().unwrap_or(&row.key).into(),
+                version: descriptor.version.unwrap_or(0),
+                stats: None,
             }),
         };
         self.routes.push(Route {
@@ -199,6 +211,19 @@ impl RouteTable {
             updated: row.updated,
             action,
         });
+    }
+
+    /// Gives every function route its stats from `registry`.
+    pub fn attach_stats(&mut self, registry: &StatsRegistry) {
+        for route in &mut self.routes {
+            if let RouteAction::Function(target) = &mut route.action {
+                target.stats = Some(registry.get_or_create(
+                    &target.name,
+                    target.version,
+                    target.runtime.name(),
+                ));
+            }
+        }
     }
 
     /// The keys published with this table.

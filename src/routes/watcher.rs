@@ -11,15 +11,21 @@ use std::time::Duration;
 use super::snapshot::SnapshotBoard;
 use super::store::{RouteStore, StoreError};
 use super::table::RouteTable;
+use crate::telemetry::stats::StatsRegistry;
+use crate::telemetry::Telemetry;
 
 /// The first table, built synchronously so the gateway starts with routes,
 /// and the store's data version it was read at (hand it to [`spawn`]).
-pub fn load_initial(store: &RouteStore) -> Result<(RouteTable, i64), StoreError> {
+pub fn load_initial(
+    store: &RouteStore,
+    stats: &StatsRegistry,
+) -> Result<(RouteTable, i64), StoreError> {
     // Version first: a commit that lands between the two reads is then
     // seen as a change by the watcher instead of being missed.
     let data_version = store.data_version()?;
     let mut table = RouteTable::build(1, store.load_rows()?);
     table.set_invoke_keys(store.load_invoke_keys()?);
+    table.attach_stats(stats);
     report_skipped(&table);
     Ok((table, data_version))
 }
@@ -30,13 +36,20 @@ pub fn spawn(
     board: Arc<SnapshotBoard>,
     loaded_at: i64,
     interval: Duration,
+    telemetry: Arc<Telemetry>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("corefn-watcher".into())
-        .spawn(move || watch(store, board, loaded_at, interval))
+        .spawn(move || watch(store, board, loaded_at, interval, &telemetry))
 }
 
-fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval: Duration) {
+fn watch(
+    store: RouteStore,
+    board: Arc<SnapshotBoard>,
+    loaded_at: i64,
+    interval: Duration,
+    telemetry: &Telemetry,
+) {
     let mut data_version = Some(loaded_at);
     let mut last_error: Option<String> = None;
     loop {
@@ -49,6 +62,7 @@ fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval:
             let previous = board.current();
             let mut table = RouteTable::build_after(board.version() + 1, rows, Some(&previous));
             table.set_invoke_keys(store.load_invoke_keys()?);
+            table.attach_stats(&telemetry.stats);
             report_skipped(&table);
             board.publish(table);
             data_version = Some(version);
@@ -56,7 +70,10 @@ fn watch(store: RouteStore, board: Arc<SnapshotBoard>, loaded_at: i64, interval:
         });
         // Keep serving the last good table; report each distinct failure once.
         match result {
-            Ok(()) => last_error = None,
+            Ok(()) => {
+                telemetry.watcher_read();
+                last_error = None
+            }
             Err(error) => {
                 let text = error.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {

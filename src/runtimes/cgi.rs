@@ -15,7 +15,6 @@ use std::ops::Range;
 
 use thiserror::Error;
 
-use crate::clock::DATE_LINE_LEN;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::http::rules::{self, RESPONSE_STATUS_RANGE};
 
@@ -409,7 +408,7 @@ impl CgiResponse {
         &self,
         stdout: &[u8],
         out: &mut Vec<u8>,
-        date_line: &[u8; DATE_LINE_LEN],
+        head_lines: &[u8],
         connection: ConnectionHeader,
         head_only: bool,
     ) {
@@ -422,7 +421,7 @@ impl CgiResponse {
         if self.status != 204 && self.status != 304 {
             encode::push_content_length(out, body.len());
         }
-        encode::push_head_end(out, date_line, connection);
+        encode::push_head_end(out, head_lines, connection);
         if !head_only {
             out.extend_from_slice(body);
         }

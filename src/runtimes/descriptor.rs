@@ -82,6 +82,10 @@ pub struct Descriptor {
     /// `x-corefn-version: N` then reaches its version N at `/fn/NAME@N`.
     #[serde(default)]
     pub function: Option<String>,
+    /// The version of `function` this route serves (written by the
+    /// registry): stats and logs are kept per version.
+    #[serde(default)]
+    pub version: Option<u32>,
     /// A share of the requests that go to another version of `function`.
     #[serde(default)]
     pub canary: Option<Canary>,

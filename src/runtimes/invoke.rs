@@ -8,6 +8,8 @@
 //! worker's request threads; never writes to the client (the worker does,
 //! with the reply this returns).
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,6 @@ use super::cgi::{self, CgiRequest, CgiResponse};
 use super::descriptor::{Descriptor, Runtime};
 use super::exec::{self, ExecCall};
 use super::hosts::{self, HostCall, HostsConfig, ScriptHosts};
-use super::logs::FunctionLogs;
 use super::native::{NativeCall, NativeRuntime, OnExpiry};
 use super::settings::RuntimeSettings;
 use super::wasm::{WasmCall, WasmConfig, WasmRuntime, MEMORY_MB_MAX_DEFAULT};
@@ -27,6 +28,32 @@ pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Wasm instance slots beyond the request threads: a call that is being
 /// torn down still holds its slot for a moment.
 const WASM_SPARE_INSTANCES: u32 = 2;
+
+/// What a call printed that a log keeps, per stream, at most this much.
+pub const OUTPUT_BYTES_MAX: usize = 256 * 1024;
+
+/// What a call did besides its reply, for stats and logs: filled by the
+/// runtime whether the call succeeded or failed.
+#[derive(Debug, Default)]
+pub struct CallReport {
+    /// The call started something new: a language host, a wasm module
+    /// loaded into this process, a native library.
+    pub cold_start: bool,
+    /// Peak memory where the runtime knows it (wasm linear memory).
+    pub memory_bytes_peak: Option<u64>,
+    /// What the function wrote outside its response (bounded by
+    /// [`OUTPUT_BYTES_MAX`] each).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CallReport {
+    /// Appends to a captured stream, keeping it within [`OUTPUT_BYTES_MAX`].
+    pub fn capture(stream: &mut Vec<u8>, bytes: &[u8]) {
+        let room = OUTPUT_BYTES_MAX.saturating_sub(stream.len());
+        stream.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
 
 /// A response ready to be written: its head, and the bytes its body is a
 /// range of.
@@ -59,7 +86,6 @@ pub struct Runtimes {
     wasm: WasmRuntime,
     native: NativeRuntime,
     hosts: ScriptHosts,
-    logs: FunctionLogs,
 }
 
 impl Runtimes {
@@ -81,11 +107,9 @@ impl Runtimes {
             stdout_bytes_max: RESPONSE_BYTES_MAX,
         })
         .map_err(|e| StartError::Wasm(e.to_string()))?;
-        let logs = FunctionLogs::new(Some(settings.logs_dir.clone()));
         let hosts = ScriptHosts::new(HostsConfig {
             functions_dir: settings.functions_dir.clone(),
             scripts_dir: work_dir.join("hosts"),
-            logs: logs.clone(),
             hosts_per_function_max: threads,
             min_instances: settings.host_min_instances,
             idle_ms: settings.host_idle_ms,
@@ -102,12 +126,16 @@ impl Runtimes {
             native: NativeRuntime::new(settings.functions_dir.clone(), work_dir.join("native")),
             wasm,
             hosts,
-            logs,
         })
     }
 
-    /// Runs the request in its runtime.
-    pub fn invoke(&self, invocation: &Invocation<'_>) -> Result<Reply, Failure> {
+    /// Runs the request in its runtime; what the call printed and whether
+    /// it was a cold start go into `report`, failed or not.
+    pub fn invoke(
+        &self,
+        invocation: &Invocation<'_>,
+        report: &mut CallReport,
+    ) -> Result<Reply, Failure> {
         let descriptor = invocation.descriptor;
         let module = descriptor.module.as_deref().unwrap_or_default();
         let timeout_ms = descriptor.timeout_ms;
@@ -124,14 +152,22 @@ impl Runtimes {
                     env: &cgi_env(),
                     stdin: body,
                 })?;
-                self.logs.append(Runtime::Wasm, module, &output.stderr);
+                report.cold_start = output.cold_start;
+                report.memory_bytes_peak = Some(output.memory_bytes_peak as u64);
+                CallReport::capture(&mut report.stderr, &output.stderr);
                 cgi_reply(output.stdout)
             }
             Runtime::Exec => {
-                let stderr = self.logs.open(Runtime::Exec, module).map_err(|e| {
+                let stderr = output_file().map_err(|e| {
                     Failure::new(
                         FailureKind::Internal,
-                        format_args!("cannot open the function log: {e}"),
+                        format_args!("cannot make a file for the function's stderr: {e}"),
+                    )
+                })?;
+                let stderr_copy = stderr.try_clone().map_err(|e| {
+                    Failure::new(
+                        FailureKind::Internal,
+                        format_args!("cannot make a file for the function's stderr: {e}"),
                     )
                 })?;
                 // Absolute: the program runs in its own directory.
@@ -143,9 +179,10 @@ impl Runtimes {
                     stdin: body,
                     timeout_ms,
                     stdout_bytes_max: RESPONSE_BYTES_MAX,
-                    stderr: Some(stderr),
-                })?;
-                cgi_reply(stdout)
+                    stderr: Some(stderr_copy),
+                });
+                read_output(stderr, &mut report.stderr);
+                cgi_reply(stdout?)
             }
             Runtime::Native => {
                 let deadline = Instant::now() + Duration::from_millis(timeout_ms);
@@ -160,6 +197,7 @@ impl Runtimes {
                     },
                     deadline,
                     (invocation.on_native_expiry)(),
+                    &mut report.cold_start,
                 )?;
                 Ok(Reply {
                     response: output.response,
@@ -167,17 +205,20 @@ impl Runtimes {
                 })
             }
             Runtime::Python | Runtime::Node | Runtime::Php => {
-                let output = self.hosts.call(&HostCall {
-                    runtime: descriptor.runtime,
-                    module,
-                    handler: descriptor.handler.as_deref(),
-                    descriptor_env: &descriptor.env,
-                    request: invocation.request,
-                    body,
-                    timeout_ms,
-                    min_instances: descriptor.min_instances,
-                    max_instances: descriptor.max_instances,
-                })?;
+                let output = self.hosts.call(
+                    &HostCall {
+                        runtime: descriptor.runtime,
+                        module,
+                        handler: descriptor.handler.as_deref(),
+                        descriptor_env: &descriptor.env,
+                        request: invocation.request,
+                        body,
+                        timeout_ms,
+                        min_instances: descriptor.min_instances,
+                        max_instances: descriptor.max_instances,
+                    },
+                    report,
+                )?;
                 Ok(Reply {
                     response: output.response,
                     bytes: output.bytes,
@@ -204,6 +245,33 @@ impl Runtimes {
     /// the worker's.
     pub fn child_pids(&self) -> Vec<u32> {
         self.hosts.pids()
+    }
+}
+
+/// An anonymous file for a child's stderr: read back after the call, so a
+/// child that writes much never blocks on a pipe nobody reads.
+fn output_file() -> std::io::Result<File> {
+    let memfd = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .create("corefn-stderr")
+        .map_err(std::io::Error::other)?;
+    Ok(memfd.into_file())
+}
+
+/// What a child wrote to `file`, into `stream` (bounded); a file that
+/// cannot be read is said in the stream itself.
+fn read_output(mut file: File, stream: &mut Vec<u8>) {
+    let read = file.seek(SeekFrom::Start(0)).and_then(|_| {
+        let mut bytes = Vec::new();
+        file.take(OUTPUT_BYTES_MAX as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
+        Ok(bytes) => CallReport::capture(stream, &bytes),
+        Err(error) => CallReport::capture(
+            stream,
+            format!("corefn: cannot read the function's stderr: {error}\n").as_bytes(),
+        ),
     }
 }
 

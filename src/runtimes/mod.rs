@@ -29,7 +29,6 @@ pub mod exec;
 pub mod file_stamp;
 pub mod hosts;
 pub mod invoke;
-pub mod logs;
 pub mod native;
 pub mod process;
 pub mod settings;

@@ -22,11 +22,6 @@ pub struct RuntimeSettings {
     #[arg(long, default_value = "corefn-cache")]
     pub cache_dir: PathBuf,
 
-    /// Per-function log files (`<dir>/<runtime>/<module>.log`): function
-    /// stderr, handler output and tracebacks.
-    #[arg(long, default_value = "corefn-logs")]
-    pub logs_dir: PathBuf,
-
     /// Warm language hosts (python, node, php) kept per function and
     /// worker once the function has been called.
     #[arg(long, default_value_t = 1)]
@@ -62,7 +57,6 @@ impl RuntimeSettings {
         for (flag, path) in [
             ("--functions-dir", &self.functions_dir),
             ("--cache-dir", &self.cache_dir),
-            ("--logs-dir", &self.logs_dir),
             ("--python", &self.python),
             ("--node", &self.node),
             ("--php-cgi", &self.php_cgi),

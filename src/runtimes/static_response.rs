@@ -2,7 +2,6 @@
 //! rendered once when the route table is built so that answering costs one
 //! copy into the connection's output buffer.
 
-use crate::clock::DATE_LINE_LEN;
 use crate::http::encode::{self, ConnectionHeader};
 use crate::runtimes::descriptor::Descriptor;
 
@@ -42,12 +41,12 @@ impl StaticResponse {
     pub fn write(
         &self,
         out: &mut Vec<u8>,
-        date_line: &[u8; DATE_LINE_LEN],
+        head_lines: &[u8],
         connection: ConnectionHeader,
         head_only: bool,
     ) {
         out.extend_from_slice(&self.head);
-        encode::push_head_end(out, date_line, connection);
+        encode::push_head_end(out, head_lines, connection);
         if !head_only {
             out.extend_from_slice(&self.body);
         }

@@ -28,7 +28,8 @@ use glommio::net::UnixStream;
 use nix::errno::Errno;
 
 use super::protocol::{
-    self, Completion, DispatchHeader, ProtocolError, COMPLETION_BYTES, INLINE_BODY_BYTES_MAX,
+    self, Completion, DispatchHeader, DispatchParts, ProtocolError, COMPLETION_BYTES,
+    INLINE_BODY_BYTES_MAX,
 };
 use super::supervisor::{LinkInbox, NewLink};
 use crate::failure::{Failure, FailureKind};
@@ -78,10 +79,21 @@ impl WorkerLink {
 pub struct CallRequest<'r> {
     pub flags: u32,
     pub descriptor: &'r [u8],
+    /// The function's name (or the route key): its logs go there.
+    pub name: &'r str,
+    pub version: u32,
+    pub request_id: &'r str,
     pub head: &'r [u8],
     pub body: &'r [u8],
     pub client: RawFd,
     pub timeout: Duration,
+}
+
+/// A call's completion and the worker that answered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub completion: Completion,
+    pub worker_id: usize,
 }
 
 #[derive(Debug)]
@@ -140,7 +152,7 @@ pub struct CoreWorkers {
     inbox_seen: Cell<u64>,
     links: RefCell<Vec<Rc<WorkerLink>>>,
     pending: RefCell<HashMap<u64, Rc<PendingCall>>>,
-    next_request_id: Cell<u64>,
+    next_call_id: Cell<u64>,
 }
 
 impl CoreWorkers {
@@ -161,7 +173,7 @@ impl CoreWorkers {
             inbox_seen: Cell::new(0),
             links: RefCell::new(Vec::new()),
             pending: RefCell::new(HashMap::new()),
-            next_request_id: Cell::new(1),
+            next_call_id: Cell::new(1),
         })
     }
 
@@ -219,17 +231,17 @@ impl CoreWorkers {
                     return;
                 }
                 debug_assert!(
-                    completion.request_id < self.next_request_id.get(),
+                    completion.call_id < self.next_call_id.get(),
                     "a completion names a request this core sent"
                 );
                 // None: the call gave up waiting (stuck) before it came.
-                let pending = self.pending.borrow().get(&completion.request_id).cloned();
+                let pending = self.pending.borrow().get(&completion.call_id).cloned();
                 if let Some(pending) = pending {
                     if !std::ptr::eq(Rc::as_ptr(&pending.link), link) {
                         debug_assert!(false, "completion from the worker the call went to");
                         eprintln!(
                             "corefn: core {}: worker {} completed request {} that went to another worker; ignored",
-                            self.core_index, link.worker_id, completion.request_id
+                            self.core_index, link.worker_id, completion.call_id
                         );
                         return;
                     }
@@ -336,9 +348,9 @@ impl CoreWorkers {
     }
 
     /// Sends the request to a worker and waits for its completion.
-    pub async fn call(&self, request: CallRequest<'_>) -> Result<Completion, CallError> {
-        let request_id = self.next_request_id.get();
-        self.next_request_id.set(request_id + 1);
+    pub async fn call(&self, request: CallRequest<'_>) -> Result<Served, CallError> {
+        let call_id = self.next_call_id.get();
+        self.next_call_id.set(call_id + 1);
 
         let memfd = if request.body.len() > INLINE_BODY_BYTES_MAX {
             Some(sealed_memfd(request.body).map_err(|e| {
@@ -354,27 +366,32 @@ impl CoreWorkers {
         if memfd.is_some() {
             flags |= protocol::FLAG_BODY_IN_MEMFD;
         }
-        let header = DispatchHeader {
-            flags,
-            request_id,
-            descriptor_len: request.descriptor.len() as u32,
-            head_len: request.head.len() as u32,
-            body_len: request.body.len() as u64,
-        };
         let inline_body = if memfd.is_some() {
             &[][..]
         } else {
             request.body
         };
+        let parts = DispatchParts {
+            descriptor: request.descriptor,
+            name: request.name,
+            request_id: request.request_id,
+            head: request.head,
+            inline_body,
+        };
+        let header = DispatchHeader::for_parts(
+            flags,
+            call_id,
+            request.version,
+            &parts,
+            request.body.len() as u64,
+        );
         let mut link = self.wait_for_link().await?;
         let mut full_channel_retries = 0;
         loop {
             let sent = protocol::send_dispatch(
                 link.channel.as_fd(),
                 &header,
-                request.descriptor,
-                request.head,
-                inline_body,
+                &parts,
                 request.client,
                 memfd.as_ref().map(|fd| fd.as_raw_fd()),
             );
@@ -409,9 +426,7 @@ impl CoreWorkers {
             outcome: Cell::new(None),
             waker: Cell::new(None),
         });
-        self.pending
-            .borrow_mut()
-            .insert(request_id, pending.clone());
+        self.pending.borrow_mut().insert(call_id, pending.clone());
         debug_assert!(
             link.in_flight() < IN_FLIGHT_PER_LINK_MAX,
             "the choice only takes links with room"
@@ -421,19 +436,22 @@ impl CoreWorkers {
             Ok(Wait(pending).await)
         })
         .await;
-        self.pending.borrow_mut().remove(&request_id);
+        self.pending.borrow_mut().remove(&call_id);
         let in_flight = link.in_flight();
         debug_assert!(in_flight > 0, "in-flight count never negative");
         link.in_flight.set(in_flight.saturating_sub(1));
         match waited {
             Ok(Outcome::Completed(completion)) => {
                 link.served.set(link.served() + 1);
-                Ok(completion)
+                Ok(Served {
+                    completion,
+                    worker_id: link.worker_id,
+                })
             }
             Ok(Outcome::WorkerLost) => Err(CallError::WorkerLost),
             Err(_) => {
                 eprintln!(
-                    "corefn: core {}: worker {} (pid {}) did not complete request {request_id} in time",
+                    "corefn: core {}: worker {} (pid {}) did not complete request {call_id} in time",
                     self.core_index, link.worker_id, link.pid
                 );
                 Err(CallError::Stuck)

@@ -3,19 +3,26 @@
 //! sides use these functions.
 //!
 //! Dispatch (core → worker), little-endian, followed by the descriptor JSON,
-//! the raw request head and the inline body; SCM_RIGHTS carries the client
-//! socket and, for a body over [`INLINE_BODY_BYTES_MAX`], a sealed memfd:
+//! the log name (function name or route key), the request id, the raw
+//! request head and the inline body; SCM_RIGHTS carries the client socket
+//! and, for a body over [`INLINE_BODY_BYTES_MAX`], a sealed memfd:
 //!
 //! ```text
-//! 0  u32 magic "CFD1"   4  u32 flags        8  u64 request_id
+//! 0  u32 magic "CFD2"   4  u32 flags        8  u64 call_id
 //! 16 u32 descriptor_len 20 u32 head_len     24 u64 body_len
+//! 32 u16 name_len       34 u16 request_id_len 36 u32 version
 //! ```
 //!
-//! Completion (worker → core), 32 bytes, no descriptors:
+//! `call_id` is the core's own sequence number of the call; the request id
+//! is the `x-request-id` the client sees.
+//!
+//! Completion (worker → core), 40 bytes, no descriptors:
 //!
 //! ```text
-//! 0  u32 magic "CFC1"   4  u16 status       6  u16 flags
-//! 8  u64 request_id     16 u64 response_bytes 24 u64 duration_us
+//! 0  u32 magic "CFC2"   4  u16 status       6  u16 flags
+//! 8  u64 call_id        16 u64 body_bytes 24 u64 duration_us
+//! 32 u8 failure (0: none, else 1 + index in FailureKind::ALL)
+//! 33 u8 reserved        34 u16 reserved     36 u32 memory_kb_peak (0: unknown)
 //! ```
 
 use std::fs::File;
@@ -28,13 +35,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, send, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use thiserror::Error;
 
+use crate::failure::FailureKind;
 use crate::http::encode::ConnectionHeader;
 use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
-pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD1");
-pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC1");
-pub const DISPATCH_HEADER_BYTES: usize = 32;
-pub const COMPLETION_BYTES: usize = 32;
+pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD2");
+pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC2");
+pub const DISPATCH_HEADER_BYTES: usize = 40;
+pub const COMPLETION_BYTES: usize = 40;
 /// Bodies up to this travel inside the dispatch message; larger ones in a
 /// sealed memfd, so a message always fits the socket buffer.
 pub const INLINE_BODY_BYTES_MAX: usize = 32 * 1024;
@@ -54,6 +62,13 @@ pub const COMPLETION_CONNECTION_BROKEN: u16 = 1 << 0;
 /// stop ran past its deadline); choose it no more. Sent on every channel,
 /// with [`COMPLETION_STATUS_NONE`] where no request completes.
 pub const COMPLETION_WORKER_RETIRING: u16 = 1 << 1;
+/// Completion flag: the call started something new (a language host, a
+/// wasm instance template, a native library): a cold start.
+pub const COMPLETION_COLD_START: u16 = 1 << 2;
+/// Completion flag: whoever answered keeps the client socket (a streamed
+/// response, such as a log follow): the core closes its own descriptor
+/// without shutting the connection down.
+pub const COMPLETION_CONNECTION_TAKEN: u16 = 1 << 3;
 /// Status of a completion that completes no request (a notice only).
 pub const COMPLETION_STATUS_NONE: u16 = 0;
 
@@ -78,21 +93,50 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchHeader {
     pub flags: u32,
-    pub request_id: u64,
+    pub call_id: u64,
     pub descriptor_len: u32,
     pub head_len: u32,
     pub body_len: u64,
+    pub name_len: u16,
+    pub request_id_len: u16,
+    /// The function's version (0: a route without one).
+    pub version: u32,
 }
 
 impl DispatchHeader {
+    /// The header of a dispatch of `parts` (`body_len`: the whole body,
+    /// inline or in a memfd).
+    pub fn for_parts(
+        flags: u32,
+        call_id: u64,
+        version: u32,
+        parts: &DispatchParts<'_>,
+        body_len: u64,
+    ) -> DispatchHeader {
+        DispatchHeader {
+            flags,
+            call_id,
+            descriptor_len: parts.descriptor.len() as u32,
+            head_len: parts.head.len() as u32,
+            body_len,
+            // Both are bounded by their producers (route keys, request ids).
+            name_len: u16::try_from(parts.name.len()).unwrap_or(u16::MAX),
+            request_id_len: u16::try_from(parts.request_id.len()).unwrap_or(u16::MAX),
+            version,
+        }
+    }
+
     pub fn encode(&self) -> [u8; DISPATCH_HEADER_BYTES] {
         let mut bytes = [0u8; DISPATCH_HEADER_BYTES];
         put_u32(&mut bytes, 0, DISPATCH_MAGIC);
         put_u32(&mut bytes, 4, self.flags);
-        put_u64(&mut bytes, 8, self.request_id);
+        put_u64(&mut bytes, 8, self.call_id);
         put_u32(&mut bytes, 16, self.descriptor_len);
         put_u32(&mut bytes, 20, self.head_len);
         put_u64(&mut bytes, 24, self.body_len);
+        put_u16(&mut bytes, 32, self.name_len);
+        put_u16(&mut bytes, 34, self.request_id_len);
+        put_u32(&mut bytes, 36, self.version);
         bytes
     }
 
@@ -106,10 +150,13 @@ impl DispatchHeader {
         }
         Ok(DispatchHeader {
             flags: u32_at(bytes, 4),
-            request_id: u64_at(bytes, 8),
+            call_id: u64_at(bytes, 8),
             descriptor_len: u32_at(bytes, 16),
             head_len: u32_at(bytes, 20),
             body_len: u64_at(bytes, 24),
+            name_len: u16_at(bytes, 32),
+            request_id_len: u16_at(bytes, 34),
+            version: u32_at(bytes, 36),
         })
     }
 
@@ -133,11 +180,24 @@ impl DispatchHeader {
     }
 }
 
+/// The variable parts of a dispatch, in their order on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchParts<'p> {
+    pub descriptor: &'p [u8],
+    pub name: &'p str,
+    pub request_id: &'p str,
+    pub head: &'p [u8],
+    pub inline_body: &'p [u8],
+}
+
 /// A received dispatch: its parts are ranges of the receive buffer.
 #[derive(Debug)]
 pub struct Dispatch<'m> {
     pub header: DispatchHeader,
     pub descriptor: &'m [u8],
+    /// The function's name, or the route key of a hand-written route.
+    pub name: &'m str,
+    pub request_id: &'m str,
     pub head: &'m [u8],
     /// Empty when the body is in the memfd.
     pub inline_body: &'m [u8],
@@ -149,9 +209,13 @@ pub struct Dispatch<'m> {
 pub struct Completion {
     pub status: u16,
     pub flags: u16,
-    pub request_id: u64,
-    pub response_bytes: u64,
+    pub call_id: u64,
+    pub body_bytes: u64,
     pub duration_us: u64,
+    pub failure: Option<FailureKind>,
+    /// Peak memory of the call where the runtime knows it (wasm linear
+    /// memory); 0 otherwise.
+    pub memory_kb_peak: u32,
 }
 
 impl Completion {
@@ -160,9 +224,11 @@ impl Completion {
         put_u32(&mut bytes, 0, COMPLETION_MAGIC);
         put_u16(&mut bytes, 4, self.status);
         put_u16(&mut bytes, 6, self.flags);
-        put_u64(&mut bytes, 8, self.request_id);
-        put_u64(&mut bytes, 16, self.response_bytes);
+        put_u64(&mut bytes, 8, self.call_id);
+        put_u64(&mut bytes, 16, self.body_bytes);
         put_u64(&mut bytes, 24, self.duration_us);
+        bytes[32] = self.failure.map_or(0, |kind| kind.index() as u8 + 1);
+        put_u32(&mut bytes, 36, self.memory_kb_peak);
         bytes
     }
 
@@ -177,9 +243,18 @@ impl Completion {
         Ok(Completion {
             status: u16_at(bytes, 4),
             flags: u16_at(bytes, 6),
-            request_id: u64_at(bytes, 8),
-            response_bytes: u64_at(bytes, 16),
+            call_id: u64_at(bytes, 8),
+            body_bytes: u64_at(bytes, 16),
             duration_us: u64_at(bytes, 24),
+            failure: match bytes[32] {
+                0 => None,
+                n => Some(
+                    *FailureKind::ALL
+                        .get(usize::from(n) - 1)
+                        .ok_or(ProtocolError::Lengths)?,
+                ),
+            },
+            memory_kb_peak: u32_at(bytes, 36),
         })
     }
 
@@ -190,6 +265,14 @@ impl Completion {
     pub fn worker_retiring(&self) -> bool {
         self.flags & COMPLETION_WORKER_RETIRING != 0
     }
+
+    pub fn cold_start(&self) -> bool {
+        self.flags & COMPLETION_COLD_START != 0
+    }
+
+    pub fn connection_taken(&self) -> bool {
+        self.flags & COMPLETION_CONNECTION_TAKEN != 0
+    }
 }
 
 /// Sends one dispatch without blocking (`EAGAIN` comes back as
@@ -197,24 +280,40 @@ impl Completion {
 pub fn send_dispatch(
     channel: BorrowedFd<'_>,
     header: &DispatchHeader,
-    descriptor: &[u8],
-    head: &[u8],
-    inline_body: &[u8],
+    parts: &DispatchParts<'_>,
     client: RawFd,
     body_memfd: Option<RawFd>,
 ) -> Result<(), ProtocolError> {
+    let DispatchParts {
+        descriptor,
+        name,
+        request_id,
+        head,
+        inline_body,
+    } = *parts;
     assert_eq!(
         header.descriptor_len as usize,
         descriptor.len(),
         "header matches parts"
     );
     assert_eq!(header.head_len as usize, head.len(), "header matches parts");
+    assert_eq!(header.name_len as usize, name.len(), "header matches parts");
+    assert_eq!(
+        header.request_id_len as usize,
+        request_id.len(),
+        "header matches parts"
+    );
     assert!(
         header.body_in_memfd() == body_memfd.is_some()
             && (header.body_in_memfd() || header.body_len == inline_body.len() as u64),
         "the body travels inline or in the memfd, as the header says"
     );
-    let total = DISPATCH_HEADER_BYTES + descriptor.len() + head.len() + inline_body.len();
+    let total = DISPATCH_HEADER_BYTES
+        + descriptor.len()
+        + name.len()
+        + request_id.len()
+        + head.len()
+        + inline_body.len();
     // The receiver's buffer is DISPATCH_BYTES_MAX: a longer message would
     // arrive cut short.
     if total > DISPATCH_BYTES_MAX {
@@ -224,6 +323,8 @@ pub fn send_dispatch(
     let parts = [
         IoSlice::new(&encoded),
         IoSlice::new(descriptor),
+        IoSlice::new(name.as_bytes()),
+        IoSlice::new(request_id.as_bytes()),
         IoSlice::new(head),
         IoSlice::new(inline_body),
     ];
@@ -290,7 +391,9 @@ pub fn recv_dispatch<'m>(
         return Err(ProtocolError::Descriptors(fds.len(), expected_fds));
     }
     let descriptor_end = DISPATCH_HEADER_BYTES + header.descriptor_len as usize;
-    let head_end = descriptor_end + header.head_len as usize;
+    let name_end = descriptor_end + usize::from(header.name_len);
+    let request_id_end = name_end + usize::from(header.request_id_len);
+    let head_end = request_id_end + header.head_len as usize;
     let inline_len = if header.body_in_memfd() {
         0
     } else {
@@ -299,6 +402,11 @@ pub fn recv_dispatch<'m>(
     if head_end + inline_len != len {
         return Err(ProtocolError::Lengths);
     }
+    let text = |range: std::ops::Range<usize>| {
+        std::str::from_utf8(&bytes[range]).map_err(|_| ProtocolError::Lengths)
+    };
+    let name = text(descriptor_end..name_end)?;
+    let request_id = text(name_end..request_id_end)?;
     let mut fds = fds.into_iter();
     let (Some(client), body_memfd) = (fds.next(), fds.next()) else {
         return Err(ProtocolError::Descriptors(0, expected_fds));
@@ -306,11 +414,23 @@ pub fn recv_dispatch<'m>(
     Ok(Dispatch {
         header,
         descriptor: &bytes[DISPATCH_HEADER_BYTES..descriptor_end],
-        head: &bytes[descriptor_end..head_end],
+        name,
+        request_id,
+        head: &bytes[request_id_end..head_end],
         inline_body: &bytes[head_end..],
         client,
         body_memfd,
     })
+}
+
+/// How much of a response's body went out when `written` bytes of
+/// `response` (head first) did.
+pub fn body_bytes_written(response: &[u8], written: usize) -> u64 {
+    let head_bytes = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |at| at + 4);
+    written.saturating_sub(head_bytes) as u64
 }
 
 /// How long a response write may wait for a client that does not read.
@@ -376,11 +496,24 @@ mod tests {
         let completion = Completion {
             status: 504,
             flags: COMPLETION_CONNECTION_BROKEN,
-            request_id: 7,
-            response_bytes: 123,
+            call_id: 7,
+            body_bytes: 123,
             duration_us: 456,
+            failure: None,
+            memory_kb_peak: 0,
         };
         assert_eq!(Completion::decode(&completion.encode()), Ok(completion));
+        for kind in FailureKind::ALL {
+            let failed = Completion {
+                failure: Some(kind),
+                memory_kb_peak: 640,
+                flags: COMPLETION_COLD_START,
+                ..completion
+            };
+            let decoded = Completion::decode(&failed.encode()).expect("decodes");
+            assert_eq!(decoded, failed);
+            assert!(decoded.cold_start() && !decoded.connection_taken());
+        }
         assert_eq!(
             Completion::decode(&[0u8; COMPLETION_BYTES]),
             Err(ProtocolError::Magic(0))
@@ -403,27 +536,21 @@ mod tests {
             SockFlag::SOCK_CLOEXEC,
         )
         .expect("client pair");
-        let header = DispatchHeader {
-            flags: FLAG_KEEP_ALIVE,
-            request_id: 42,
-            descriptor_len: 2,
-            head_len: 5,
-            body_len: 3,
+        let parts = DispatchParts {
+            descriptor: b"{}",
+            name: "greet",
+            request_id: "req-1",
+            head: b"HEAD!",
+            inline_body: b"abc",
         };
-        send_dispatch(
-            core_end.as_fd(),
-            &header,
-            b"{}",
-            b"HEAD!",
-            b"abc",
-            client.as_raw_fd(),
-            None,
-        )
-        .expect("send");
+        let header = DispatchHeader::for_parts(FLAG_KEEP_ALIVE, 42, 3, &parts, 3);
+        send_dispatch(core_end.as_fd(), &header, &parts, client.as_raw_fd(), None).expect("send");
         let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
         let dispatch = recv_dispatch(worker_end.as_fd(), &mut buffer).expect("recv");
         assert_eq!(dispatch.header, header);
         assert_eq!(dispatch.descriptor, b"{}");
+        assert_eq!((dispatch.name, dispatch.request_id), ("greet", "req-1"));
+        assert_eq!(dispatch.header.version, 3);
         assert_eq!(dispatch.head, b"HEAD!");
         assert_eq!(dispatch.inline_body, b"abc");
         assert!(dispatch.body_memfd.is_none());

@@ -44,6 +44,8 @@ pub struct PoolSpec {
     pub core_count: usize,
     /// Handed to every worker whole, as [`WorkerSettings::to_json`] made it.
     pub settings_json: String,
+    /// Where workers send function log lines (shared by all of them).
+    pub log_channel: Option<Arc<OwnedFd>>,
 }
 
 impl PoolSpec {
@@ -52,12 +54,14 @@ impl PoolSpec {
         worker_count: usize,
         core_count: usize,
         settings: &WorkerSettings,
+        log_channel: Option<Arc<OwnedFd>>,
     ) -> Result<PoolSpec, String> {
         Ok(PoolSpec {
             executable,
             worker_count,
             core_count,
             settings_json: settings.to_json()?,
+            log_channel,
         })
     }
 }
@@ -293,7 +297,11 @@ fn start_worker(
         gateway_ends.push(gateway_end);
         worker_ends.push(worker_end);
     }
-    let worker_raw: Vec<RawFd> = worker_ends.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut worker_raw: Vec<RawFd> = worker_ends.iter().map(|fd| fd.as_raw_fd()).collect();
+    // The log channel goes right after the core channels.
+    if let Some(log) = &spec.log_channel {
+        worker_raw.push(log.as_raw_fd());
+    }
     let mut command = Command::new(&spec.executable);
     command
         .arg("worker")
@@ -306,6 +314,9 @@ fn start_worker(
         .arg("--settings")
         .arg(&spec.settings_json)
         .stdin(Stdio::null());
+    if spec.log_channel.is_some() {
+        command.arg("--log-channel");
+    }
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (fcntl, dup2, close_range).
     unsafe {
@@ -324,8 +335,9 @@ fn start_worker(
     Ok(child)
 }
 
-/// In the child: move channel `c` to `FIRST_CHANNEL_FD + c` and close every
-/// other inherited descriptor above them (client sockets among them).
+/// In the child: move channel `c` to `FIRST_CHANNEL_FD + c` (the log
+/// channel, when there is one, is the last) and close every other
+/// inherited descriptor above them (client sockets among them).
 fn place_channels(worker_ends: &[RawFd]) -> std::io::Result<()> {
     let mut parked = Vec::with_capacity(worker_ends.len());
     for &fd in worker_ends {

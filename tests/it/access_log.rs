@@ -1,4 +1,5 @@
-//! --access-log: Common Log Format lines with ttfb_us / ttlb_us.
+//! --access-log: Common Log Format lines with ttfb_us / ttlb_us and the
+//! request id, or JSON lines (`--access-log-format json`).
 
 use crate::common::*;
 use std::path::Path;
@@ -15,9 +16,10 @@ struct LogLine {
     bytes: u64,
     ttfb_us: u64,
     ttlb_us: u64,
+    request_id: String,
 }
 
-/// Parses `127.0.0.1 - - [23/Nov/2026:17:56:43 +0000] "GET /hello HTTP/1.1" 200 14 ttfb_us=12 ttlb_us=15`.
+/// Parses `127.0.0.1 - - [23/Nov/2026:17:56:43 +0000] "GET /hello HTTP/1.1" 200 14 ttfb_us=12 ttlb_us=15 request_id=ID`.
 fn parse_line(line: &str) -> Result<LogLine, String> {
     let err = |what: &str| format!("{what} in access log line {line:?}");
     let (host, rest) = line
@@ -33,11 +35,15 @@ fn parse_line(line: &str) -> Result<LogLine, String> {
         _ => return Err(err("request is not `METHOD TARGET VERSION`")),
     };
     let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.len() != 4 {
+    if fields.len() != 5 {
         return Err(err(
-            "expected `STATUS BYTES ttfb_us=N ttlb_us=N` after the request",
+            "expected `STATUS BYTES ttfb_us=N ttlb_us=N request_id=ID` after the request",
         ));
     }
+    let request_id = fields[4]
+        .strip_prefix("request_id=")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| err("bad request_id field"))?;
     let status = fields[0].parse().map_err(|_| err("bad status"))?;
     let bytes = fields[1].parse().map_err(|_| err("bad byte count"))?;
     let ttfb_us = fields[2]
@@ -77,6 +83,7 @@ fn parse_line(line: &str) -> Result<LogLine, String> {
         bytes,
         ttfb_us,
         ttlb_us,
+        request_id: request_id.to_string(),
     })
 }
 
@@ -140,6 +147,56 @@ fn access_log_file_has_common_log_format_lines() {
         first.target, "/hello",
         "lines in request order on one connection"
     );
+    assert_eq!(
+        Some(first.request_id.as_str()),
+        ok.header("x-request-id"),
+        "the line carries the id the client saw"
+    );
+}
+
+#[test]
+fn json_access_log_names_the_function_its_worker_and_the_request_id() {
+    let log_dir = tempfile::tempdir().expect("tempdir for access log");
+    let log = log_dir.path().join("access.json");
+    let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/functions");
+    let s = Server::start_with_demo(&[
+        "--access-log",
+        log.to_str().expect("utf-8 path"),
+        "--access-log-format",
+        "json",
+        "--functions-dir",
+        functions,
+    ]);
+    let mut c = Conn::connect(s.addr());
+    c.write(b"GET /wasm/hello HTTP/1.1\r\nHost: t\r\nx-request-id: trace-42\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-request-id"), Some("trace-42"));
+    c.write(get_req("/missing").as_bytes());
+    assert_eq!(c.read_response().status, 404);
+    wait_until(Duration::from_secs(3), || read_lines(&log).len() >= 2)
+        .unwrap_or_else(|| panic!("access log has {:?}", read_lines(&log)));
+    let lines: Vec<serde_json::Value> = read_lines(&log)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let call = &lines[0];
+    assert_eq!(call["request"], "GET /wasm/hello HTTP/1.1");
+    assert_eq!(call["request_id"], "trace-42");
+    assert_eq!(call["status"], 200);
+    assert_eq!(call["function"], "GET:/wasm/hello");
+    assert_eq!(call["version"], 0);
+    assert!(call["worker"].is_u64(), "{call}");
+    assert_eq!(call["bytes"].as_u64(), Some(r.body.len() as u64));
+    assert!(call["ttfb_us"].as_u64() <= call["ttlb_us"].as_u64());
+    assert!(
+        call["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{call}"
+    );
+    let missing = &lines[1];
+    assert_eq!(missing["status"], 404);
+    assert!(missing["function"].is_null() && missing["worker"].is_null());
+    assert_eq!(missing["request_id"].as_str().map(str::len), Some(32));
 }
 
 #[test]

@@ -21,6 +21,9 @@
 //! * Control plane: `control_api` (deploys, versions, rollback, delete,
 //!   keys and scopes, the schema and its migration).
 //! * Tools: `bench_smoke` (corefn-bench against corefn).
+//! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
+//!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
+//!   queries only metrics corefn exposes).
 //!
 //! The tests run as threads of this one process, any of them at the same
 //! time as any other: each server gets its own port (never one handed out
@@ -41,6 +44,7 @@ mod exec_functions;
 mod function_concurrency;
 mod function_deploy;
 mod function_errors;
+mod grafana_dashboard;
 mod host_contracts;
 mod invalid_rows;
 mod keep_alive;
@@ -49,6 +53,7 @@ mod native_functions;
 mod node_functions;
 mod php_functions;
 mod pipelining;
+mod prometheus;
 mod python_functions;
 mod request_bodies;
 mod routing;

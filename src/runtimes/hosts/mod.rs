@@ -18,8 +18,9 @@
 //! as they come back, so new requests run the new code. A version that
 //! fails to load is remembered (for [`LOAD_FAILURE_KEPT_MS`] or until the
 //! file changes), so a broken deploy costs a start per worker every few
-//! seconds, not one per request. Handler stdout/stderr go to the function's
-//! log file ([`super::logs`]).
+//! seconds, not one per request. A host's stdout and stderr are pipes that
+//! the worker drains after each call into its [`CallReport`]: what a
+//! handler prints lands on that invocation's log lines.
 //!
 //! Files by concern: this one the public surface ([`ScriptHosts`] and its
 //! call), [`pool`] the registry of pools and their hosts, [`start`]
@@ -50,7 +51,7 @@ use thiserror::Error;
 
 use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
-use super::logs::FunctionLogs;
+use super::invoke::CallReport;
 use super::process::{self, kill_and_reap, set_nonblocking};
 use crate::failure::{Failure, FailureKind};
 use crate::lru::LruMap;
@@ -84,7 +85,6 @@ pub struct HostsConfig {
     pub functions_dir: PathBuf,
     /// Where the embedded host programs are written.
     pub scripts_dir: PathBuf,
-    pub logs: FunctionLogs,
     /// Hosts started per function and worker at most (the worker's
     /// threads: each runs one request at a time).
     pub hosts_per_function_max: usize,
@@ -239,7 +239,13 @@ impl ScriptHosts {
         lock(&self.pids).clone()
     }
 
-    pub fn call(&self, call: &HostCall<'_>) -> Result<HostOutput, HostError> {
+    /// Runs the call in a warm host (or a new one: a cold start); what the
+    /// host printed meanwhile goes into `report`.
+    pub fn call(
+        &self,
+        call: &HostCall<'_>,
+        report: &mut CallReport,
+    ) -> Result<HostOutput, HostError> {
         let deadline = Instant::now() + Duration::from_millis(call.timeout_ms.max(1));
         let pool = self.pool(call);
         let runtime = pool.runtime.name();
@@ -269,7 +275,10 @@ impl ScriptHosts {
                 })
             }
             None => match self.start(&pool, generation, deadline, call.timeout_ms) {
-                Ok(host) => host,
+                Ok(host) => {
+                    report.cold_start = true;
+                    host
+                }
                 Err(error) => {
                     // A start cut short by the request's deadline (a slow
                     // machine, a slow import) still leaves the pool owing
@@ -308,9 +317,10 @@ impl ScriptHosts {
                 pool.file.path(),
                 self.config.response_bytes_max,
                 deadline,
-                &self.config.logs,
+                report,
             ),
         };
+        host.drain_output(report);
         match &result {
             Ok(_) => pool.give_back(host),
             Err(error) if error.keeps_host() => pool.give_back(host),

@@ -21,8 +21,7 @@ use std::time::Instant;
 use super::fastcgi::{self, FastCgiError};
 use super::{one_line, HostCall, HostError, HostOutput};
 use crate::runtimes::cgi;
-use crate::runtimes::descriptor::Runtime;
-use crate::runtimes::logs::FunctionLogs;
+use crate::runtimes::invoke::CallReport;
 
 /// The header prelude.php sets for a script that failed.
 const FUNCTION_ERROR_HEADER: &str = "x-corefn-function-error";
@@ -120,7 +119,7 @@ pub(super) fn exchange(
     script: &Path,
     response_bytes_max: usize,
     deadline: Instant,
-    logs: &FunctionLogs,
+    report: &mut CallReport,
 ) -> Result<HostOutput, HostError> {
     let runtime = "php";
     let timeout = HostError::Timeout {
@@ -172,7 +171,7 @@ pub(super) fn exchange(
             message: other.to_string(),
         },
     })?;
-    logs.append(Runtime::Php, call.module, &output.stderr);
+    CallReport::capture(&mut report.stderr, &output.stderr);
     let mut response = cgi::parse_response(&output.stdout).map_err(|e| HostError::Response {
         runtime,
         message: e.to_string(),

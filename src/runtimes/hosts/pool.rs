@@ -25,23 +25,78 @@ pub(super) struct Host {
     pub(super) idle_since: Instant,
     /// Where its pid is listed while it lives.
     pub(super) pids: Arc<Mutex<Vec<u32>>>,
+    /// The read ends of its stdout and stderr pipes, non-blocking.
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+/// Room in a host's output pipe: what a call prints while the worker
+/// waits for its reply (the worker drains the pipe after the reply).
+const OUTPUT_PIPE_BYTES: i32 = 1024 * 1024;
+/// Bytes read from a pipe per drain at most: a host that prints without
+/// end cannot hold its worker thread.
+const OUTPUT_DRAIN_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// A host's output pipe, made non-blocking and large.
+fn output_pipe(pipe: Option<impl Into<OwnedFd>>) -> Option<File> {
+    let fd: OwnedFd = pipe?.into();
+    if set_nonblocking(fd.as_fd()).is_err() {
+        // A blocking read could hang the drain: do without this stream.
+        return None;
+    }
+    // Best effort: the default 64 KiB also works, it only fills sooner.
+    let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES));
+    Some(File::from(fd))
+}
+
+/// Reads what is in `pipe` now into `stream` (bounded).
+fn drain(pipe: &mut Option<File>, stream: &mut Vec<u8>) {
+    use std::io::Read;
+    let Some(file) = pipe else { return };
+    let mut buffer = [0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < OUTPUT_DRAIN_BYTES_MAX {
+        match file.read(&mut buffer) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => {
+                CallReport::capture(stream, &buffer[..n]);
+                drained += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 impl Host {
     pub(super) fn new(
-        child: Child,
+        mut child: Child,
         generation: u64,
         io: HostIo,
         pids: &Arc<Mutex<Vec<u32>>>,
     ) -> Host {
         lock(pids).push(child.id());
+        let stdout = output_pipe(child.stdout.take());
+        let stderr = output_pipe(child.stderr.take());
         Host {
             child,
             generation,
             io,
             idle_since: Instant::now(),
             pids: pids.clone(),
+            stdout,
+            stderr,
         }
+    }
+
+    /// Moves what the host printed since the last drain into `report`
+    /// (output written while it was idle counts for the next call).
+    pub(super) fn drain_output(&mut self, report: &mut CallReport) {
+        drain(&mut self.stdout, &mut report.stdout);
+        drain(&mut self.stderr, &mut report.stderr);
     }
 }
 

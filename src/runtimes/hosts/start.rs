@@ -42,26 +42,14 @@ impl ScriptHosts {
         }
     }
 
+    /// Starts the host with its stdout and stderr on pipes (drained by
+    /// [`Host::drain_output`] after each call).
     pub(super) fn spawn(
         &self,
         pool: &Pool,
         command: &mut std::process::Command,
     ) -> Result<Child, HostError> {
-        let log = self
-            .config
-            .logs
-            .open(pool.runtime, &pool.module)
-            .map_err(|e| HostError::Died {
-                runtime: pool.runtime.name(),
-                detail: format!("cannot open the function log: {e}"),
-            })?;
-        let log_copy = log.try_clone().map_err(|e| HostError::Died {
-            runtime: pool.runtime.name(),
-            detail: format!("cannot open the function log: {e}"),
-        })?;
-        command
-            .stdout(Stdio::from(log_copy))
-            .stderr(Stdio::from(log));
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command.spawn().map_err(|e| HostError::Unavailable {
             runtime: pool.runtime.name(),
             program: pool.program.display().to_string(),

@@ -150,9 +150,10 @@ impl NativeRuntime {
         call: &NativeCall<'_>,
         deadline: std::time::Instant,
         on_expiry: OnExpiry,
+        cold_start: &mut bool,
     ) -> Result<NativeOutput, NativeError> {
         let watch = self.watchdog.watch(deadline, on_expiry);
-        let result = self.call(call);
+        let result = self.call_noting_load(call, cold_start);
         if !watch.finish() {
             loop {
                 std::thread::park();
@@ -162,7 +163,21 @@ impl NativeRuntime {
     }
 
     pub fn call(&self, call: &NativeCall<'_>) -> Result<NativeOutput, NativeError> {
-        let loaded = self.library(call.module, call.handler.unwrap_or(HANDLER_DEFAULT))?;
+        self.call_noting_load(call, &mut false)
+    }
+
+    /// [`NativeRuntime::call`]; `loaded_now` becomes true when the library
+    /// was loaded for this call (a cold start).
+    fn call_noting_load(
+        &self,
+        call: &NativeCall<'_>,
+        loaded_now: &mut bool,
+    ) -> Result<NativeOutput, NativeError> {
+        let loaded = self.library(
+            call.module,
+            call.handler.unwrap_or(HANDLER_DEFAULT),
+            loaded_now,
+        )?;
         let str_of = |s: &[u8]| RawStr {
             ptr: s.as_ptr().cast(),
             len: s.len(),
@@ -241,7 +256,12 @@ impl NativeRuntime {
 
     /// The current version of a library, loading it when the file is new
     /// or changed.
-    fn library(&self, module: &str, handler: &str) -> Result<Arc<Loaded>, NativeError> {
+    fn library(
+        &self,
+        module: &str,
+        handler: &str,
+        loaded_now: &mut bool,
+    ) -> Result<Arc<Loaded>, NativeError> {
         let key = (module.to_string(), handler.to_string());
         let entry = match self.entries.get(&key) {
             Some(entry) => entry,
@@ -284,6 +304,7 @@ impl NativeRuntime {
             .copies_dir
             .join(format!("{}-{copy_number}-{file_name}", std::process::id()));
         let loaded = Arc::new(load(&entry, module, generation, &copy)?);
+        *loaded_now = true;
         // The previous version is unloaded when its last call drops it.
         *current = Some(loaded.clone());
         Ok(loaded)

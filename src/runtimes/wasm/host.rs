@@ -62,6 +62,11 @@ impl Host {
         self.limiter.memory_limit_hit
     }
 
+    /// The largest linear memory the call had (creation counts as growth).
+    pub(super) fn memory_bytes_peak(&self) -> usize {
+        self.limiter.memory_bytes_peak
+    }
+
     /// Runs when the store's epoch deadline is reached. Ticks only
     /// approximate time, so the deadline is checked against the clock: too
     /// early (a tick was already partly over when the deadline was set),
@@ -90,6 +95,7 @@ pub(super) struct CallLimiter {
     limits: StoreLimits,
     memory_bytes_max: usize,
     memory_limit_hit: bool,
+    memory_bytes_peak: usize,
 }
 
 impl CallLimiter {
@@ -101,6 +107,7 @@ impl CallLimiter {
                 .build(),
             memory_bytes_max,
             memory_limit_hit: false,
+            memory_bytes_peak: 0,
         }
     }
 }
@@ -114,6 +121,8 @@ impl ResourceLimiter for CallLimiter {
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes_max {
             self.memory_limit_hit = true;
+        } else {
+            self.memory_bytes_peak = self.memory_bytes_peak.max(desired);
         }
         self.limits.memory_growing(current, desired, maximum)
     }

@@ -133,6 +133,9 @@ pub struct WasmCall<'a> {
 pub struct WasmOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The module was not in this process's memory cache: a cold start.
+    pub cold_start: bool,
+    pub memory_bytes_peak: usize,
 }
 
 /// How the module of a call was obtained.
@@ -298,7 +301,7 @@ impl WasmRuntime {
     /// `proc_exit(0)` is success like returning; any other exit status is
     /// [`WasmError::Exit`].
     pub fn call(&self, call: &WasmCall) -> Result<WasmOutput, WasmError> {
-        let (prepared, _) = self.modules.get(&self.engine, &self.linker, call.module)?;
+        let (prepared, cache) = self.modules.get(&self.engine, &self.linker, call.module)?;
         if !(1..=self.memory_mb_max).contains(&call.memory_mb) {
             return Err(WasmError::MemoryOverSlot {
                 memory_mb: call.memory_mb,
@@ -340,6 +343,7 @@ impl WasmRuntime {
         };
         let timed_out = store.data().timed_out();
         let memory_limit_hit = store.data().memory_limit_hit();
+        let memory_bytes_peak = store.data().memory_bytes_peak();
         drop(store);
 
         let stdout = take_pipe(stdout)?;
@@ -363,6 +367,8 @@ impl WasmRuntime {
         Ok(WasmOutput {
             stdout,
             stderr: take_pipe(stderr)?,
+            cold_start: cache != CacheOutcome::Memory,
+            memory_bytes_peak,
         })
     }
 

@@ -33,6 +33,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::lru::LruMap;
 use crate::runtimes::descriptor::Descriptor;
 use crate::runtimes::invoke::{Runtimes, StartError};
+use crate::telemetry::logs::LogSender;
 
 /// Set by SIGUSR1, which the supervisor sends when the gateway starts
 /// shutting down: responses written from then on carry `connection: close`.
@@ -76,6 +77,8 @@ struct Worker {
     identity: Identity,
     settings: WorkerSettings,
     channels: Vec<OwnedFd>,
+    /// Where function log lines go (the gateway's log thread).
+    logs: Option<LogSender>,
     runtimes: Runtimes,
     descriptors: LruMap<Box<[u8]>, Descriptor>,
     in_flight: AtomicU32,
@@ -135,6 +138,20 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let logs = if args.log_channel {
+        let fd = FIRST_CHANNEL_FD + args.channels as RawFd;
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(WorkerError::Channel(fd));
+        }
+        // Functions' children must not write the gateway's log channel.
+        // SAFETY: F_SETFD only changes the descriptor's flags.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the supervisor placed the log channel here for this process.
+        Some(LogSender::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    } else {
+        None
+    };
 
     let runtimes = Runtimes::start(
         &settings.runtimes,
@@ -144,6 +161,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let worker = Arc::new(Worker {
         identity,
         channels,
+        logs,
         runtimes,
         descriptors: LruMap::new(DESCRIPTOR_CACHE_MAX),
         in_flight: AtomicU32::new(0),

@@ -14,13 +14,15 @@ use nix::sys::socket::{send, MsgFlags};
 use super::{Worker, DRAINING};
 use crate::clock;
 use crate::failure::{Failure, FailureKind};
+use crate::http::encode::HeadLines;
 use crate::http::error::HttpError;
-use crate::http::rules::HEADER_COUNT_MAX;
+use crate::http::rules::{HEADER_COUNT_MAX, REQUEST_ID_HEADER};
 use crate::runtimes::cgi::CgiRequest;
-use crate::runtimes::invoke::{Invocation, Reply};
+use crate::runtimes::invoke::{CallReport, Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
+use crate::telemetry::logs::{lines_from_output, LogLine, Stream};
 use crate::workers::protocol::{
-    self, Completion, Dispatch, ProtocolError, COMPLETION_CONNECTION_BROKEN,
+    self, Completion, Dispatch, ProtocolError, COMPLETION_COLD_START, COMPLETION_CONNECTION_BROKEN,
     COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HTTP10,
 };
 
@@ -89,10 +91,12 @@ impl Worker {
 
     fn serve(&self, channel: BorrowedFd<'_>, dispatch: Dispatch<'_>) {
         let started = Instant::now();
+        let started_unix_us = clock::unix_now_us();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let header = dispatch.header;
         let mut response = Vec::with_capacity(4 * 1024);
-        let status = self.respond(channel, &dispatch, &mut response);
+        let mut report = CallReport::default();
+        let (status, failure) = self.respond(channel, &dispatch, &mut response, &mut report);
         let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
         // Our copy only: the gateway keeps the connection.
         drop(dispatch.client);
@@ -100,14 +104,23 @@ impl Worker {
         if written.is_err() {
             flags |= COMPLETION_CONNECTION_BROKEN;
         }
+        if report.cold_start {
+            flags |= COMPLETION_COLD_START;
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.requests_done.fetch_add(1, Ordering::Relaxed);
+        let duration_us = started.elapsed().as_micros() as u64;
+        let memory_kb_peak = report.memory_bytes_peak.map_or(0, |bytes| {
+            u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+        });
         let completion = Completion {
             status,
             flags,
-            request_id: header.request_id,
-            response_bytes: written.unwrap_or(0) as u64,
-            duration_us: started.elapsed().as_micros() as u64,
+            call_id: header.call_id,
+            body_bytes: protocol::body_bytes_written(&response, written.unwrap_or(0)),
+            duration_us,
+            failure: failure.as_ref().map(|f| f.kind),
+            memory_kb_peak,
         };
         if let Err(error) = send(
             channel.as_raw_fd(),
@@ -120,27 +133,53 @@ impl Worker {
             );
         }
         // Off the request's path: the client and the core have their answer.
+        self.log_invocation(&Invoked {
+            name: dispatch.name,
+            version: header.version,
+            request_id: dispatch.request_id,
+            started_unix_us,
+            duration_us,
+            status,
+            failure: failure.as_ref(),
+            report: &report,
+        });
         self.runtimes.maintain();
     }
 
-    /// Renders the whole response for one dispatch; returns its status.
-    fn respond(&self, channel: BorrowedFd<'_>, dispatch: &Dispatch<'_>, out: &mut Vec<u8>) -> u16 {
+    /// Renders the whole response for one dispatch; returns its status
+    /// and, for a call that failed, how.
+    fn respond(
+        &self,
+        channel: BorrowedFd<'_>,
+        dispatch: &Dispatch<'_>,
+        out: &mut Vec<u8>,
+        report: &mut CallReport,
+    ) -> (u16, Option<Failure>) {
         let header = &dispatch.header;
         let head_only = header.head_only();
-        let result = self.run_function(channel, dispatch);
+        let result = self.run_function(channel, dispatch, report);
         // Decided after the run: the gateway may have started draining.
         let connection = header.connection(DRAINING.load(Ordering::Relaxed));
-        let date_line = clock::date_line(clock::unix_now_secs());
+        let head_lines = response_head_lines(dispatch.request_id);
         match result {
             Ok(reply) => {
-                reply
-                    .response
-                    .write_http(&reply.bytes, out, &date_line, connection, head_only);
-                reply.response.status
+                reply.response.write_http(
+                    &reply.bytes,
+                    out,
+                    head_lines.as_bytes(),
+                    connection,
+                    head_only,
+                );
+                (reply.response.status, None)
             }
             Err(error) => {
-                error.render(out, &date_line, connection, head_only);
-                error.status()
+                error.render(out, head_lines.as_bytes(), connection, head_only);
+                let status = error.status();
+                let failure = match error {
+                    HttpError::Function(failure) => failure,
+                    other => Failure::new(FailureKind::Internal, other),
+                };
+                (status, Some(failure))
             }
         }
     }
@@ -150,6 +189,7 @@ impl Worker {
         &self,
         channel: BorrowedFd<'_>,
         dispatch: &Dispatch<'_>,
+        report: &mut CallReport,
     ) -> Result<Reply, HttpError> {
         let descriptor = self.descriptor(dispatch.descriptor)?;
         let body_from_memfd;
@@ -178,8 +218,17 @@ impl Worker {
         }
         let target = request.path.unwrap_or("/");
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let header_pairs: Vec<(&str, &[u8])> =
-            request.headers.iter().map(|h| (h.name, h.value)).collect();
+        // The request id the gateway settled on replaces whatever the
+        // client sent under that name.
+        let mut header_pairs: Vec<(&str, &[u8])> = request
+            .headers
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case(REQUEST_ID_HEADER))
+            .map(|h| (h.name, h.value))
+            .collect();
+        if !dispatch.request_id.is_empty() {
+            header_pairs.push((REQUEST_ID_HEADER, dispatch.request_id.as_bytes()));
+        }
         let remote_addr = socket2::SockRef::from(&dispatch.client)
             .peer_addr()
             .ok()
@@ -202,12 +251,15 @@ impl Worker {
         let module = descriptor.module.as_deref().unwrap_or_default();
         let on_native_expiry =
             || self.on_native_timeout(channel, dispatch, module, descriptor.timeout_ms);
-        let reply = self.runtimes.invoke(&Invocation {
-            descriptor: &descriptor,
-            request: &cgi_request,
-            body,
-            on_native_expiry: &on_native_expiry,
-        })?;
+        let reply = self.runtimes.invoke(
+            &Invocation {
+                descriptor: &descriptor,
+                request: &cgi_request,
+                body,
+                on_native_expiry: &on_native_expiry,
+            },
+            report,
+        )?;
         Ok(reply)
     }
 
@@ -228,6 +280,7 @@ impl Worker {
         let header = dispatch.header;
         let worker_id = self.identity.worker_id;
         let module = module.to_string();
+        let request_id = dispatch.request_id.to_string();
         let started = Instant::now();
         Box::new(move || {
             // Every core stops choosing this worker first, so that requests
@@ -235,9 +288,11 @@ impl Worker {
             let mut notice = Completion {
                 status: COMPLETION_STATUS_NONE,
                 flags: COMPLETION_WORKER_RETIRING,
-                request_id: header.request_id,
-                response_bytes: 0,
+                call_id: header.call_id,
+                body_bytes: 0,
                 duration_us: 0,
+                failure: None,
+                memory_kb_peak: 0,
             };
             for fd in all_channel_fds.iter().filter(|&&fd| fd != channel_fd) {
                 let _ = send(*fd, &notice.encode(), MsgFlags::MSG_NOSIGNAL);
@@ -245,11 +300,11 @@ impl Worker {
             thread::sleep(RETIRING_NOTICE_LEAD);
             let error = HttpError::Function(Failure::timeout(timeout_ms));
             let mut out = Vec::with_capacity(256);
-            let date_line = clock::date_line(clock::unix_now_secs());
+            let head_lines = response_head_lines(&request_id);
             let head_only = header.head_only();
             error.render(
                 &mut out,
-                &date_line,
+                head_lines.as_bytes(),
                 header.connection(DRAINING.load(Ordering::Relaxed)),
                 head_only,
             );
@@ -258,10 +313,11 @@ impl Worker {
             let client = unsafe { BorrowedFd::borrow_raw(client_fd) };
             let written = protocol::write_to_client(client, &out);
             notice.status = error.status();
+            notice.failure = Some(FailureKind::Timeout);
             if written.is_err() {
                 notice.flags |= COMPLETION_CONNECTION_BROKEN;
             }
-            notice.response_bytes = written.unwrap_or(0) as u64;
+            notice.body_bytes = protocol::body_bytes_written(&out, written.unwrap_or(0));
             notice.duration_us = started.elapsed().as_micros() as u64;
             let _ = send(channel_fd, &notice.encode(), MsgFlags::MSG_NOSIGNAL);
             eprintln!(
@@ -272,5 +328,84 @@ impl Worker {
             // that other threads (one stuck in native code) might race.
             unsafe { libc::_exit(70) }
         })
+    }
+}
+
+/// The date line and the request's id line of a response this worker writes.
+fn response_head_lines(request_id: &str) -> HeadLines {
+    let date_line = clock::date_line(clock::unix_now_secs());
+    HeadLines::new(&date_line, request_id)
+}
+
+/// One finished call, for its log lines.
+pub(super) struct Invoked<'a> {
+    pub name: &'a str,
+    pub version: u32,
+    pub request_id: &'a str,
+    pub started_unix_us: u64,
+    pub duration_us: u64,
+    pub status: u16,
+    pub failure: Option<&'a Failure>,
+    pub report: &'a CallReport,
+}
+
+impl Worker {
+    /// The call's log lines: START, what it printed, END with its report
+    /// (Lambda's START / END / REPORT, in two lines). Sent without waiting:
+    /// a full log channel drops lines (counted), never delays a call.
+    fn log_invocation(&self, invoked: &Invoked<'_>) {
+        let Some(logs) = &self.logs else { return };
+        let line = |ts_unix_us: u64, stream: Stream, text: String| LogLine {
+            ts_unix_us,
+            function: invoked.name.to_string(),
+            version: invoked.version,
+            request_id: invoked.request_id.to_string(),
+            stream,
+            text,
+        };
+        let ended_unix_us = invoked.started_unix_us + invoked.duration_us;
+        let mut lines = Vec::with_capacity(8);
+        lines.push(line(
+            invoked.started_unix_us,
+            Stream::System,
+            format!(
+                "START RequestId: {} Version: {}",
+                invoked.request_id, invoked.version
+            ),
+        ));
+        for (stream, bytes) in [
+            (Stream::Stdout, &invoked.report.stdout),
+            (Stream::Stderr, &invoked.report.stderr),
+        ] {
+            lines.extend(lines_from_output(
+                invoked.name,
+                invoked.version,
+                invoked.request_id,
+                stream,
+                bytes,
+                ended_unix_us,
+            ));
+        }
+        let mut end = format!(
+            "END RequestId: {} Duration: {:.3} ms Status: {}",
+            invoked.request_id,
+            invoked.duration_us as f64 / 1000.0,
+            invoked.status
+        );
+        if let Some(failure) = invoked.failure {
+            end.push_str(&format!(
+                " Failure: {} ({})",
+                failure.kind.name(),
+                failure.message
+            ));
+        }
+        if let Some(bytes) = invoked.report.memory_bytes_peak {
+            end.push_str(&format!(" Max Memory: {} KiB", bytes.div_ceil(1024)));
+        }
+        if invoked.report.cold_start {
+            end.push_str(" Cold Start");
+        }
+        lines.push(line(ended_unix_us, Stream::System, end));
+        logs.send(invoked.name, &lines);
     }
 }

@@ -201,15 +201,19 @@ impl FunctionServer {
         write_changing(self.lang, self.functions.path(), version);
     }
 
-    /// The function log of example `name` (empty when there is none yet).
+    /// The log lines' texts of example `name` (its route `GET:/name`),
+    /// read through the logs API; empty when there are none yet.
     pub fn log_text(&self, name: &str) -> String {
-        let path = self
-            .server
-            .dir()
-            .join("corefn-logs")
-            .join(self.lang.runtime())
-            .join(format!("{name}.{}.log", self.lang.extension()));
-        std::fs::read_to_string(path).unwrap_or_default()
+        let path = format!("/_/api/v1/logs?route=GET:/{name}&tail=1000");
+        let response = get(self.addr(), &path);
+        assert_eq!(response.status, 200, "{}", response.text());
+        response
+            .text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|line| line["text"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
