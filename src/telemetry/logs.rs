@@ -79,7 +79,8 @@ const FILE_LINE_BYTES_MAX: usize = 2 * DATAGRAM_BYTES_MAX;
 const TRUNCATED_SUFFIX: &str = " …[truncated]";
 /// Asked for the sockets' buffers; the kernel caps it (net.core.*mem_max)
 /// and a refusal is ignored. A Unix datagram in flight counts against the
-/// sender's buffer, and net.unix.max_dgram_qlen bounds how many wait.
+/// sender's buffer; net.unix.max_dgram_qlen does not apply to a connected
+/// pair (each end is the other's peer), so the buffer alone bounds it.
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long the thread waits in `recv` before it looks at the stop flag.
 const STOP_POLL_INTERVAL: Duration = Duration::from_secs(1);

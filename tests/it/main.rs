@@ -23,7 +23,8 @@
 //! * Tools: `bench_smoke` (corefn-bench against corefn).
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
-//!   queries only metrics corefn exposes).
+//!   queries only metrics corefn exposes), `function_logs` (START/END per
+//!   call, live follow, rotation, slow followers, deleted functions).
 //!
 //! The tests run as threads of this one process, any of them at the same
 //! time as any other: each server gets its own port (never one handed out
@@ -44,6 +45,7 @@ mod exec_functions;
 mod function_concurrency;
 mod function_deploy;
 mod function_errors;
+mod function_logs;
 mod grafana_dashboard;
 mod host_contracts;
 mod invalid_rows;

@@ -97,6 +97,19 @@ impl Worker {
         let mut response = Vec::with_capacity(4 * 1024);
         let mut report = CallReport::default();
         let (status, failure) = self.respond(channel, &dispatch, &mut response, &mut report);
+        // Logged before the client has its answer: a client's next call
+        // (to another worker, say) then logs after this one, so a log reads
+        // in the order the calls happened.
+        self.log_invocation(&Invoked {
+            name: dispatch.name,
+            version: header.version,
+            request_id: dispatch.request_id,
+            started_unix_us,
+            duration_us: started.elapsed().as_micros() as u64,
+            status,
+            failure: failure.as_ref(),
+            report: &report,
+        });
         let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
         // Our copy only: the gateway keeps the connection.
         drop(dispatch.client);
@@ -133,16 +146,6 @@ impl Worker {
             );
         }
         // Off the request's path: the client and the core have their answer.
-        self.log_invocation(&Invoked {
-            name: dispatch.name,
-            version: header.version,
-            request_id: dispatch.request_id,
-            started_unix_us,
-            duration_us,
-            status,
-            failure: failure.as_ref(),
-            report: &report,
-        });
         self.runtimes.maintain();
     }
 

@@ -962,4 +962,5 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+pub mod control;
 pub mod functions;
