@@ -458,6 +458,18 @@ impl ControlState {
                 "GET" | "HEAD" => {
                     caller.may(None)?;
                     let list = self.registry().list().map_err(registry_error)?;
+                    let mut list = serde_json::to_value(list).map_err(internal)?;
+                    // What a list view shows of each: the last 5 minutes.
+                    if let Value::Array(functions) = &mut list {
+                        for function in functions.iter_mut() {
+                            let recent = function["name"]
+                                .as_str()
+                                .and_then(|name| self.observed.recent_summary(name));
+                            if let (Value::Object(map), Some(recent)) = (function, recent) {
+                                map.insert("last_5m".into(), recent);
+                            }
+                        }
+                    }
                     Ok((200, json!({ "functions": list })))
                 }
                 "POST" => {

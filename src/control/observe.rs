@@ -60,6 +60,18 @@ impl Observed {
         Some(self.summary(name, &versions, window, label))
     }
 
+    /// Calls, error rate and p99 of `name` over the last 5 minutes, for
+    /// the function list; `None` when it has no stats yet.
+    pub fn recent_summary(&self, name: &str) -> Option<Value> {
+        let full = self.function_stats(name, WINDOW_DEFAULT, "5m")?;
+        Some(json!({
+            "count": full["count"],
+            "rps": full["rps"],
+            "error_rate": full["error_rate"],
+            "p99_us": full["latency_us"]["p99"],
+        }))
+    }
+
     /// Every function (and hand-written route) with stats.
     pub fn all_stats(&self, window: Duration, label: &str) -> Value {
         let all = self.telemetry.stats.all();

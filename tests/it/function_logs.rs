@@ -292,6 +292,14 @@ fn logs_of_a_deleted_function_are_gone() {
     })
     .expect("START, output and END of b-1");
     assert!(dir.is_dir());
+    // The list shows each function's last five minutes.
+    let list = get(s.server.addr(), "/_/api/v1/functions").json();
+    let brief = &list["functions"][0];
+    assert_eq!(brief["name"], "brief");
+    let stats = get(s.server.addr(), "/_/api/v1/functions/brief/stats?window=5m").json();
+    assert!(stats["count"].as_u64() >= Some(2), "served() and b-1: {stats}");
+    assert_eq!(brief["last_5m"]["count"], stats["count"], "{list}");
+    assert_eq!(brief["last_5m"]["p99_us"], stats["latency_us"]["p99"]);
     let r = s.admin("DELETE", "functions/brief", None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!dir.exists(), "{} still exists", dir.display());
