@@ -145,14 +145,16 @@ impl Runtimes {
         let cgi_env = || cgi::environment(invocation.request, &descriptor.env);
         match descriptor.runtime {
             Runtime::Wasm => {
-                let output = self.wasm.call(&WasmCall {
-                    module,
-                    timeout_ms,
-                    memory_mb: descriptor.memory_mb,
-                    env: &cgi_env(),
-                    stdin: body,
-                })?;
-                report.cold_start = output.cold_start;
+                let output = self.wasm.call_noting_load(
+                    &WasmCall {
+                        module,
+                        timeout_ms,
+                        memory_mb: descriptor.memory_mb,
+                        env: &cgi_env(),
+                        stdin: body,
+                    },
+                    &mut report.cold_start,
+                )?;
                 report.memory_bytes_peak = Some(output.memory_bytes_peak as u64);
                 CallReport::capture(&mut report.stderr, &output.stderr);
                 cgi_reply(output.stdout)

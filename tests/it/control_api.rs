@@ -990,3 +990,45 @@ fn min_and_max_instances_keep_hosts_warm_and_bound_them() {
         r.text()
     );
 }
+
+#[test]
+fn calls_that_find_no_host_at_once_do_not_start_more_than_max_instances() {
+    use crate::common::functions::processes_with_marker;
+    // Two workers, one host each at most.
+    let s = ControlServer::start();
+    let marker = format!("race@{}", s.server.dir().display());
+    let slow = "import time\ndef handle(request):\n    time.sleep(0.5)\n    return 'slow'\n";
+    let body = json!({"name": "race", "runtime": "python", "code": slow,
+                      "config": {"max_instances": 1, "min_instances": 1,
+                                 "env": {"COREFN_TEST_FUNCTION": marker}}});
+    assert_eq!(s.deploy_json(&body).status, 201);
+    // A cold pool (never called): six calls at once each find no host.
+    let addr = s.server.addr();
+    let published = wait_until(Duration::from_secs(5), || {
+        get(addr, "/_/routes").text().contains("ANY:/fn/race/*")
+    });
+    assert!(published.is_some(), "the route is published");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                get(addr, "/fn/race").status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.contains(&503),
+        "two hosts for six calls: {statuses:?}"
+    );
+    let hosts = processes_with_marker(&marker);
+    assert!(
+        (1..=2).contains(&hosts.len()),
+        "max_instances 1 in each of two workers: {hosts:?}"
+    );
+}

@@ -20,11 +20,7 @@ fn chatty(lines: usize, width: usize) -> String {
 }
 
 fn deploy_python(s: &ControlServer, name: &str, code: &str) {
-    let r = s.admin(
-        "POST",
-        "functions",
-        Some(&json!({"name": name, "runtime": "python", "code": code})),
-    );
+    let r = s.deploy_json(&json!({"name": name, "runtime": "python", "code": code}));
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
@@ -297,7 +293,10 @@ fn logs_of_a_deleted_function_are_gone() {
     let brief = &list["functions"][0];
     assert_eq!(brief["name"], "brief");
     let stats = get(s.server.addr(), "/_/api/v1/functions/brief/stats?window=5m").json();
-    assert!(stats["count"].as_u64() >= Some(2), "served() and b-1: {stats}");
+    assert!(
+        stats["count"].as_u64() >= Some(2),
+        "served() and b-1: {stats}"
+    );
     assert_eq!(brief["last_5m"]["count"], stats["count"], "{list}");
     assert_eq!(brief["last_5m"]["p99_us"], stats["latency_us"]["p99"]);
     let r = s.admin("DELETE", "functions/brief", None);

@@ -24,7 +24,10 @@
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
 //!   queries only metrics corefn exposes), `function_logs` (START/END per
-//!   call, live follow, rotation, slow followers, deleted functions).
+//!   call, live follow, rotation, slow followers, deleted functions),
+//!   `stats_api` (per-function stats exact over both cores, every failure
+//!   kind under its name), `request_ids` (`x-request-id` kept or made,
+//!   seen by the function, on its log lines).
 //!
 //! The tests run as threads of this one process, any of them at the same
 //! time as any other: each server gets its own port (never one handed out
@@ -58,10 +61,12 @@ mod pipelining;
 mod prometheus;
 mod python_functions;
 mod request_bodies;
+mod request_ids;
 mod routing;
 mod scheduling;
 mod shutdown;
 mod slowloris;
 mod startup_checks;
+mod stats_api;
 mod wasm_functions;
 mod worker_lifecycle;

@@ -268,13 +268,13 @@ impl ScriptHosts {
         }
         let mut host = match pool.take_idle(generation) {
             Some(host) => host,
-            None if pool.live.load(Ordering::Relaxed) >= pool.max_instances => {
-                return Err(HostError::AtMaxInstances {
-                    runtime,
-                    max_instances: pool.max_instances,
-                })
-            }
-            None => match self.start(&pool, generation, deadline, call.timeout_ms) {
+            None => match self.start(
+                &pool,
+                generation,
+                deadline,
+                call.timeout_ms,
+                pool.max_instances,
+            ) {
                 Ok(host) => {
                     report.cold_start = true;
                     host
@@ -287,7 +287,9 @@ impl ScriptHosts {
                     // an interpreter that is missing is not retried here.
                     if !matches!(
                         error,
-                        HostError::Load { .. } | HostError::Unavailable { .. }
+                        HostError::Load { .. }
+                            | HostError::Unavailable { .. }
+                            | HostError::AtMaxInstances { .. }
                     ) {
                         self.refill_wanted.store(true, Ordering::Relaxed);
                     }
@@ -351,8 +353,16 @@ impl ScriptHosts {
                     break;
                 }
                 let deadline = Instant::now() + Duration::from_millis(HOST_START_TIMEOUT_MS);
-                match self.start(&pool, generation, deadline, HOST_START_TIMEOUT_MS) {
+                match self.start(
+                    &pool,
+                    generation,
+                    deadline,
+                    HOST_START_TIMEOUT_MS,
+                    pool.min_instances,
+                ) {
                     Ok(host) => pool.give_back(host),
+                    // Another thread's start took the last place.
+                    Err(HostError::AtMaxInstances { .. }) => break,
                     Err(error) => {
                         // Said once per failed attempt, and tried again on
                         // the next tick of the worker's host keeper.

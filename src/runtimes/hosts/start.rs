@@ -5,14 +5,33 @@
 use super::*;
 
 impl ScriptHosts {
-    /// Starts a host of the pool's function and waits until it is ready.
+    /// Starts a host of the pool's function and waits until it is ready,
+    /// if the pool has fewer than `live_below` hosts: the place is taken
+    /// before the start (a start in progress counts), so calls that start
+    /// hosts at once never pass the bound together. Without a place,
+    /// [`HostError::AtMaxInstances`].
     pub(super) fn start(
         &self,
         pool: &Pool,
         generation: u64,
         deadline: Instant,
         timeout_ms: u64,
+        live_below: usize,
     ) -> Result<Host, HostError> {
+        let reserved = pool
+            .live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                (live < live_below).then_some(live + 1)
+            });
+        let live = match reserved {
+            Ok(before) => before + 1,
+            Err(_) => {
+                return Err(HostError::AtMaxInstances {
+                    runtime: pool.runtime.name(),
+                    max_instances: pool.max_instances,
+                })
+            }
+        };
         let result = if pool.runtime == Runtime::Php {
             self.start_php(pool, generation, deadline)
         } else {
@@ -20,7 +39,6 @@ impl ScriptHosts {
         };
         match result {
             Ok(host) => {
-                let live = pool.live.fetch_add(1, Ordering::Relaxed) + 1;
                 // Each worker thread holds one host at a time and takes an
                 // idle one before it starts another.
                 debug_assert!(
@@ -33,6 +51,7 @@ impl ScriptHosts {
                 Ok(host)
             }
             Err(error) => {
+                pool.live.fetch_sub(1, Ordering::Relaxed);
                 if matches!(error, HostError::Load { .. }) {
                     eprintln!("corefn: {error}");
                     *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));

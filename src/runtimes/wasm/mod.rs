@@ -133,8 +133,6 @@ pub struct WasmCall<'a> {
 pub struct WasmOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// The module was not in this process's memory cache: a cold start.
-    pub cold_start: bool,
     pub memory_bytes_peak: usize,
 }
 
@@ -301,7 +299,19 @@ impl WasmRuntime {
     /// `proc_exit(0)` is success like returning; any other exit status is
     /// [`WasmError::Exit`].
     pub fn call(&self, call: &WasmCall) -> Result<WasmOutput, WasmError> {
+        self.call_noting_load(call, &mut false)
+    }
+
+    /// [`WasmRuntime::call`]; `loaded_now` becomes true when the module was
+    /// not in this process's memory cache (a cold start), whether the call
+    /// then succeeds or not.
+    pub fn call_noting_load(
+        &self,
+        call: &WasmCall,
+        loaded_now: &mut bool,
+    ) -> Result<WasmOutput, WasmError> {
         let (prepared, cache) = self.modules.get(&self.engine, &self.linker, call.module)?;
+        *loaded_now = cache != CacheOutcome::Memory;
         if !(1..=self.memory_mb_max).contains(&call.memory_mb) {
             return Err(WasmError::MemoryOverSlot {
                 memory_mb: call.memory_mb,
@@ -367,7 +377,6 @@ impl WasmRuntime {
         Ok(WasmOutput {
             stdout,
             stderr: take_pipe(stderr)?,
-            cold_start: cache != CacheOutcome::Memory,
             memory_bytes_peak,
         })
     }

@@ -399,11 +399,17 @@ fn binary_wasm_modules_run_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("empty.wasm"), EMPTY_COMMAND).expect("write");
     let runtime = WasmRuntime::new(config(dir.path().to_path_buf())).expect("runtime starts");
+    let mut loaded_now = false;
     let output = runtime
-        .call(&call("empty.wasm", &[], b""))
+        .call_noting_load(&call("empty.wasm", &[], b""), &mut loaded_now)
         .expect("call succeeds");
     assert!(output.stdout.is_empty() && output.stderr.is_empty());
-    assert!(output.cold_start, "the first call compiles the module");
+    assert!(loaded_now, "the first call compiles the module");
+    let mut loaded_now = false;
+    runtime
+        .call_noting_load(&call("empty.wasm", &[], b""), &mut loaded_now)
+        .expect("call succeeds");
+    assert!(!loaded_now, "the second finds it in memory");
 }
 
 #[test]

@@ -8,6 +8,13 @@ use serde_json::Value;
 
 use super::*;
 
+/// How long a deploy may take to answer. A deploy compiles (wasmtime for
+/// wat, python3 for a syntax check), which a machine busy with a release
+/// build can slow past the harness's 5 s read timeout (meant for requests
+/// that should be quick); the gateway's own bound is
+/// `--compile-timeout-ms` plus a little.
+pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A server with workers, an empty route table and its admin key.
 pub struct ControlServer {
     pub server: WorkerServer,
@@ -72,6 +79,25 @@ impl ControlServer {
         .into_bytes();
         raw.extend_from_slice(body);
         send(self.server.addr(), &raw)
+    }
+
+    /// `POST /_/api/v1/functions` with the admin key and a JSON body,
+    /// waiting up to [`DEPLOY_TIMEOUT`] for the answer.
+    pub fn deploy_json(&self, body: &Value) -> Response {
+        let body = body.to_string();
+        let raw = format!(
+            "POST /_/api/v1/functions HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.admin_key,
+            body.len()
+        );
+        let mut c = Conn::connect(self.server.addr());
+        c.stream()
+            .set_read_timeout(Some(DEPLOY_TIMEOUT))
+            .expect("set the deploy's read timeout");
+        c.write(raw.as_bytes());
+        c.read_response()
     }
 
     pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
