@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     recv, send, setsockopt, shutdown, socketpair, sockopt, AddressFamily, MsgFlags, Shutdown,
     SockFlag, SockType,
@@ -84,6 +85,11 @@ const TRUNCATED_SUFFIX: &str = " …[truncated]";
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long the thread waits in `recv` before it looks at the stop flag.
 const STOP_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Lines taken are written this long after the first of a burst at most
+/// (a read writes them at once).
+const WRITE_DELAY: Duration = Duration::from_millis(20);
+/// A log's lines taken but not written are written once they pass this.
+const UNWRITTEN_BYTES_MAX: usize = 256 * 1024;
 /// Datagrams the thread still takes once it is told to stop.
 const STOP_DRAIN_DATAGRAMS_MAX: usize = 1024;
 /// Pause after an unexpected receive error, so that one cannot spin.
@@ -541,7 +547,9 @@ impl LogService {
             .rev()
             .map(|index| rotated_path(dir, index))
             .chain(std::iter::once(dir.join(CURRENT_FILE)));
-        let _writer = lock(&self.shared.files);
+        let mut writer = lock(&self.shared.files);
+        // What the thread has taken is in the files before they are read.
+        writer.write_all_unwritten();
         let mut files = Vec::with_capacity(kept + 1);
         for path in paths {
             match File::open(&path) {
@@ -557,7 +565,9 @@ impl LogService {
     /// function). Lines still in flight may start a new log.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         let mut files = lock(&self.shared.files);
-        files.open.remove(name);
+        if let Some(mut log) = files.open.remove(name) {
+            log.unwritten.clear();
+        }
         match fs::remove_dir_all(self.log_dir_of(name)) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             result => result,
@@ -624,25 +634,44 @@ impl Shared {
                 return;
             }
         };
+        // Lines are parsed only for followers: the workers encoded them
+        // (a reader skips a line that does not parse), so the file gets
+        // them as they came, checked for shape alone.
+        let followed = lock(&self.followers).by_name.contains_key(name);
         let mut lines = Vec::new();
+        let mut valid: Vec<&[u8]> = Vec::new();
         for raw in raw_lines {
-            match serde_json::from_slice::<LogLine>(raw) {
-                Ok(line) => lines.push(line),
-                Err(_) => {
-                    self.lines_rejected.fetch_add(1, Ordering::Relaxed);
+            let shaped = raw.first() == Some(&b'{')
+                && raw.last() == Some(&b'}')
+                && std::str::from_utf8(raw).is_ok();
+            if !shaped {
+                self.lines_rejected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if followed {
+                match serde_json::from_slice::<LogLine>(raw) {
+                    Ok(line) => lines.push(line),
+                    Err(_) => {
+                        self.lines_rejected.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                 }
             }
+            valid.push(raw);
         }
-        if lines.is_empty() {
+        if valid.is_empty() {
             return;
         }
-        let written = lock(&self.files).append(name, &lines);
+        let written = lock(&self.files).append(name, &valid);
         match written {
             Ok(()) => {
                 self.lines_written
-                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                    .fetch_add(valid.len() as u64, Ordering::Relaxed);
             }
             Err(error) => errors.report(format_args!("cannot write the log of {name:?}: {error}")),
+        }
+        if lines.is_empty() {
+            return;
         }
         let table = lock(&self.followers);
         if let Some(followers) = table.by_name.get(name) {
@@ -661,10 +690,22 @@ fn receive_all(shared: &Shared) {
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     let mut errors = ErrorReport::default();
     let mut drained = 0usize;
+    // When the lines taken but not yet written are due: written in one go
+    // per burst instead of one write per call (readers write them first).
+    let mut write_due: Option<Instant> = None;
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         if stopping && drained >= STOP_DRAIN_DATAGRAMS_MAX {
+            lock(&shared.files).write_all_unwritten();
             return;
+        }
+        if let Some(due) = write_due.filter(|_| !stopping) {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() || !readable_within(&shared.socket, left) {
+                lock(&shared.files).write_all_unwritten();
+                write_due = None;
+                continue;
+            }
         }
         let flags = if stopping {
             MsgFlags::MSG_DONTWAIT
@@ -673,26 +714,41 @@ fn receive_all(shared: &Shared) {
         };
         match recv(shared.socket.as_raw_fd(), &mut buffer, flags) {
             // Zero bytes: an empty datagram, or the socket shut down.
-            Ok(0) if stopping => return,
+            Ok(0) if stopping => {
+                lock(&shared.files).write_all_unwritten();
+                return;
+            }
             Ok(0) => {}
             Ok(len) => {
                 if stopping {
                     drained += 1;
                 }
                 shared.take_datagram(&buffer[..len], &mut errors);
+                write_due.get_or_insert_with(|| Instant::now() + WRITE_DELAY);
             }
             // The receive timeout: nothing came; look at the flag again.
-            Err(Errno::EAGAIN) if stopping => return,
+            Err(Errno::EAGAIN) if stopping => {
+                lock(&shared.files).write_all_unwritten();
+                return;
+            }
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
             Err(error) => {
                 errors.report(format_args!("cannot receive log lines: {error}"));
                 if stopping {
+                    lock(&shared.files).write_all_unwritten();
                     return;
                 }
                 thread::sleep(RECEIVE_ERROR_PAUSE);
             }
         }
     }
+}
+
+/// Whether `socket` has a datagram within `timeout`.
+fn readable_within(socket: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    let timeout_ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    matches!(poll(&mut fds, PollTimeout::from(timeout_ms)), Ok(n) if n > 0)
 }
 
 /// Says a failure on stderr at most once per [`ERROR_REPORT_INTERVAL`],
@@ -729,9 +785,20 @@ impl ErrorReport {
 struct OpenLog {
     file: File,
     dir: PathBuf,
-    /// The size of `current.log`: this thread is its only writer.
+    /// The size of `current.log` with `unwritten`: this thread is its only
+    /// writer.
     bytes: u64,
+    /// Lines taken but not yet written: written when the socket has nothing
+    /// more for the moment, when this passes [`UNWRITTEN_BYTES_MAX`], or
+    /// before a read, a rotation or a close (one write for a burst).
+    unwritten: Vec<u8>,
     last_used: u64,
+}
+
+impl Drop for OpenLog {
+    fn drop(&mut self) {
+        let _ = self.file.write_all(&self.unwritten);
+    }
 }
 
 /// The files the thread keeps open, at most [`OPEN_FILES_MAX`].
@@ -753,7 +820,7 @@ impl OpenFiles {
     /// Appends `lines` to the log `name`, rotating before a line would
     /// take `current.log` past its cap. A failed log is closed, to be
     /// opened afresh next time.
-    fn append(&mut self, name: &str, lines: &[LogLine]) -> io::Result<()> {
+    fn append(&mut self, name: &str, lines: &[&[u8]]) -> io::Result<()> {
         let result = self.append_open(name, lines);
         if result.is_err() {
             self.open.remove(name);
@@ -761,28 +828,42 @@ impl OpenFiles {
         result
     }
 
-    fn append_open(&mut self, name: &str, lines: &[LogLine]) -> io::Result<()> {
+    fn append_open(&mut self, name: &str, lines: &[&[u8]]) -> io::Result<()> {
         let file_bytes_max = self.config.file_bytes_max;
         let files_kept = self.config.files_kept;
         let log = self.get_or_open(name)?;
-        let mut pending = Vec::with_capacity(DATAGRAM_BYTES_MAX);
-        let mut encoded = Vec::with_capacity(256);
         for line in lines {
-            encoded.clear();
-            if serde_json::to_writer(&mut encoded, line).is_err() {
-                continue;
-            }
-            encoded.push(b'\n');
-            let held = log.bytes + pending.len() as u64;
-            if held > 0 && held + encoded.len() as u64 > file_bytes_max {
-                write_pending(log, &mut pending)?;
+            let line_bytes = line.len() as u64 + 1;
+            if log.bytes > 0 && log.bytes + line_bytes > file_bytes_max {
+                write_unwritten(log)?;
                 rotate(&log.dir, files_kept)?;
                 log.file = open_append(&log.dir.join(CURRENT_FILE))?;
                 log.bytes = 0;
             }
-            pending.extend_from_slice(&encoded);
+            log.unwritten.extend_from_slice(line);
+            log.unwritten.push(b'\n');
+            log.bytes += line_bytes;
         }
-        write_pending(log, &mut pending)
+        if log.unwritten.len() >= UNWRITTEN_BYTES_MAX {
+            write_unwritten(log)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what every open log has taken (the socket is empty for now).
+    fn write_all_unwritten(&mut self) {
+        let mut failed = Vec::new();
+        for (name, log) in self.open.iter_mut() {
+            if write_unwritten(log).is_err() {
+                failed.push(name.clone());
+            }
+        }
+        // A failed log is opened afresh next time (its lines are lost).
+        for name in failed {
+            if let Some(mut log) = self.open.remove(&name) {
+                log.unwritten.clear();
+            }
+        }
     }
 
     fn get_or_open(&mut self, name: &str) -> io::Result<&mut OpenLog> {
@@ -799,6 +880,7 @@ impl OpenFiles {
                 file,
                 dir,
                 bytes,
+                unwritten: Vec::new(),
                 last_used: uses,
             };
             self.open.insert(name.to_owned(), log);
@@ -823,14 +905,13 @@ impl OpenFiles {
     }
 }
 
-fn write_pending(log: &mut OpenLog, pending: &mut Vec<u8>) -> io::Result<()> {
-    if pending.is_empty() {
+fn write_unwritten(log: &mut OpenLog) -> io::Result<()> {
+    if log.unwritten.is_empty() {
         return Ok(());
     }
-    log.file.write_all(pending)?;
-    log.bytes += pending.len() as u64;
-    pending.clear();
-    Ok(())
+    let result = log.file.write_all(&log.unwritten);
+    log.unwritten.clear();
+    result
 }
 
 /// `current.log` → `1.log` → `2.log` …, the oldest beyond `files_kept`
