@@ -3,10 +3,11 @@
 /metrics takes to render with many functions.
 
 Part 1: two corefn binaries (--before: a build without the observability
-work; --binary: this one) serve the same database (a static hello and the
-wasm hello) in turn on the same port; each round starts each binary, warms it
-up and runs wrk against both routes; the binaries' order alternates every
-round. Reported: median req/s per binary and route, and after/before.
+work; --binary: this one, also with --log-call-lines false) serve the same
+database (a static hello and the wasm hello) in turn on the same port; each
+round starts each, warms it up and runs wrk against both routes; the order
+reverses every round. Reported: median req/s per variant and route, and the
+ratio to before.
 
 Part 2: --binary with FUNCTIONS hand-written wasm routes (each its own stats
 entry), each called once, then GET /metrics timed (median and max of
@@ -32,11 +33,11 @@ ROUTES = [
 ]
 
 
-def serve(run, binary, db, functions, name):
+def serve(run, binary, db, functions, name, extra=()):
     return run.start_corefn(
         binary, PORT, run.path(f"{name}.log"), "--db", db, "--workers", "2",
         "--functions-dir", functions, "--logs-dir", run.path(f"logs-{name}"),
-        "--cache-dir", run.path(f"cache-{name}"))
+        "--cache-dir", run.path(f"cache-{name}"), *extra)
 
 
 def render_times(server, functions_count, calls):
@@ -73,9 +74,10 @@ def main():
     common.require_binary(args.binary)
     common.require_binary(args.before)
     common.require_tool("wrk")
-    binaries = [("before", args.before), ("after", args.binary)]
+    binaries = [("before", args.before, ()), ("after", args.binary, ()),
+                ("after, --log-call-lines false", args.binary, ("--log-call-lines", "false"))]
 
-    raw, results = [], {(b, r[0]): [] for b, _ in binaries for r in ROUTES}
+    raw, results = [], {(b, r[0]): [] for b, _, _ in binaries for r in ROUTES}
     with common.Run() as run:
         functions = run.path("functions")
         os.makedirs(functions)
@@ -85,8 +87,8 @@ def main():
         common.make_route_db(db, [(key, value) for _, key, value, _ in ROUTES], corefn=args.binary)
         for round_index in range(args.repeats):
             order = binaries if round_index % 2 == 0 else binaries[::-1]
-            for name, binary in order:
-                server = serve(run, binary, db, functions, f"{name}-{round_index}")
+            for index, (name, binary, extra) in enumerate(order):
+                server = serve(run, binary, db, functions, f"{round_index}-{index}", extra)
                 for route in ROUTES:
                     common.measured_wrk("-t1 -c8", server.url(route[3]), 1)
                 for route in ROUTES:
@@ -105,18 +107,20 @@ def main():
         server.stop()
 
     lines = [
-        f"wrk `{args.wrk} -d {args.duration}s`, median of {args.repeats} rounds per binary "
-        f"(order alternating), 2 workers, {common.utc_now()}.",
+        f"wrk `{args.wrk} -d {args.duration}s`, median of {args.repeats} rounds per variant "
+        f"(order reversing), 2 workers, {common.utc_now()}.",
         "",
-        "| route | before req/s | after req/s | after/before | before p99 ms | after p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| route | variant | req/s | vs before | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
     for route in ROUTES:
-        before, after = results[("before", route[0])], results[("after", route[0])]
-        b, a = common.median(before, "rps"), common.median(after, "rps")
-        lines.append(
-            f"| {route[0]} | {b:.0f} | {a:.0f} | {common.ratio(a, b)} "
-            f"| {common.ms(common.median(before, 'p99_us'))} | {common.ms(common.median(after, 'p99_us'))} |")
+        before = common.median(results[("before", route[0])], "rps")
+        for name, _, _ in binaries:
+            runs = results[(name, route[0])]
+            rps = common.median(runs, "rps")
+            lines.append(
+                f"| {route[0]} | {name} | {rps:.0f} | {common.ratio(rps, before)} "
+                f"| {common.ms(common.median(runs, 'p99_us'))} |")
     lines += [
         "",
         f"/metrics with {args.functions} functions: median {median_ms:.1f} ms, "

@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     recv, send, setsockopt, shutdown, socketpair, sockopt, AddressFamily, MsgFlags, Shutdown,
     SockFlag, SockType,
@@ -85,9 +84,12 @@ const TRUNCATED_SUFFIX: &str = " …[truncated]";
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long the thread waits in `recv` before it looks at the stop flag.
 const STOP_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Lines taken are written this long after the first of a burst at most
-/// (a read writes them at once).
-const WRITE_DELAY: Duration = Duration::from_millis(20);
+/// After a batch the thread sleeps this long before it waits again: lines
+/// reach files and followers this much later at most, and a busy gateway
+/// pays one wake-up per nap instead of one per call.
+const BATCH_NAP: Duration = Duration::from_millis(2);
+/// Datagrams taken per batch at most (then written, then the nap).
+const DRAIN_DATAGRAMS_MAX: usize = 4096;
 /// A log's lines taken but not written are written once they pass this.
 const UNWRITTEN_BYTES_MAX: usize = 256 * 1024;
 /// Datagrams the thread still takes once it is told to stop.
@@ -689,66 +691,49 @@ impl Shared {
 fn receive_all(shared: &Shared) {
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     let mut errors = ErrorReport::default();
-    let mut drained = 0usize;
-    // When the lines taken but not yet written are due: written in one go
-    // per burst instead of one write per call (readers write them first).
-    let mut write_due: Option<Instant> = None;
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
-        if stopping && drained >= STOP_DRAIN_DATAGRAMS_MAX {
+        if stopping {
+            // What is still queued (bounded), then the end.
+            drain(shared, &mut buffer, &mut errors, STOP_DRAIN_DATAGRAMS_MAX);
             lock(&shared.files).write_all_unwritten();
             return;
         }
-        if let Some(due) = write_due.filter(|_| !stopping) {
-            let left = due.saturating_duration_since(Instant::now());
-            if left.is_zero() || !readable_within(&shared.socket, left) {
-                lock(&shared.files).write_all_unwritten();
-                write_due = None;
+        // Waits for the first datagram (or the receive timeout, to look at
+        // the stop flag again).
+        match recv(shared.socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
+            Ok(0) => continue,
+            Ok(len) => shared.take_datagram(&buffer[..len], &mut errors),
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            Err(error) => {
+                errors.report(format_args!("cannot receive log lines: {error}"));
+                thread::sleep(RECEIVE_ERROR_PAUSE);
                 continue;
             }
         }
-        let flags = if stopping {
-            MsgFlags::MSG_DONTWAIT
-        } else {
-            MsgFlags::empty()
-        };
-        match recv(shared.socket.as_raw_fd(), &mut buffer, flags) {
-            // Zero bytes: an empty datagram, or the socket shut down.
-            Ok(0) if stopping => {
-                lock(&shared.files).write_all_unwritten();
-                return;
-            }
-            Ok(0) => {}
-            Ok(len) => {
-                if stopping {
-                    drained += 1;
-                }
-                shared.take_datagram(&buffer[..len], &mut errors);
-                write_due.get_or_insert_with(|| Instant::now() + WRITE_DELAY);
-            }
-            // The receive timeout: nothing came; look at the flag again.
-            Err(Errno::EAGAIN) if stopping => {
-                lock(&shared.files).write_all_unwritten();
-                return;
-            }
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
-            Err(error) => {
-                errors.report(format_args!("cannot receive log lines: {error}"));
-                if stopping {
-                    lock(&shared.files).write_all_unwritten();
-                    return;
-                }
-                thread::sleep(RECEIVE_ERROR_PAUSE);
-            }
-        }
+        // Then everything that came meanwhile, one write for all of it, and
+        // a nap: under load the thread wakes once per nap, not once per
+        // call (a wake-up costs more than the lines).
+        drain(shared, &mut buffer, &mut errors, DRAIN_DATAGRAMS_MAX);
+        lock(&shared.files).write_all_unwritten();
+        thread::sleep(BATCH_NAP);
     }
 }
 
-/// Whether `socket` has a datagram within `timeout`.
-fn readable_within(socket: &OwnedFd, timeout: Duration) -> bool {
-    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-    let timeout_ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-    matches!(poll(&mut fds, PollTimeout::from(timeout_ms)), Ok(n) if n > 0)
+/// Takes the datagrams queued now, at most `max`.
+fn drain(shared: &Shared, buffer: &mut [u8], errors: &mut ErrorReport, max: usize) {
+    for _ in 0..max {
+        match recv(shared.socket.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(len) => shared.take_datagram(&buffer[..len], errors),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return,
+            Err(error) => {
+                errors.report(format_args!("cannot receive log lines: {error}"));
+                return;
+            }
+        }
+    }
 }
 
 /// Says a failure on stderr at most once per [`ERROR_REPORT_INTERVAL`],

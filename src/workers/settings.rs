@@ -32,6 +32,11 @@ pub struct WorkerSettings {
     #[arg(long)]
     pub metrics_socket: Option<PathBuf>,
 
+    /// Log a START and an END line for every call (`false`: only what a
+    /// function prints is logged; saves a datagram per silent call).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_call_lines: bool,
+
     /// What the runtimes inside each worker need.
     #[command(flatten)]
     pub runtimes: RuntimeSettings,

@@ -305,3 +305,20 @@ fn logs_of_a_deleted_function_are_gone() {
     let r = get(s.server.addr(), "/_/api/v1/functions/brief/logs");
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+#[test]
+fn without_call_lines_only_what_a_function_prints_is_logged() {
+    let s = ControlServer::start_with(&["--log-call-lines", "false"]);
+    deploy_python(&s, "quiet", &chatty(1, 3));
+    s.served("/fn/quiet", "ok");
+    assert_eq!(call(&s, "quiet", "q-1"), 200);
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        lines = log_lines(&s, "quiet", "request_id=q-1");
+        !lines.is_empty()
+    })
+    .expect("the printed line is logged");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["stream"], "stdout");
+    assert_eq!(text(&lines[0]), "..0");
+}

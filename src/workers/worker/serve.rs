@@ -358,6 +358,10 @@ impl Worker {
     /// a full log channel drops lines (counted), never delays a call.
     fn log_invocation(&self, invoked: &Invoked<'_>) {
         let Some(logs) = &self.logs else { return };
+        let call_lines = self.settings.log_call_lines;
+        if !call_lines && invoked.report.stdout.is_empty() && invoked.report.stderr.is_empty() {
+            return;
+        }
         let line = |ts_unix_us: u64, stream: Stream, text: String| LogLine {
             ts_unix_us,
             function: invoked.name.to_string(),
@@ -368,14 +372,16 @@ impl Worker {
         };
         let ended_unix_us = invoked.started_unix_us + invoked.duration_us;
         let mut lines = Vec::with_capacity(8);
-        lines.push(line(
-            invoked.started_unix_us,
-            Stream::System,
-            format!(
-                "START RequestId: {} Version: {}",
-                invoked.request_id, invoked.version
-            ),
-        ));
+        if call_lines {
+            lines.push(line(
+                invoked.started_unix_us,
+                Stream::System,
+                format!(
+                    "START RequestId: {} Version: {}",
+                    invoked.request_id, invoked.version
+                ),
+            ));
+        }
         for (stream, bytes) in [
             (Stream::Stdout, &invoked.report.stdout),
             (Stream::Stderr, &invoked.report.stderr),
@@ -408,7 +414,9 @@ impl Worker {
         if invoked.report.cold_start {
             end.push_str(" Cold Start");
         }
-        lines.push(line(ended_unix_us, Stream::System, end));
+        if call_lines {
+            lines.push(line(ended_unix_us, Stream::System, end));
+        }
         logs.send(invoked.name, &lines);
     }
 }
