@@ -1,6 +1,8 @@
 //! The rules of HTTP that several parts of corefn enforce (the descriptor,
 //! the CGI response parser, native and host responses, the gateway), each
-//! written once so that they cannot drift apart.
+//! written once so that they cannot drift apart; among them the function
+//! name rule, since names are parts of URLs (`/fn/NAME`, `NAME.localhost`)
+//! and of log paths.
 
 use std::ops::RangeInclusive;
 
@@ -43,6 +45,21 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// The request id header: the client's when valid, else the gateway's.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest function name.
+pub const FUNCTION_NAME_BYTES_MAX: usize = 63;
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: a function's name, as routes, host names
+/// and the registry all know it.
+pub fn is_function_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= FUNCTION_NAME_BYTES_MAX
+        && bytes[0] != b'-'
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// RFC 9110 `tchar`.
 pub fn is_token_byte(b: u8) -> bool {

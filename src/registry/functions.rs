@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::artifacts::{Artifact, ArtifactStore};
 use super::RegistryError;
+use crate::http::rules::is_function_name;
 use crate::routes::key::RouteKey;
 use crate::runtimes::descriptor::{
-    is_function_name, version_path, Canary, Descriptor, FunctionAuth, RateLimit, Runtime,
+    version_path, Canary, Descriptor, FunctionAuth, RateLimit, Runtime,
 };
 
 /// Explicit routes one function may claim.

@@ -6,7 +6,7 @@
 
 /// The domain every deployment answers for.
 pub const LOCAL_SUFFIX: &str = "localhost";
-use crate::runtimes::descriptor::is_function_name;
+use crate::http::rules::is_function_name;
 
 /// The function a Host header names, if it names one under `suffixes`.
 pub fn function_of_host<'h>(host: &'h [u8], suffixes: &[String]) -> Option<&'h str> {

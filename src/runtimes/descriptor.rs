@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::http::rules::{self, RESPONSE_STATUS_RANGE};
+use crate::http::rules::{self, is_function_name, RESPONSE_STATUS_RANGE};
 
 pub const TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const TIMEOUT_MS_MAX: u64 = 15 * 60 * 1000;
@@ -134,21 +134,6 @@ pub enum FunctionAuth {
 pub struct Canary {
     pub version: u32,
     pub weight: f64,
-}
-
-/// Longest function name.
-pub const FUNCTION_NAME_BYTES_MAX: usize = 63;
-
-/// `[a-z0-9][a-z0-9-]{0,62}`: a function's name, as routes, host names
-/// and the registry all know it.
-pub fn is_function_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= FUNCTION_NAME_BYTES_MAX
-        && bytes[0] != b'-'
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The path prefix that serves version `version` of function `name`.

@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::clock;
-use crate::runtimes::descriptor::is_function_name;
+use crate::http::rules::is_function_name;
 use crate::sync::lock;
 
 /// The largest datagram a sender makes (and the receive buffer's size).
