@@ -293,20 +293,54 @@ fn render_workers(out: &mut String, workers: &[WorkerGauges]) {
 
 fn render_gateway(out: &mut String, view: &MetricsView) {
     let gateway = &view.gateway;
-    let mut f = family(
-        out,
-        "corefn_gateway_open_connections",
-        "gauge",
-        "Client connections open now.",
-    );
-    f.sample("", &[], gateway.connections_open as f64);
-    let mut f = family(
-        out,
-        "corefn_gateway_connections_total",
-        "counter",
-        "Client connections accepted.",
-    );
-    f.sample("", &[], gateway.connections_accepted as f64);
+    // Families of one unlabelled sample each: (name, type, help, value).
+    let scalars: [(&'static str, &str, &str, f64); 7] = [
+        (
+            "corefn_gateway_open_connections",
+            "gauge",
+            "Client connections open now.",
+            gateway.connections_open as f64,
+        ),
+        (
+            "corefn_gateway_connections_total",
+            "counter",
+            "Client connections accepted.",
+            gateway.connections_accepted as f64,
+        ),
+        (
+            "corefn_route_table_version",
+            "gauge",
+            "Version of the route table the cores serve.",
+            view.route_table_version as f64,
+        ),
+        (
+            "corefn_route_table_routes",
+            "gauge",
+            "Routes in the table the cores serve.",
+            view.route_table_routes as f64,
+        ),
+        (
+            "corefn_route_watcher_lag_seconds",
+            "gauge",
+            "Seconds since the route watcher last read the store.",
+            view.watcher_lag_seconds,
+        ),
+        (
+            "corefn_log_lines_written_total",
+            "counter",
+            "Function log lines written to files.",
+            view.log_lines_written as f64,
+        ),
+        (
+            "corefn_log_lines_dropped_total",
+            "counter",
+            "Function log lines dropped: a worker's channel was full or a follower read too slowly.",
+            view.log_lines_dropped as f64,
+        ),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(out, name, kind, help).sample("", &[], value);
+    }
     let mut f = family(
         out,
         "corefn_gateway_requests_total",
@@ -329,41 +363,6 @@ fn render_gateway(out: &mut String, view: &MetricsView) {
             gateway.parse_errors[reason as usize] as f64,
         );
     }
-    let mut f = family(
-        out,
-        "corefn_route_table_version",
-        "gauge",
-        "Version of the route table the cores serve.",
-    );
-    f.sample("", &[], view.route_table_version as f64);
-    let mut f = family(
-        out,
-        "corefn_route_table_routes",
-        "gauge",
-        "Routes in the table the cores serve.",
-    );
-    f.sample("", &[], view.route_table_routes as f64);
-    let mut f = family(
-        out,
-        "corefn_route_watcher_lag_seconds",
-        "gauge",
-        "Seconds since the route watcher last read the store.",
-    );
-    f.sample("", &[], view.watcher_lag_seconds);
-    let mut f = family(
-        out,
-        "corefn_log_lines_written_total",
-        "counter",
-        "Function log lines written to files.",
-    );
-    f.sample("", &[], view.log_lines_written as f64);
-    let mut f = family(
-        out,
-        "corefn_log_lines_dropped_total",
-        "counter",
-        "Function log lines dropped: a worker's channel was full or a follower read too slowly.",
-    );
-    f.sample("", &[], view.log_lines_dropped as f64);
 }
 
 #[cfg(test)]
