@@ -17,13 +17,16 @@
 //!   one seam ([`runtimes::invoke`]) in the worker processes.
 //!
 //! The control plane: [`control`], the thread that answers the API under
-//! `/_/api/v1/` (handed over by the cores like a function call);
+//! `/_/api/v1/` and `/metrics` (handed over by the cores like a function
+//! call);
 //! [`registry`], functions, versions, artifacts, code checks and keys;
 //! [`schema`], the one owner of the database's tables; [`api`], the
 //! admin reads under `/_/` that each core answers from its snapshots;
 //! [`config`], the command line and the limits derived from it.
 //!
-//! Shared below both: [`http`] (HTTP rules, response encoding, and the one
+//! Shared below both: [`telemetry`] (per-function stats in per-core
+//! shards, the gateway's counters, the Prometheus text, function logs),
+//! [`http`] (HTTP rules, response encoding, and the one
 //! place where errors become statuses), [`failure`] (how a call failed:
 //! kind and message), [`wire`] (fixed binary layouts),
 //! [`board`] (publication of immutable values, such as route tables and
