@@ -16,8 +16,9 @@
 //!
 //! Shared by them: [`cgi`] (the CGI request environment and the response
 //! rules every runtime's output goes through), [`file_stamp`] (noticing a
-//! changed function file), [`process`] (child processes with deadlines) and
-//! [`logs`] (each function's stderr in a file of its own).
+//! changed function file) and [`process`] (child processes with
+//! deadlines). What a call prints goes into its [`invoke::CallReport`];
+//! the worker logs it.
 //!
 //! [`settings`] declares the runtimes' flags. The runtimes use only the
 //! shared modules below the data plane (http, failure, clock, sync, lru);
