@@ -171,7 +171,7 @@ fn totals_json(totals: &Totals, seconds: f64) -> Value {
         .collect();
     let throttled: serde_json::Map<String, Value> = Throttle::ALL
         .iter()
-        .map(|t| (t.name().to_string(), totals.throttles[*t as usize].into()))
+        .map(|t| (t.name().to_string(), totals.throttles[t.index()].into()))
         .collect();
     json!({
         "window_seconds": (seconds * 1000.0).round() / 1000.0,

@@ -252,13 +252,8 @@ impl Connection<'_> {
                     if let RouteAction::Function(target) = &route.action {
                         let throttle = matches!(error, HttpError::RateLimited { .. })
                             .then_some(Throttle::RateLimit);
-                        self.record_call(
-                            target.stats.as_deref(),
-                            error.status(),
-                            received_at,
-                            None,
-                            throttle,
-                        );
+                        let shard = target.stats.as_deref().map(|s| s.shard(self.core.index));
+                        self.record_shard(shard, error.status(), received_at, None, throttle);
                     }
                     Decision::Refused(error)
                 }
@@ -653,18 +648,6 @@ impl Connection<'_> {
     }
 
     /// Counts one answered call of a function route that has stats.
-    fn record_call(
-        &self,
-        stats: Option<&FunctionStats>,
-        status: u16,
-        received_at: Instant,
-        failure: Option<FailureKind>,
-        throttle: Option<Throttle>,
-    ) {
-        let shard = stats.map(|s| s.shard(self.core.index));
-        self.record_shard(shard, status, received_at, failure, throttle);
-    }
-
     fn record_shard(
         &self,
         shard: Option<&Shard>,

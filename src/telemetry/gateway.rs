@@ -44,6 +44,11 @@ impl ParseError {
         }
     }
 
+    /// The position in [`ParseError::ALL`]: counters are kept by it.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ParseError::Malformed => "malformed",
@@ -89,7 +94,7 @@ impl GatewayShard {
     }
 
     pub fn parse_error(&self, reason: ParseError) {
-        add(&self.parse_errors[reason as usize], 1);
+        add(&self.parse_errors[reason.index()], 1);
     }
 }
 
@@ -155,7 +160,7 @@ mod tests {
         assert_eq!(totals.connections_open, 1);
         assert_eq!(totals.connections_accepted, 2);
         assert_eq!(totals.responses, [0, 1, 0, 1, 0]);
-        assert_eq!(totals.parse_errors[ParseError::HeaderTooLarge as usize], 1);
+        assert_eq!(totals.parse_errors[ParseError::HeaderTooLarge.index()], 1);
         assert_eq!(ParseError::of_status(502), None);
     }
 }

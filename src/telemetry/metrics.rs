@@ -217,7 +217,7 @@ pub fn render(view: &MetricsView) -> String {
             f.sample(
                 "",
                 &[("function", name), ("reason", throttle.name())],
-                totals.throttles[throttle as usize] as f64,
+                totals.throttles[throttle.index()] as f64,
             );
         }
     }
@@ -360,7 +360,7 @@ fn render_gateway(out: &mut String, view: &MetricsView) {
         f.sample(
             "",
             &[("reason", reason.name())],
-            gateway.parse_errors[reason as usize] as f64,
+            gateway.parse_errors[reason.index()] as f64,
         );
     }
 }

@@ -78,7 +78,8 @@ impl Throttle {
         }
     }
 
-    fn index(self) -> usize {
+    /// The position in [`Throttle::ALL`]: stats count by it.
+    pub fn index(self) -> usize {
         self as usize
     }
 }
