@@ -18,8 +18,9 @@
 //!
 //! The control plane: [`control`], the thread that answers the API under
 //! `/_/api/v1/` and `/metrics` (handed over by the cores like a function
-//! call);
-//! [`registry`], functions, versions, artifacts, code checks and keys;
+//! call), and the cron thread that fires schedules through the gateway;
+//! [`registry`], functions, versions, artifacts, code checks, keys and
+//! schedules;
 //! [`schema`], the one owner of the database's tables; [`api`], the
 //! admin reads under `/_/` that each core answers from its snapshots;
 //! [`config`], the command line and the limits derived from it.

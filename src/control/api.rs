@@ -13,6 +13,10 @@
 //! | `POST /_/api/v1/functions/NAME/rollback` | deploy | `live` to the previous version, or `{"version": N}` |
 //! | `PUT /_/api/v1/functions/NAME/aliases/live` | deploy | `{"version": N, "canary": {"version": M, "weight": 0.1}}` |
 //! | `PUT /_/api/v1/functions/NAME/settings` | deploy | `{"rate_limit": {"rps", "burst"} \| null}`, live, no new version |
+//! | `GET /_/api/v1/schedules` | read | cron schedules (`?function=NAME`), next and last run |
+//! | `POST /_/api/v1/schedules` | deploy | `{"function", "cron", "overlap": "skip"\|"allow"}` |
+//! | `GET /_/api/v1/schedules/ID` | read | one schedule |
+//! | `DELETE /_/api/v1/schedules/ID` | deploy | stop it |
 //! | `POST /_/api/v1/keys` | admin | new key, shown once |
 //! | `GET /_/api/v1/keys` | admin | keys without their secrets |
 //! | `DELETE /_/api/v1/keys/ID` | admin | revoke |
@@ -41,6 +45,7 @@ use crate::registry::artifacts::ArtifactStore;
 use crate::registry::code::{self, Toolchain, Upload};
 use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
 use crate::registry::keys::{self, Scope};
+use crate::registry::schedules::{self, NewSchedule, Overlap, Schedule, Timetable};
 use crate::registry::upload::{self, Archive, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
@@ -602,6 +607,68 @@ impl ControlState {
                 }
                 _ => not_allowed("DELETE"),
             },
+            ["schedules"] => match method {
+                "GET" | "HEAD" => {
+                    caller.may(None)?;
+                    let function = query_value(request.query, "function");
+                    let list = schedules::list(&self.connection, function.as_deref())
+                        .map_err(registry_error)?;
+                    let list: Vec<Value> = list.iter().map(schedule_json).collect();
+                    Ok((200, json!({ "schedules": list })))
+                }
+                "POST" => {
+                    caller.may(Some(Scope::Deploy))?;
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Asked {
+                        function: String,
+                        cron: String,
+                        overlap: Option<String>,
+                        method: Option<String>,
+                        path: Option<String>,
+                        body: Option<String>,
+                    }
+                    let asked: Asked = parse_json(request.body)?;
+                    let overlap = Overlap::parse(asked.overlap.as_deref().unwrap_or("skip"))
+                        .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
+                    let schedule = schedules::create(
+                        &self.connection,
+                        &NewSchedule {
+                            function: &asked.function,
+                            cron: &asked.cron,
+                            overlap,
+                            method: asked.method.as_deref().unwrap_or("POST"),
+                            path: asked.path.as_deref().unwrap_or("/"),
+                            body: asked.body.as_deref().unwrap_or(""),
+                        },
+                    )
+                    .map_err(registry_error)?;
+                    Ok((201, json!({ "schedule": schedule_json(&schedule) })))
+                }
+                _ => not_allowed("GET, POST"),
+            },
+            ["schedules", id] => {
+                let id: i64 = id.parse().map_err(|_| {
+                    ApiError::new(
+                        ApiErrorKind::NotFound,
+                        format_args!("no schedule {id:?}: ids are numbers"),
+                    )
+                })?;
+                match method {
+                    "GET" | "HEAD" => {
+                        caller.may(None)?;
+                        let schedule =
+                            schedules::get(&self.connection, id).map_err(registry_error)?;
+                        Ok((200, json!({ "schedule": schedule_json(&schedule) })))
+                    }
+                    "DELETE" => {
+                        caller.may(Some(Scope::Deploy))?;
+                        schedules::delete(&self.connection, id).map_err(registry_error)?;
+                        Ok((200, json!({ "deleted": id })))
+                    }
+                    _ => not_allowed("GET, DELETE"),
+                }
+            }
             _ => Err(ApiError::new(
                 ApiErrorKind::NotFound,
                 format_args!("no API endpoint {} {}", request.method, request.path),
@@ -1046,13 +1113,37 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(ApiErrorKind::Internal, error)
 }
 
+/// A schedule as the API shows it: times in RFC 3339, the next run from
+/// its timetable.
+fn schedule_json(schedule: &Schedule) -> Value {
+    let now_us = clock::unix_now_us();
+    let next_run = Timetable::parse(&schedule.cron)
+        .ok()
+        .and_then(|timetable| timetable.next_after_us(now_us));
+    json!({
+        "id": schedule.id,
+        "function": schedule.function,
+        "cron": schedule.cron,
+        "overlap": schedule.overlap,
+        "method": schedule.method,
+        "path": schedule.path,
+        "next_run": next_run.map(clock::rfc3339_us),
+        "last_run": schedule.last_run_unix_us.map(clock::rfc3339_us),
+        "last_status": schedule.last_status,
+        "last_duration_ms": schedule.last_duration_us.map(|us| us as f64 / 1000.0),
+        "runs": schedule.runs,
+        "skipped": schedule.skipped,
+        "created": clock::rfc3339_us(schedule.created_unix.max(0) as u64 * 1_000_000),
+    })
+}
+
 /// A registry error as the API answers it.
 fn registry_error(error: RegistryError) -> ApiError {
     let kind = match &error {
         RegistryError::InvalidName(_) | RegistryError::Invalid(_) => ApiErrorKind::BadRequest,
-        RegistryError::NotFound(_) | RegistryError::VersionNotFound { .. } => {
-            ApiErrorKind::NotFound
-        }
+        RegistryError::NotFound(_)
+        | RegistryError::ScheduleNotFound(_)
+        | RegistryError::VersionNotFound { .. } => ApiErrorKind::NotFound,
         RegistryError::Conflict(_) => ApiErrorKind::Conflict,
         RegistryError::Compile { .. } => ApiErrorKind::Unprocessable,
         RegistryError::Store(_) | RegistryError::Database(_) | RegistryError::Json(_) => {

@@ -13,9 +13,11 @@
 //! * [`api`]: routing, auth and the JSON of each endpoint.
 //! * [`observe`]: stats windows and the `/metrics` view, read from the
 //!   cores' telemetry shards and the scheduler's boards.
+//! * [`cron`]: the thread that fires cron schedules through the gateway.
 //! * [`settings`]: the control plane's flags.
 
 pub mod api;
+pub mod cron;
 mod follow;
 pub mod observe;
 pub mod settings;

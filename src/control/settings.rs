@@ -35,6 +35,11 @@ pub struct ControlSettings {
     #[arg(long)]
     pub admin_key_file: Option<PathBuf>,
 
+    /// At start, run a schedule once whose tick fell while corefn was
+    /// down (missed ticks are never replayed one by one).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub schedule_catch_up: bool,
+
     /// The workers' compiled-module cache (set by serve from --cache-dir):
     /// a checked upload is compiled into it.
     #[arg(skip)]

@@ -247,6 +247,15 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         },
     )?;
+    crate::control::cron::start(crate::control::cron::CronSettings {
+        db: options.db.clone(),
+        gateway: crate::control::cron::loopback_of(options.listen),
+        catch_up: options.control.schedule_catch_up,
+    })
+    .map_err(|source| ServeError::Start {
+        what: "cron schedules".into(),
+        source,
+    })?;
 
     let shared = Arc::new(Shared {
         stop_requested: AtomicBool::new(false),

@@ -321,6 +321,7 @@ impl Registry<'_> {
         tx.execute("DELETE FROM function_aliases WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM function_settings WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM function_versions WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM schedules WHERE function = ?1", [name])?;
         tx.execute("DELETE FROM registry_functions WHERE name = ?1", [name])?;
         tx.commit()?;
         let referenced = referenced_artifacts(self.connection)?;

@@ -10,6 +10,8 @@
 //! * [`code`]: what an upload is (by runtime, file name and content) and
 //!   the check or compile that turns it into an artifact.
 //! * [`keys`]: key generation, hashing and scopes.
+//! * [`schedules`]: cron schedules: timetables parsed and checked, stored,
+//!   and what their runs did (fired by `control::cron`).
 //! * [`upload`]: multipart bodies and archives parsed into bytes in memory,
 //!   and an archive's entry point by convention.
 
@@ -17,6 +19,7 @@ pub mod artifacts;
 pub mod code;
 pub mod functions;
 pub mod keys;
+pub mod schedules;
 pub mod upload;
 
 use thiserror::Error;
@@ -31,6 +34,8 @@ pub enum RegistryError {
     Invalid(String),
     #[error("no function named {0:?}")]
     NotFound(String),
+    #[error("no schedule {0}")]
+    ScheduleNotFound(i64),
     #[error("function {name:?} has no version {version}")]
     VersionNotFound { name: String, version: u32 },
     #[error("{0}")]

@@ -81,6 +81,28 @@ pub const MIGRATIONS: &[Migration] = &[
                   revoked   INTEGER
               );",
     },
+    Migration {
+        version: 3,
+        summary: "cron schedules",
+        // No foreign key: the registry deletes a function's schedules in
+        // the transaction that deletes the function (foreign keys are off).
+        sql: "CREATE TABLE schedules (
+                  id               INTEGER PRIMARY KEY AUTOINCREMENT,
+                  function         TEXT NOT NULL,
+                  cron             TEXT NOT NULL,
+                  overlap          TEXT NOT NULL DEFAULT 'skip' CHECK (overlap IN ('skip', 'allow')),
+                  method           TEXT NOT NULL DEFAULT 'POST',
+                  path             TEXT NOT NULL DEFAULT '/',
+                  body             TEXT NOT NULL DEFAULT '',
+                  created          INTEGER NOT NULL,
+                  last_run_us      INTEGER,
+                  last_status      INTEGER,
+                  last_duration_us INTEGER,
+                  runs             INTEGER NOT NULL DEFAULT 0,
+                  skipped          INTEGER NOT NULL DEFAULT 0
+              );
+              CREATE INDEX schedules_function ON schedules(function);",
+    },
 ];
 
 /// The schema version this build writes and understands.

@@ -63,6 +63,7 @@ mod python_functions;
 mod request_bodies;
 mod request_ids;
 mod routing;
+mod schedules;
 mod scheduling;
 mod shutdown;
 mod slowloris;

@@ -1,0 +1,329 @@
+//! The cron thread: fires the stored schedules (`registry::schedules`)
+//! through the normal data path. A run is an HTTP request to the gateway's
+//! own listener over loopback, so routing, the version alias, admission,
+//! rate limits, stats and function logs apply to it as to any call, and it
+//! carries a request id of its own (`cron-<schedule>-<tick>`).
+//!
+//! The table is read again every second, so a schedule made or deleted by
+//! any writer (the API, the CLI, the sqlite3 shell) is seen within one.
+//! Missed ticks are not replayed: after a stop, a schedule whose tick fell
+//! while corefn was down runs once at start when `--schedule-catch-up` is on
+//! (the default), then keeps its timetable.
+//!
+//! Runs happen on threads of their own, at most [`RUNS_IN_FLIGHT_MAX`]; a
+//! tick over that bound, or one that overlaps its schedule's previous run
+//! under `overlap: skip`, is skipped and counted. Never runs on a core.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::clock;
+use crate::registry::schedules::{self, Overlap, Schedule, Timetable};
+
+/// Scheduled runs going at once, over every schedule.
+pub const RUNS_IN_FLIGHT_MAX: usize = 64;
+/// How often the table is read again (and the resolution of a tick).
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// A scheduled call's bound: connect, and the whole exchange.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// What of a response is read: enough for the status line; the rest is
+/// drained and dropped, bounded.
+const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Where and how the cron thread runs.
+pub struct CronSettings {
+    pub db: PathBuf,
+    /// The gateway's listener, as a loopback client reaches it.
+    pub gateway: SocketAddr,
+    pub catch_up: bool,
+}
+
+/// A schedule the thread knows: its timetable and its next tick.
+struct Armed {
+    cron: String,
+    timetable: Timetable,
+    next_tick_us: Option<u64>,
+    running: Arc<AtomicBool>,
+}
+
+/// What a run reports back to the thread, which alone writes the table.
+struct RunDone {
+    id: i64,
+    started_unix_us: u64,
+    status: u16,
+    duration_us: u64,
+}
+
+/// The loopback address that reaches a listener on `listen`.
+pub fn loopback_of(listen: SocketAddr) -> SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+pub fn start(settings: CronSettings) -> std::io::Result<thread::JoinHandle<()>> {
+    let connection = open(&settings.db)?;
+    thread::Builder::new()
+        .name("corefn-cron".into())
+        .spawn(move || run(connection, settings))
+}
+
+fn open(db: &Path) -> std::io::Result<Connection> {
+    let connection = Connection::open(db).map_err(std::io::Error::other)?;
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(std::io::Error::other)?;
+    Ok(connection)
+}
+
+fn run(connection: Connection, settings: CronSettings) {
+    let mut armed: HashMap<i64, Armed> = HashMap::new();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = mpsc::channel::<RunDone>();
+    let mut first_load = true;
+    let mut last_reload: Option<Instant> = None;
+    loop {
+        if last_reload.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL) {
+            match schedules::list(&connection, None) {
+                Ok(list) => {
+                    arm(&mut armed, &list, first_load && settings.catch_up);
+                    first_load = false;
+                }
+                Err(error) => eprintln!("corefn: cron: cannot read the schedules: {error}"),
+            }
+            last_reload = Some(Instant::now());
+        }
+        let now_us = clock::unix_now_us();
+        let mut schedules_by_id: Option<HashMap<i64, Schedule>> = None;
+        for (id, entry) in armed.iter_mut() {
+            let Some(tick_us) = entry.next_tick_us else {
+                continue;
+            };
+            if tick_us > now_us {
+                continue;
+            }
+            entry.next_tick_us = entry.timetable.next_after_us(now_us);
+            // The schedule as stored now: its method, path and body.
+            let stored = schedules_by_id.get_or_insert_with(|| {
+                schedules::list(&connection, None)
+                    .map(|list| list.into_iter().map(|s| (s.id, s)).collect())
+                    .unwrap_or_default()
+            });
+            let Some(schedule) = stored.get(id) else {
+                continue;
+            };
+            let overlaps = entry.running.load(Ordering::Acquire);
+            let full = in_flight.load(Ordering::Acquire) >= RUNS_IN_FLIGHT_MAX;
+            if (overlaps && schedule.overlap == Overlap::Skip) || full {
+                if let Err(error) = schedules::record_skip(&connection, *id) {
+                    eprintln!("corefn: cron: cannot count a skipped tick of {id}: {error}");
+                }
+                continue;
+            }
+            let call = ScheduledCall {
+                id: *id,
+                request_id: format!("cron-{id}-{tick_us}"),
+                method: schedule.method.clone(),
+                target: format!("/fn/{}{}", schedule.function, schedule.path)
+                    .trim_end_matches('/')
+                    .to_string(),
+                body: schedule.body.clone().into_bytes(),
+            };
+            entry.running.store(true, Ordering::Release);
+            in_flight.fetch_add(1, Ordering::AcqRel);
+            let running = entry.running.clone();
+            let in_flight_of_run = in_flight.clone();
+            let done_tx = done_tx.clone();
+            let gateway = settings.gateway;
+            let spawned = thread::Builder::new()
+                .name("corefn-cron-run".into())
+                .spawn(move || {
+                    let started_unix_us = clock::unix_now_us();
+                    let started = Instant::now();
+                    let status = call.send(gateway);
+                    running.store(false, Ordering::Release);
+                    in_flight_of_run.fetch_sub(1, Ordering::AcqRel);
+                    let _ = done_tx.send(RunDone {
+                        id: call.id,
+                        started_unix_us,
+                        status,
+                        duration_us: started.elapsed().as_micros() as u64,
+                    });
+                });
+            if let Err(error) = spawned {
+                eprintln!("corefn: cron: cannot start a run of schedule {id}: {error}");
+                entry.running.store(false, Ordering::Release);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let wake = Instant::now() + POLL_INTERVAL;
+        loop {
+            let left = wake.saturating_duration_since(Instant::now());
+            match done_rx.recv_timeout(left) {
+                Ok(done) => {
+                    if let Err(error) = schedules::record_run(
+                        &connection,
+                        done.id,
+                        done.started_unix_us,
+                        done.status,
+                        done.duration_us,
+                    ) {
+                        eprintln!("corefn: cron: cannot record a run of {}: {error}", done.id);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Brings the armed set in line with the table: new schedules get their
+/// next tick (or, at start with `catch_up`, one run now for a tick missed
+/// while corefn was down), changed ones are re-armed, gone ones dropped.
+fn arm(armed: &mut HashMap<i64, Armed>, list: &[Schedule], catch_up: bool) {
+    let now_us = clock::unix_now_us();
+    armed.retain(|id, _| list.iter().any(|s| s.id == *id));
+    for schedule in list {
+        if armed
+            .get(&schedule.id)
+            .is_some_and(|entry| entry.cron == schedule.cron)
+        {
+            continue;
+        }
+        let timetable = match Timetable::parse(&schedule.cron) {
+            Ok(timetable) => timetable,
+            Err(error) => {
+                // Only a hand-written row can get here: the API checks.
+                eprintln!(
+                    "corefn: cron: schedule {} is not armed: {error}",
+                    schedule.id
+                );
+                continue;
+            }
+        };
+        let missed = catch_up
+            && schedule
+                .last_run_unix_us
+                .and_then(|last| timetable.next_after_us(last))
+                .is_some_and(|tick| tick <= now_us);
+        let next_tick_us = if missed {
+            Some(now_us)
+        } else {
+            timetable.next_after_us(now_us)
+        };
+        armed.insert(
+            schedule.id,
+            Armed {
+                cron: schedule.cron.clone(),
+                timetable,
+                next_tick_us,
+                running: Arc::default(),
+            },
+        );
+    }
+}
+
+/// One scheduled request.
+struct ScheduledCall {
+    id: i64,
+    request_id: String,
+    method: String,
+    target: String,
+    body: Vec<u8>,
+}
+
+impl ScheduledCall {
+    /// Sends the request and returns the response's status; 0 when the
+    /// gateway could not be reached or answered nothing readable.
+    fn send(&self, gateway: SocketAddr) -> u16 {
+        match self.exchange(gateway) {
+            Ok(status) => status,
+            Err(error) => {
+                eprintln!(
+                    "corefn: cron: schedule {} ({} {}): {error}",
+                    self.id, self.method, self.target
+                );
+                0
+            }
+        }
+    }
+
+    fn exchange(&self, gateway: SocketAddr) -> std::io::Result<u16> {
+        let mut stream = TcpStream::connect_timeout(&gateway, CONNECT_TIMEOUT)?;
+        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+        stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        let target = if self.target.is_empty() {
+            "/"
+        } else {
+            &self.target
+        };
+        let head = format!(
+            "{} {target} HTTP/1.1\r\nhost: {gateway}\r\nuser-agent: corefn-cron\r\n\
+             x-request-id: {}\r\nx-corefn-schedule: {}\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n",
+            self.method,
+            self.request_id,
+            self.id,
+            self.body.len()
+        );
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&self.body)?;
+        let mut response = Vec::with_capacity(4096);
+        (&mut stream)
+            .take(RESPONSE_BYTES_MAX as u64)
+            .read_to_end(&mut response)?;
+        parse_status(&response).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the gateway's answer has no status line",
+            )
+        })
+    }
+}
+
+/// The status of `HTTP/1.1 200 OK…`.
+fn parse_status(response: &[u8]) -> Option<u16> {
+    let line_end = response.iter().position(|&b| b == b'\r')?;
+    let line = std::str::from_utf8(&response[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(204));
+        assert_eq!(parse_status(b"garbage\r\n"), None);
+        assert_eq!(parse_status(b""), None);
+    }
+
+    #[test]
+    fn unspecified_listeners_are_reached_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(loopback_of(any).to_string(), "127.0.0.1:8080");
+        let v6: SocketAddr = "[::]:9".parse().expect("addr");
+        assert_eq!(loopback_of(v6).to_string(), "[::1]:9");
+        let fixed: SocketAddr = "10.0.0.1:80".parse().expect("addr");
+        assert_eq!(loopback_of(fixed), fixed);
+    }
+}
