@@ -188,3 +188,43 @@ fn deleting_a_function_deletes_its_schedules() {
     let r = get(s.server.addr(), &format!("/_/api/v1/schedules/{id}"));
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+#[test]
+fn a_tick_missed_while_down_runs_once_at_start_and_a_new_schedule_waits() {
+    // The table as a stopped corefn left it: a yearly schedule that last ran
+    // over a year ago (its tick fell while corefn was down), and one that
+    // never ran. Written by hand, as the sqlite3 shell would.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("corefn.db");
+    {
+        let mut conn = rusqlite::Connection::open(&db).expect("open");
+        corefn::schema::migrate(&mut conn).expect("migrate");
+        let long_ago_us = (now_secs() - 400 * 24 * 3600) * 1_000_000;
+        conn.execute_batch(&format!(
+            "INSERT INTO functions VALUES ('POST:/fn/yearly', '{{\"runtime\":\"static\",\"body\":\"caught up\\n\"}}', 1);
+             INSERT INTO schedules (id, function, cron, created, last_run_us)
+                 VALUES (1, 'yearly', '0 0 1 1 *', 1, {long_ago_us});
+             INSERT INTO schedules (id, function, cron, created) VALUES (2, 'yearly', '0 0 1 1 *', 1);"
+        ))
+        .expect("rows");
+    }
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_db(cwd, db.clone(), &[]);
+    let runs_of = |id: i64| -> (i64, Option<i64>) {
+        rusqlite::Connection::open(&db)
+            .expect("open")
+            .query_row(
+                "SELECT runs, last_status FROM schedules WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("row")
+    };
+    let caught_up = wait_until(Duration::from_secs(20), || runs_of(1).0 >= 1);
+    assert!(caught_up.is_some(), "{:?}", runs_of(1));
+    assert_eq!(runs_of(1), (1, Some(200)));
+    // Both were armed at the same first read of the table: the one that
+    // never ran waits for its next tick (next 1 January).
+    assert_eq!(runs_of(2), (0, None));
+    drop(server);
+}
