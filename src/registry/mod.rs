@@ -9,6 +9,8 @@
 //! * [`artifacts`]: the store directory.
 //! * [`code`]: what an upload is (by runtime, file name and content) and
 //!   the check or compile that turns it into an artifact.
+//! * [`invocations`]: the durable queue of async invocations: enqueue in
+//!   batches, claim, retry with backoff and jitter, dead letters.
 //! * [`keys`]: key generation, hashing and scopes.
 //! * [`schedules`]: cron schedules: timetables parsed and checked, stored,
 //!   and what their runs did (fired by `control::cron`).
@@ -18,6 +20,7 @@
 pub mod artifacts;
 pub mod code;
 pub mod functions;
+pub mod invocations;
 pub mod keys;
 pub mod schedules;
 pub mod upload;

@@ -103,6 +103,33 @@ pub const MIGRATIONS: &[Migration] = &[
               );
               CREATE INDEX schedules_function ON schedules(function);",
     },
+    Migration {
+        version: 4,
+        summary: "async invocations: the durable queue, results and dead letters",
+        sql: "CREATE TABLE invocations (
+                  id               TEXT PRIMARY KEY,
+                  function         TEXT NOT NULL,
+                  method           TEXT NOT NULL,
+                  path             TEXT NOT NULL,
+                  headers          TEXT NOT NULL,
+                  body             BLOB NOT NULL,
+                  callback_url     TEXT,
+                  state            TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'dead')),
+                  attempts         INTEGER NOT NULL DEFAULT 0,
+                  max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
+                  created_us       INTEGER NOT NULL,
+                  updated_us       INTEGER NOT NULL,
+                  next_attempt_us  INTEGER NOT NULL,
+                  deadline_us      INTEGER NOT NULL,
+                  status           INTEGER,
+                  result_headers   TEXT,
+                  result_body      BLOB,
+                  result_truncated INTEGER NOT NULL DEFAULT 0,
+                  error            TEXT
+              );
+              CREATE INDEX invocations_due ON invocations(state, next_attempt_us);
+              CREATE INDEX invocations_function ON invocations(function, created_us);",
+    },
 ];
 
 /// The schema version this build writes and understands.
