@@ -107,6 +107,21 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     let cpus = select_cpus(options.cores)?;
     let store = RouteStore::open(&options.db)?;
+    // An admin key is made on the first start, before the route table is
+    // first read: its commit would otherwise count as a change of the
+    // table and publish a second version right after start.
+    let admin_key_file = options
+        .control
+        .admin_key_file
+        .clone()
+        .unwrap_or_else(|| options.db.with_extension("admin-key"));
+    let created_key = rusqlite::Connection::open(&options.db)
+        .map_err(std::io::Error::other)
+        .and_then(|connection| crate::control::api::ensure_admin_key(&connection, &admin_key_file))
+        .map_err(|source| ServeError::Start {
+            what: format!("admin key in {}", admin_key_file.display()),
+            source,
+        })?;
     let telemetry = Arc::new(Telemetry::new(cpus.len()));
     let (table, loaded_at) = watcher::load_initial(&store, &telemetry.stats)?;
     stats::spawn_sampler(telemetry.stats.clone()).map_err(|source| ServeError::Start {
@@ -145,20 +160,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     })?;
 
     // The control plane: its link to every core goes through an inbox like
-    // a worker's; an admin key is made on the first start.
+    // a worker's.
     let control_inboxes: Vec<Arc<LinkInbox>> = (0..cpus.len()).map(|_| Arc::default()).collect();
-    let admin_key_file = options
-        .control
-        .admin_key_file
-        .clone()
-        .unwrap_or_else(|| options.db.with_extension("admin-key"));
-    let created_key = rusqlite::Connection::open(&options.db)
-        .map_err(std::io::Error::other)
-        .and_then(|connection| crate::control::api::ensure_admin_key(&connection, &admin_key_file))
-        .map_err(|source| ServeError::Start {
-            what: format!("admin key in {}", admin_key_file.display()),
-            source,
-        })?;
     if created_key {
         eprintln!(
             "corefn: created an admin API key in {} (mode 0600); send it as Authorization: Bearer KEY",
