@@ -51,6 +51,10 @@ fn watch(
     telemetry: &Telemetry,
 ) {
     let mut data_version = Some(loaded_at);
+    // What the last published table was built from. A commit to any other
+    // table (schedule bookkeeping, the async queue) changes data_version
+    // too; a table built from the same rows and keys is not published again.
+    let mut built_from = None;
     let mut last_error: Option<String> = None;
     loop {
         thread::sleep(interval);
@@ -59,12 +63,20 @@ fn watch(
                 return Ok(());
             }
             let rows = store.load_rows()?;
+            let keys = store.load_invoke_keys()?;
+            let source = (rows, keys);
+            if built_from.as_ref() == Some(&source) {
+                data_version = Some(version);
+                return Ok(());
+            }
             let previous = board.current();
-            let mut table = RouteTable::build_after(board.version() + 1, rows, Some(&previous));
-            table.set_invoke_keys(store.load_invoke_keys()?);
+            let mut table =
+                RouteTable::build_after(board.version() + 1, source.0.clone(), Some(&previous));
+            table.set_invoke_keys(source.1.clone());
             table.attach_stats(&telemetry.stats);
             report_skipped(&table);
             board.publish(table);
+            built_from = Some(source);
             data_version = Some(version);
             Ok(())
         });

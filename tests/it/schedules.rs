@@ -56,7 +56,15 @@ fn an_every_second_schedule_fires_through_the_data_path() {
     let listed = get(s.server.addr(), "/_/api/v1/schedules?function=tick").json();
     assert_eq!(listed["schedules"][0]["id"], id, "{listed}");
 
+    wait_for_count(&s, id, "runs", 1);
+    let routes_version = get(s.server.addr(), "/_/health").json()["version"].clone();
     let seen = wait_for_count(&s, id, "runs", 3);
+    // A run's bookkeeping is a commit to the database, but not a change of
+    // the routes: the route table is not published again for it.
+    assert_eq!(
+        get(s.server.addr(), "/_/health").json()["version"],
+        routes_version
+    );
     assert_eq!(seen["last_status"], 200, "{seen}");
     assert!(seen["last_run"].is_string(), "{seen}");
     assert!(seen["last_duration_ms"].as_f64().is_some(), "{seen}");
