@@ -14,6 +14,19 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
+/// `30s`, `5m`, `1h`: a whole number of seconds, minutes or hours; `None`
+/// for anything else (callers bound the range and word the error).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let (digits, unit_secs) = match text.as_bytes().last()? {
+        b's' => (&text[..text.len() - 1], 1),
+        b'm' => (&text[..text.len() - 1], 60),
+        b'h' => (&text[..text.len() - 1], 3600),
+        _ => return None,
+    };
+    let n: u64 = digits.parse().ok()?;
+    Some(std::time::Duration::from_secs(n.checked_mul(unit_secs)?))
+}
+
 /// Seconds since the Unix epoch, 0 if the clock is before it.
 pub fn unix_now_secs() -> u64 {
     SystemTime::now()

@@ -95,6 +95,8 @@ fn run(connection: Connection, settings: CronSettings) {
     let mut armed: HashMap<i64, Armed> = HashMap::new();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = mpsc::channel::<RunDone>();
+    // The table as last read: what a due tick sends (method, path, body).
+    let mut stored: HashMap<i64, Schedule> = HashMap::new();
     let mut first_load = true;
     let mut last_reload: Option<Instant> = None;
     loop {
@@ -103,13 +105,13 @@ fn run(connection: Connection, settings: CronSettings) {
                 Ok(list) => {
                     arm(&mut armed, &list, first_load && settings.catch_up);
                     first_load = false;
+                    stored = list.into_iter().map(|s| (s.id, s)).collect();
                 }
                 Err(error) => eprintln!("corefn: cron: cannot read the schedules: {error}"),
             }
             last_reload = Some(Instant::now());
         }
         let now_us = clock::unix_now_us();
-        let mut schedules_by_id: Option<HashMap<i64, Schedule>> = None;
         for (id, entry) in armed.iter_mut() {
             let Some(tick_us) = entry.next_tick_us else {
                 continue;
@@ -118,12 +120,6 @@ fn run(connection: Connection, settings: CronSettings) {
                 continue;
             }
             entry.next_tick_us = entry.timetable.next_after_us(now_us);
-            // The schedule as stored now: its method, path and body.
-            let stored = schedules_by_id.get_or_insert_with(|| {
-                schedules::list(&connection, None)
-                    .map(|list| list.into_iter().map(|s| (s.id, s)).collect())
-                    .unwrap_or_default()
-            });
             let Some(schedule) = stored.get(id) else {
                 continue;
             };
@@ -198,7 +194,9 @@ fn run(connection: Connection, settings: CronSettings) {
 /// while corefn was down), changed ones are re-armed, gone ones dropped.
 fn arm(armed: &mut HashMap<i64, Armed>, list: &[Schedule], catch_up: bool) {
     let now_us = clock::unix_now_us();
-    armed.retain(|id, _| list.iter().any(|s| s.id == *id));
+    // A set, not a scan per entry: up to SCHEDULES_MAX of each, every second.
+    let listed: std::collections::HashSet<i64> = list.iter().map(|s| s.id).collect();
+    armed.retain(|id, _| listed.contains(id));
     for schedule in list {
         if armed
             .get(&schedule.id)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::clock;
 use crate::failure::FailureKind;
 use crate::routes::snapshot::SnapshotBoard;
 use crate::scheduler::collector::ScoreBoard;
@@ -34,19 +35,9 @@ pub struct Observed {
 
 /// `30s`, `1m`, `5m`, `1h`: a window of at most [`WINDOW_MAX`].
 pub fn parse_window(text: &str) -> Result<Duration, String> {
-    let bad = || format!("window {text:?} must be like 30s, 1m, 5m or 1h (at most 1h)");
-    let (digits, unit_secs) = match text.as_bytes().last() {
-        Some(b's') => (&text[..text.len() - 1], 1),
-        Some(b'm') => (&text[..text.len() - 1], 60),
-        Some(b'h') => (&text[..text.len() - 1], 3600),
-        _ => return Err(bad()),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let window = Duration::from_secs(n.checked_mul(unit_secs).ok_or_else(bad)?);
-    if window.is_zero() || window > WINDOW_MAX {
-        return Err(bad());
-    }
-    Ok(window)
+    clock::parse_duration(text)
+        .filter(|window| !window.is_zero() && *window <= WINDOW_MAX)
+        .ok_or_else(|| format!("window {text:?} must be like 30s, 1m, 5m or 1h (at most 1h)"))
 }
 
 impl Observed {

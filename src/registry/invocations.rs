@@ -69,9 +69,9 @@ impl State {
     }
 }
 
-/// A request to queue.
-pub struct NewInvocation {
-    pub id: String,
+/// The call an invocation makes, as queued and as claimed.
+#[derive(Debug, Clone)]
+pub struct QueuedRequest {
     pub function: String,
     pub method: String,
     /// The request target as the gateway will see it (`/fn/NAME...`).
@@ -80,6 +80,12 @@ pub struct NewInvocation {
     pub headers_json: String,
     pub body: Vec<u8>,
     pub callback_url: Option<String>,
+}
+
+/// A request to queue.
+pub struct NewInvocation {
+    pub id: String,
+    pub request: QueuedRequest,
     pub max_attempts: u32,
     pub max_age: Duration,
 }
@@ -88,12 +94,7 @@ pub struct NewInvocation {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: String,
-    pub function: String,
-    pub method: String,
-    pub path: String,
-    pub headers_json: String,
-    pub body: Vec<u8>,
-    pub callback_url: Option<String>,
+    pub request: QueuedRequest,
     /// This attempt's number, from 1.
     pub attempt: u32,
 }
@@ -133,14 +134,15 @@ pub fn enqueue(
                 "an invocation has at least one attempt"
             );
             let deadline_us = now_us.saturating_add(new.max_age.as_micros() as u64);
+            let request = &new.request;
             insert.execute(params![
                 new.id,
-                new.function,
-                new.method,
-                new.path,
-                new.headers_json,
-                new.body,
-                new.callback_url,
+                request.function,
+                request.method,
+                request.path,
+                request.headers_json,
+                request.body,
+                request.callback_url,
                 new.max_attempts,
                 now_us as i64,
                 deadline_us as i64,
@@ -178,12 +180,14 @@ pub fn claim_due(
         let rows = select.query_map(params![now_us as i64, limit as i64], |row| {
             Ok(Claimed {
                 id: row.get(0)?,
-                function: row.get(1)?,
-                method: row.get(2)?,
-                path: row.get(3)?,
-                headers_json: row.get(4)?,
-                body: row.get(5)?,
-                callback_url: row.get(6)?,
+                request: QueuedRequest {
+                    function: row.get(1)?,
+                    method: row.get(2)?,
+                    path: row.get(3)?,
+                    headers_json: row.get(4)?,
+                    body: row.get(5)?,
+                    callback_url: row.get(6)?,
+                },
                 attempt: row.get::<_, i64>(7)?.max(0) as u32 + 1,
             })
         })?;
@@ -347,12 +351,14 @@ mod tests {
     fn new(id: &str, max_attempts: u32) -> NewInvocation {
         NewInvocation {
             id: id.into(),
-            function: "greet".into(),
-            method: "POST".into(),
-            path: "/fn/greet".into(),
-            headers_json: "[]".into(),
-            body: b"{}".to_vec(),
-            callback_url: None,
+            request: QueuedRequest {
+                function: "greet".into(),
+                method: "POST".into(),
+                path: "/fn/greet".into(),
+                headers_json: "[]".into(),
+                body: b"{}".to_vec(),
+                callback_url: None,
+            },
             max_attempts,
             max_age: MAX_AGE_DEFAULT,
         }

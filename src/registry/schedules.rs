@@ -44,17 +44,9 @@ impl Timetable {
                     EVERY_MAX.as_secs() / 3600
                 )
             };
-            let (digits, unit_secs) = match interval.as_bytes().last() {
-                Some(b's') => (&interval[..interval.len() - 1], 1),
-                Some(b'm') => (&interval[..interval.len() - 1], 60),
-                Some(b'h') => (&interval[..interval.len() - 1], 3600),
-                _ => return Err(bad()),
-            };
-            let n: u64 = digits.parse().map_err(|_| bad())?;
-            let every = Duration::from_secs(n.checked_mul(unit_secs).ok_or_else(bad)?);
-            if !(EVERY_MIN..=EVERY_MAX).contains(&every) {
-                return Err(bad());
-            }
+            let every = clock::parse_duration(interval)
+                .filter(|every| (EVERY_MIN..=EVERY_MAX).contains(every))
+                .ok_or_else(bad)?;
             return Ok(Timetable::Every(every));
         }
         // Five fields, as crontab(5) has them: croner would also take a
