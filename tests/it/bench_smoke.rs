@@ -2,12 +2,13 @@
 //! route that 404s, and a closed port. Loopback only; every wait is bounded.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::common::free_port;
 
 /// How long corefn gets to print its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,11 +27,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
-    l.local_addr().expect("probe address").port()
 }
 
 /// Starts corefn on a fresh database (which gets the demo routes, GET /hello
