@@ -12,11 +12,14 @@
 //! | `GET /_/api/v1/functions/NAME/versions` | read | every version |
 //! | `POST /_/api/v1/functions/NAME/rollback` | deploy | `live` to the previous version, or `{"version": N}` |
 //! | `PUT /_/api/v1/functions/NAME/aliases/live` | deploy | `{"version": N, "canary": {"version": M, "weight": 0.1}}` |
-//! | `PUT /_/api/v1/functions/NAME/settings` | deploy | `{"rate_limit": {"rps", "burst"} \| null}`, live, no new version |
+//! | `PUT /_/api/v1/functions/NAME/settings` | deploy | `{"rate_limit": {"rps", "burst"} \| null, "async": {"max_attempts", "max_age_s"} \| null}`, live, no new version |
 //! | `GET /_/api/v1/schedules` | read | cron schedules (`?function=NAME`), next and last run |
 //! | `POST /_/api/v1/schedules` | deploy | `{"function", "cron", "overlap": "skip"\|"allow"}` |
 //! | `GET /_/api/v1/schedules/ID` | read | one schedule |
 //! | `DELETE /_/api/v1/schedules/ID` | deploy | stop it |
+//! | `POST /_/api/v1/functions/NAME/invocations` | invoke | queue an async call: 202 `{"id"}` once on disk |
+//! | `GET /_/api/v1/invocations` | read | async invocations (`?function&state&limit`) |
+//! | `GET /_/api/v1/invocations/ID` | read | one: state, attempts, the result |
 //! | `POST /_/api/v1/keys` | admin | new key, shown once |
 //! | `GET /_/api/v1/keys` | admin | keys without their secrets |
 //! | `DELETE /_/api/v1/keys/ID` | admin | revoke |
@@ -34,6 +37,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::follow;
+use super::invocations::{self as queue, CallbackUrl, IdMaker};
 use super::observe::{self, Observed};
 use super::settings::ControlSettings;
 use crate::clock;
@@ -44,6 +48,7 @@ use crate::http::rules::{self, HEADER_COUNT_MAX};
 use crate::registry::artifacts::ArtifactStore;
 use crate::registry::code::{self, Toolchain, Upload};
 use crate::registry::functions::{check_name, FunctionConfig, Registry, VersionSpec};
+use crate::registry::invocations::{self, AsyncPolicy, Invocation, NewInvocation, QueuedRequest};
 use crate::registry::keys::{self, Scope};
 use crate::registry::schedules::{self, NewSchedule, Overlap, Schedule, Timetable};
 use crate::registry::upload::{self, Archive, UploadLimits};
@@ -51,7 +56,7 @@ use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
 use crate::telemetry::logs::{Follower, LogLine, LogQuery};
 use crate::telemetry::metrics;
-use crate::workers::protocol::{self, Dispatch};
+use crate::workers::protocol::{self, Dispatch, DispatchHeader};
 
 use crate::http::rules::API_PATH_PREFIX as API_PREFIX;
 /// Largest code of one deploy, after base64 decoding.
@@ -65,6 +70,8 @@ pub struct ControlState {
     scratch_root: PathBuf,
     scratch_counter: u64,
     observed: Observed,
+    invocation_ids: IdMaker,
+    callback_hosts: Vec<String>,
 }
 
 /// What an endpoint answers.
@@ -81,6 +88,9 @@ pub enum Answer {
         backlog: Vec<LogLine>,
         follower: Follower,
     },
+    /// An async invocation to queue: the intake thread stores it and
+    /// answers.
+    Enqueue(NewInvocation),
 }
 
 /// A whole response, or the head of a streamed one and its follower.
@@ -89,6 +99,9 @@ pub struct Response {
     pub bytes: Vec<u8>,
     /// Set for a live tail: the caller streams it and keeps the socket.
     pub follower: Option<Follower>,
+    /// Set for an async invocation: nothing is written here; the intake
+    /// thread answers once it is stored.
+    pub enqueue: Option<NewInvocation>,
 }
 
 /// A parsed API request.
@@ -100,6 +113,7 @@ struct ApiRequest<'r> {
     bearer: Option<String>,
     content_type: Option<String>,
     peer: Option<IpAddr>,
+    headers: &'r [httparse::Header<'r>],
     body: &'r [u8],
 }
 
@@ -110,6 +124,8 @@ enum Caller {
     Anonymous,
     Key {
         scopes: Vec<Scope>,
+        /// The functions an invoke key is limited to (None: any).
+        functions: Option<Vec<String>>,
     },
 }
 
@@ -118,7 +134,7 @@ impl Caller {
         match (self, scope) {
             (Caller::Local, None) => Ok(()),
             (Caller::Key { .. }, None) => Ok(()),
-            (Caller::Key { scopes }, Some(scope)) => {
+            (Caller::Key { scopes, .. }, Some(scope)) => {
                 if scopes.contains(&Scope::Admin) || scopes.contains(&scope) {
                     Ok(())
                 } else {
@@ -132,6 +148,24 @@ impl Caller {
                 ApiErrorKind::Unauthorized,
                 "this needs an API key: Authorization: Bearer KEY",
             )),
+        }
+    }
+
+    /// The invoke scope, for `function` (an invoke key may be limited to
+    /// named functions; admin keys are not).
+    fn may_invoke(&self, function: &str) -> Result<(), ApiError> {
+        self.may(Some(Scope::Invoke))?;
+        match self {
+            Caller::Key {
+                scopes,
+                functions: Some(names),
+            } if !scopes.contains(&Scope::Admin) && !names.iter().any(|n| n == function) => {
+                Err(ApiError::new(
+                    ApiErrorKind::Forbidden,
+                    format_args!("this key may not invoke {function}"),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -165,6 +199,8 @@ impl ControlState {
             scratch_root,
             scratch_counter: 0,
             observed,
+            invocation_ids: IdMaker::new(),
+            callback_hosts: settings.callback_allow_host.clone(),
         })
     }
 
@@ -195,6 +231,15 @@ impl ControlState {
                     status: 200,
                     bytes: out,
                     follower: (!head_only).then_some(follower),
+                    enqueue: None,
+                };
+            }
+            Ok(Answer::Enqueue(invocation)) => {
+                return Response {
+                    status: 202,
+                    bytes: Vec::new(),
+                    follower: None,
+                    enqueue: Some(invocation),
                 };
             }
             Err(error) => (error.status(), JSON, json_line(&error.to_json())),
@@ -213,6 +258,7 @@ impl ControlState {
             status,
             bytes: out,
             follower: None,
+            enqueue: None,
         }
     }
 
@@ -270,13 +316,188 @@ impl ControlState {
             bearer,
             content_type: header_text("content-type"),
             peer,
+            headers: parsed.headers,
             body,
         };
+        if dispatch.header.flags & protocol::FLAG_ASYNC_INVOCATION != 0 {
+            // A function route with `x-corefn-invocation-type: async`: the
+            // core resolved the function and checked its key already.
+            return self
+                .queue_call(&request, dispatch.name, target.to_string())
+                .map(Answer::Enqueue);
+        }
+        if let Some(answer) = self.route_invocations(&request)? {
+            return Ok(answer);
+        }
         if let Some(answer) = self.route_observe(&request)? {
             return Ok(answer);
         }
         self.route(&request)
             .map(|(status, value)| Answer::Json(status, value))
+    }
+
+    /// The async invocation endpoints: queueing a call, and reading the
+    /// queue.
+    fn route_invocations(&mut self, request: &ApiRequest<'_>) -> Result<Option<Answer>, ApiError> {
+        let rest = request.path.strip_prefix(API_PREFIX).unwrap_or("");
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let method = request.method;
+        let read = matches!(method, "GET" | "HEAD");
+        let not_allowed = |allow: &str| {
+            ApiError::new(
+                ApiErrorKind::MethodNotAllowed,
+                format_args!("{method} is not allowed here (allowed: {allow})"),
+            )
+        };
+        match parts.as_slice() {
+            ["functions", name, "invocations"] => {
+                if method != "POST" {
+                    return Err(not_allowed("POST"));
+                }
+                self.caller(request)?.may_invoke(name)?;
+                check_name(name).map_err(registry_error)?;
+                let function = self.registry().get(name).map_err(registry_error)?;
+                let version = match query_value(request.query, "version") {
+                    Some(text) => {
+                        let version: u32 = text.parse().map_err(|_| {
+                            ApiError::new(
+                                ApiErrorKind::BadRequest,
+                                format_args!("version {text:?} is not a number"),
+                            )
+                        })?;
+                        if version == 0 || version > function.latest_version {
+                            return Err(registry_error(RegistryError::VersionNotFound {
+                                name: name.to_string(),
+                                version,
+                            }));
+                        }
+                        format!("@{version}")
+                    }
+                    None => String::new(),
+                };
+                let sub_path = query_value(request.query, "path").unwrap_or_default();
+                if !sub_path.is_empty() && !sub_path.starts_with('/') {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        "path must start with /",
+                    ));
+                }
+                let target = format!("/fn/{name}{version}{sub_path}");
+                let mut headers = queue::forwarded_headers(request.headers);
+                // The call goes to the gateway by path, not by this host.
+                headers.retain(|(name, _)| name != "host");
+                let call_method = query_value(request.query, "method")
+                    .unwrap_or_else(|| "POST".to_string())
+                    .to_ascii_uppercase();
+                if !rules::is_token(call_method.as_bytes()) {
+                    return Err(ApiError::new(
+                        ApiErrorKind::BadRequest,
+                        format_args!("method {call_method:?} is not an HTTP method"),
+                    ));
+                }
+                let queued = self.new_invocation(request, name, call_method, target, headers)?;
+                Ok(Some(Answer::Enqueue(queued)))
+            }
+            ["invocations"] => {
+                if !read {
+                    return Err(not_allowed("GET"));
+                }
+                self.caller(request)?.may(None)?;
+                let state = match query_value(request.query, "state") {
+                    Some(text) => Some(invocations::State::parse(&text).ok_or_else(|| {
+                        ApiError::new(
+                            ApiErrorKind::BadRequest,
+                            format_args!(
+                                "state {text:?} is not one of queued, running, succeeded, failed, dead"
+                            ),
+                        )
+                    })?),
+                    None => None,
+                };
+                let limit = match query_value(request.query, "limit") {
+                    Some(text) => text
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=INVOCATIONS_LISTED_MAX).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ApiErrorKind::BadRequest,
+                                format_args!("limit must be 1..={INVOCATIONS_LISTED_MAX}"),
+                            )
+                        })?,
+                    None => 100,
+                };
+                let function = query_value(request.query, "function");
+                let list = invocations::list(&self.connection, function.as_deref(), state, limit)
+                    .map_err(registry_error)?;
+                let list: Vec<Value> = list.iter().map(invocation_json).collect();
+                Ok(Some(Answer::Json(200, json!({ "invocations": list }))))
+            }
+            ["invocations", id] => {
+                if !read {
+                    return Err(not_allowed("GET"));
+                }
+                self.caller(request)?.may(None)?;
+                let found = invocations::get(&self.connection, id)
+                    .map_err(registry_error)?
+                    .ok_or_else(|| {
+                        ApiError::new(ApiErrorKind::NotFound, format_args!("no invocation {id:?}"))
+                    })?;
+                Ok(Some(Answer::Json(200, invocation_json(&found))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// An invocation of a function route asked for with
+    /// `x-corefn-invocation-type: async`: the same request, later.
+    fn queue_call(
+        &mut self,
+        request: &ApiRequest<'_>,
+        function: &str,
+        target: String,
+    ) -> Result<NewInvocation, ApiError> {
+        let headers = queue::forwarded_headers(request.headers);
+        self.new_invocation(
+            request,
+            function,
+            request.method.to_string(),
+            target,
+            headers,
+        )
+    }
+
+    fn new_invocation(
+        &mut self,
+        request: &ApiRequest<'_>,
+        function: &str,
+        method: String,
+        target: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<NewInvocation, ApiError> {
+        let callback_url = request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-callback-url"))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned());
+        if let Some(url) = &callback_url {
+            CallbackUrl::parse(url, &self.callback_hosts)
+                .map_err(|message| ApiError::new(ApiErrorKind::BadRequest, message))?;
+        }
+        let policy = invocations::policy_of(&self.connection, function).map_err(registry_error)?;
+        Ok(NewInvocation {
+            id: self.invocation_ids.next_id(),
+            request: QueuedRequest {
+                function: function.to_string(),
+                method,
+                path: target,
+                headers_json: queue::headers_json(&headers),
+                body: request.body.to_vec(),
+                callback_url,
+            },
+            max_attempts: policy.max_attempts,
+            max_age: policy.max_age(),
+        })
     }
 
     /// The read-only telemetry endpoints: `/metrics`, stats (and logs).
@@ -427,18 +648,22 @@ impl ControlState {
             });
         };
         let hash = auth::key_hash(secret);
-        let scopes: Option<String> = self
+        let grant: Option<(String, Option<String>)> = self
             .connection
             .query_row(
-                "SELECT scopes FROM api_keys WHERE hash = ?1 AND revoked IS NULL",
+                "SELECT scopes, functions FROM api_keys WHERE hash = ?1 AND revoked IS NULL",
                 [&hash],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(internal)?;
-        match scopes {
-            Some(scopes) => Ok(Caller::Key {
+        match grant {
+            Some((scopes, functions)) => Ok(Caller::Key {
                 scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+                // A list that does not parse grants nothing rather than
+                // everything, as on the cores.
+                functions: functions
+                    .map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()),
             }),
             None => Err(ApiError::new(
                 ApiErrorKind::Unauthorized,
@@ -510,17 +735,69 @@ impl ControlState {
             ["functions", name, "settings"] => match method {
                 "PUT" => {
                     caller.may(Some(Scope::Deploy))?;
-                    #[derive(Deserialize)]
-                    #[serde(deny_unknown_fields)]
-                    struct Settings {
-                        rate_limit: Option<crate::runtimes::descriptor::RateLimit>,
+                    // A field left out keeps its setting; `null` clears it.
+                    let asked: serde_json::Map<String, Value> = parse_json(request.body)?;
+                    if let Some(unknown) = asked
+                        .keys()
+                        .find(|k| k.as_str() != "rate_limit" && k.as_str() != "async")
+                    {
+                        return Err(ApiError::new(
+                            ApiErrorKind::BadRequest,
+                            format_args!(
+                                "unknown setting {unknown:?} (settings: rate_limit, async)"
+                            ),
+                        ));
                     }
-                    let asked: Settings = parse_json(request.body)?;
                     let now = clock::unix_now_secs() as i64;
-                    self.registry()
-                        .set_rate_limit(name, asked.rate_limit, now)
-                        .map_err(registry_error)?;
-                    Ok((200, json!({ "name": name, "rate_limit": asked.rate_limit })))
+                    if let Some(value) = asked.get("async").cloned() {
+                        let policy: Option<AsyncPolicy> = match value {
+                            Value::Null => None,
+                            value => {
+                                #[derive(Deserialize)]
+                                #[serde(deny_unknown_fields)]
+                                struct Asked {
+                                    max_attempts: Option<u32>,
+                                    max_age_s: Option<u64>,
+                                }
+                                let asked: Asked = serde_json::from_value(value).map_err(|e| {
+                                    ApiError::new(
+                                        ApiErrorKind::BadRequest,
+                                        format_args!("async: {e}"),
+                                    )
+                                })?;
+                                let defaults = AsyncPolicy::default();
+                                Some(AsyncPolicy {
+                                    max_attempts: asked
+                                        .max_attempts
+                                        .unwrap_or(defaults.max_attempts),
+                                    max_age_s: asked.max_age_s.unwrap_or(defaults.max_age_s),
+                                })
+                            }
+                        };
+                        invocations::set_policy(&self.connection, name, policy, now)
+                            .map_err(registry_error)?;
+                    }
+                    if let Some(value) = asked.get("rate_limit").cloned() {
+                        let rate_limit: Option<crate::runtimes::descriptor::RateLimit> =
+                            serde_json::from_value(value).map_err(|e| {
+                                ApiError::new(
+                                    ApiErrorKind::BadRequest,
+                                    format_args!("rate_limit: {e}"),
+                                )
+                            })?;
+                        self.registry()
+                            .set_rate_limit(name, rate_limit, now)
+                            .map_err(registry_error)?;
+                    }
+                    let rate_limit =
+                        crate::registry::functions::rate_limit_setting(&self.connection, name)
+                            .map_err(registry_error)?;
+                    let policy =
+                        invocations::policy_of(&self.connection, name).map_err(registry_error)?;
+                    Ok((
+                        200,
+                        json!({ "name": name, "rate_limit": rate_limit, "async": policy }),
+                    ))
                 }
                 _ => not_allowed("PUT"),
             },
@@ -1159,6 +1436,76 @@ fn registry_error(error: RegistryError) -> ApiError {
 
 const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
+
+/// A whole JSON response to a dispatch (keep-alive and HEAD as the
+/// dispatch says), with `headers` besides the content type.
+pub fn json_response(
+    header: &DispatchHeader,
+    request_id: &str,
+    status: u16,
+    value: &Value,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let head_lines = HeadLines::new(&clock::date_line(clock::unix_now_secs()), request_id);
+    let body = json_line(value);
+    let mut all = Vec::with_capacity(headers.len() + 1);
+    all.push(("content-type", JSON));
+    all.extend_from_slice(headers);
+    let mut out = Vec::with_capacity(body.len() + 256);
+    encode::push_response(
+        &mut out,
+        status,
+        &all,
+        &body,
+        head_lines.as_bytes(),
+        header.connection(false),
+        header.head_only(),
+    );
+    out
+}
+
+/// Invocations one list shows at most.
+const INVOCATIONS_LISTED_MAX: usize = 1000;
+
+fn invocation_json(invocation: &Invocation) -> Value {
+    let headers: Option<Value> = invocation.result_headers_json.as_deref().map(|text| {
+        let pairs: Vec<(String, String)> = serde_json::from_str(text).unwrap_or_default();
+        Value::Object(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect(),
+        )
+    });
+    let mut out = json!({
+        "id": invocation.id,
+        "function": invocation.function,
+        "state": invocation.state,
+        "attempts": invocation.attempts,
+        "max_attempts": invocation.max_attempts,
+        "created": clock::rfc3339_us(invocation.created_us),
+        "updated": clock::rfc3339_us(invocation.updated_us),
+        "next_attempt": (invocation.state == invocations::State::Queued)
+            .then(|| clock::rfc3339_us(invocation.next_attempt_us)),
+        "status": invocation.status,
+        "headers": headers,
+        "error": invocation.error,
+    });
+    if let (Some(body), Value::Object(map)) = (&invocation.result_body, &mut out) {
+        match std::str::from_utf8(body) {
+            Ok(text) => map.insert("body".into(), Value::String(text.to_string())),
+            Err(_) => map.insert(
+                "body_base64".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+            ),
+        };
+        map.insert(
+            "body_truncated".into(),
+            Value::Bool(invocation.result_truncated),
+        );
+    }
+    out
+}
 
 fn json_line(value: &Value) -> Vec<u8> {
     let mut text = value.to_string();

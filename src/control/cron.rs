@@ -15,8 +15,7 @@
 //! under `overlap: skip`, is skipped and counted. Never runs on a core.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::loopback::{self, LoopbackError};
 use crate::clock;
 use crate::registry::schedules::{self, Overlap, Schedule, Timetable};
 
@@ -33,12 +33,8 @@ pub const RUNS_IN_FLIGHT_MAX: usize = 64;
 /// How often the table is read again (and the resolution of a tick).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-/// A scheduled call's bound: connect, and the whole exchange.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A scheduled call's bound, after connecting.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// What of a response is read: enough for the status line; the rest is
-/// drained and dropped, bounded.
-const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Where and how the cron thread runs.
 pub struct CronSettings {
@@ -62,18 +58,6 @@ struct RunDone {
     started_unix_us: u64,
     status: u16,
     duration_us: u64,
-}
-
-/// The loopback address that reaches a listener on `listen`.
-pub fn loopback_of(listen: SocketAddr) -> SocketAddr {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 pub fn start(settings: CronSettings) -> std::io::Result<thread::JoinHandle<()>> {
@@ -262,66 +246,19 @@ impl ScheduledCall {
         }
     }
 
-    fn exchange(&self, gateway: SocketAddr) -> std::io::Result<u16> {
-        let mut stream = TcpStream::connect_timeout(&gateway, CONNECT_TIMEOUT)?;
-        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
-        stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-        let target = if self.target.is_empty() {
-            "/"
-        } else {
-            &self.target
+    fn exchange(&self, gateway: SocketAddr) -> Result<u16, LoopbackError> {
+        let headers = [
+            ("user-agent".to_string(), "corefn-cron".to_string()),
+            ("x-request-id".to_string(), self.request_id.clone()),
+            ("x-corefn-schedule".to_string(), self.id.to_string()),
+        ];
+        let request = loopback::Request {
+            method: &self.method,
+            target: &self.target,
+            headers: &headers,
+            body: &self.body,
+            timeout: CALL_TIMEOUT,
         };
-        let head = format!(
-            "{} {target} HTTP/1.1\r\nhost: {gateway}\r\nuser-agent: corefn-cron\r\n\
-             x-request-id: {}\r\nx-corefn-schedule: {}\r\ncontent-length: {}\r\n\
-             connection: close\r\n\r\n",
-            self.method,
-            self.request_id,
-            self.id,
-            self.body.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&self.body)?;
-        let mut response = Vec::with_capacity(4096);
-        (&mut stream)
-            .take(RESPONSE_BYTES_MAX as u64)
-            .read_to_end(&mut response)?;
-        parse_status(&response).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the gateway's answer has no status line",
-            )
-        })
-    }
-}
-
-/// The status of `HTTP/1.1 200 OK…`.
-fn parse_status(response: &[u8]) -> Option<u16> {
-    let line_end = response.iter().position(|&b| b == b'\r')?;
-    let line = std::str::from_utf8(&response[..line_end]).ok()?;
-    let mut parts = line.split(' ');
-    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
-    parts.next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(204));
-        assert_eq!(parse_status(b"garbage\r\n"), None);
-        assert_eq!(parse_status(b""), None);
-    }
-
-    #[test]
-    fn unspecified_listeners_are_reached_on_loopback() {
-        let any: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
-        assert_eq!(loopback_of(any).to_string(), "127.0.0.1:8080");
-        let v6: SocketAddr = "[::]:9".parse().expect("addr");
-        assert_eq!(loopback_of(v6).to_string(), "[::1]:9");
-        let fixed: SocketAddr = "10.0.0.1:80".parse().expect("addr");
-        assert_eq!(loopback_of(fixed), fixed);
+        Ok(loopback::send(gateway, &request)?.status)
     }
 }

@@ -14,15 +14,20 @@
 //! * [`observe`]: stats windows and the `/metrics` view, read from the
 //!   cores' telemetry shards and the scheduler's boards.
 //! * [`cron`]: the thread that fires cron schedules through the gateway.
+//! * [`invocations`]: the async queue's intake (group commit), dispatcher
+//!   and runners.
+//! * [`loopback`]: the HTTP client those two call the gateway with.
 //! * [`settings`]: the control plane's flags.
 
 pub mod api;
 pub mod cron;
 mod follow;
+pub mod invocations;
+pub mod loopback;
 pub mod observe;
 pub mod settings;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -33,10 +38,11 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
+use crate::http::error::{ApiError, ApiErrorKind};
 use crate::registry::artifacts::ArtifactStore;
 use crate::workers::protocol::{
-    self, Completion, ProtocolError, COMPLETION_CONNECTION_BROKEN, COMPLETION_CONNECTION_TAKEN,
-    DISPATCH_BYTES_MAX,
+    self, Completion, DispatchHeader, ProtocolError, COMPLETION_CONNECTION_BROKEN,
+    COMPLETION_CONNECTION_TAKEN, DISPATCH_BYTES_MAX,
 };
 use crate::workers::supervisor::{LinkInbox, NewLink};
 use settings::ControlSettings;
@@ -71,13 +77,84 @@ pub fn start(
     }
     let store = ArtifactStore::open(&settings.store_dir)?;
     let mut state = api::ControlState::open(db, store, settings, observed)?;
+    let intake_channels = channels
+        .iter()
+        .map(|c| c.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let intake = invocations::start(
+        invocations::AsyncSettings {
+            db: db.to_path_buf(),
+            gateway: settings.gateway.ok_or_else(|| {
+                std::io::Error::other("the control plane needs the gateway's address")
+            })?,
+            queue_max: settings.async_queue_max,
+            runners: settings.async_runners,
+            callback_hosts: settings.callback_allow_host.clone(),
+        },
+        intake_channels,
+    )?;
     thread::Builder::new()
         .name("corefn-control".into())
-        .spawn(move || serve(&channels, &mut state))
+        .spawn(move || serve(&channels, &mut state, &intake))
+}
+
+/// Writes `response` to the client of a dispatch and reports its
+/// completion on `channel`: the end of every dispatch the control plane
+/// answers (streams keep the socket and say so in `flags`).
+fn reply(
+    channel: BorrowedFd<'_>,
+    client: BorrowedFd<'_>,
+    header: &DispatchHeader,
+    status: u16,
+    response: &[u8],
+    started: Instant,
+) {
+    let written = protocol::write_to_client(client, response);
+    let flags = if written.is_err() {
+        COMPLETION_CONNECTION_BROKEN
+    } else {
+        0
+    };
+    report(
+        channel,
+        header,
+        status,
+        flags,
+        response,
+        written.unwrap_or(0),
+        started,
+    );
+}
+
+fn report(
+    channel: BorrowedFd<'_>,
+    header: &DispatchHeader,
+    status: u16,
+    flags: u16,
+    response: &[u8],
+    written: usize,
+    started: Instant,
+) {
+    let completion = Completion {
+        status,
+        flags,
+        call_id: header.call_id,
+        body_bytes: protocol::body_bytes_written(response, written),
+        duration_us: started.elapsed().as_micros() as u64,
+        failure: None,
+        memory_kb_peak: 0,
+    };
+    if let Err(error) = send(
+        channel.as_raw_fd(),
+        &completion.encode(),
+        MsgFlags::MSG_NOSIGNAL,
+    ) {
+        eprintln!("corefn: control plane: cannot report completion: {error}");
+    }
 }
 
 /// Serves dispatches until every core's channel has closed.
-fn serve(channels: &[OwnedFd], state: &mut api::ControlState) {
+fn serve(channels: &[OwnedFd], state: &mut api::ControlState, intake: &invocations::Intake) {
     let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
         eprintln!("corefn: control plane: cannot create epoll");
         return;
@@ -106,7 +183,41 @@ fn serve(channels: &[OwnedFd], state: &mut api::ControlState) {
             match protocol::recv_dispatch(channel, &mut buffer) {
                 Ok(dispatch) => {
                     let started = Instant::now();
-                    let response = state.respond(&dispatch);
+                    let mut response = state.respond(&dispatch);
+                    let header = dispatch.header;
+                    if let Some(invocation) = response.enqueue.take() {
+                        // The intake thread answers once the row is on disk.
+                        let accepted = invocations::Accepted {
+                            invocation,
+                            client: dispatch.client,
+                            channel: index,
+                            header,
+                            request_id: dispatch.request_id.to_string(),
+                            started,
+                        };
+                        if let Err(accepted) = intake.offer(accepted) {
+                            let gone = ApiError::new(
+                                ApiErrorKind::Unavailable,
+                                "the async queue is not running",
+                            );
+                            let bytes = api::json_response(
+                                &header,
+                                &accepted.request_id,
+                                gone.status(),
+                                &gone.to_json(),
+                                &[],
+                            );
+                            reply(
+                                channel,
+                                accepted.client.as_fd(),
+                                &header,
+                                gone.status(),
+                                &bytes,
+                                started,
+                            );
+                        }
+                        continue;
+                    }
                     let written =
                         protocol::write_to_client(dispatch.client.as_fd(), &response.bytes);
                     let mut flags = 0;
@@ -126,26 +237,15 @@ fn serve(channels: &[OwnedFd], state: &mut api::ControlState) {
                         }
                     }
                     drop(dispatch.client);
-                    let status = response.status;
-                    let completion = Completion {
-                        status,
+                    report(
+                        channel,
+                        &header,
+                        response.status,
                         flags,
-                        call_id: dispatch.header.call_id,
-                        body_bytes: protocol::body_bytes_written(
-                            &response.bytes,
-                            written.as_ref().map_or(0, |n| *n),
-                        ),
-                        duration_us: started.elapsed().as_micros() as u64,
-                        failure: None,
-                        memory_kb_peak: 0,
-                    };
-                    if let Err(error) = send(
-                        channel.as_raw_fd(),
-                        &completion.encode(),
-                        MsgFlags::MSG_NOSIGNAL,
-                    ) {
-                        eprintln!("corefn: control plane: cannot report completion: {error}");
-                    }
+                        &response.bytes,
+                        written.unwrap_or(0),
+                        started,
+                    );
                 }
                 Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
                 Err(ProtocolError::Closed) => {

@@ -40,6 +40,26 @@ pub struct ControlSettings {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub schedule_catch_up: bool,
 
+    /// Async invocations pending (queued or running) at most; a request
+    /// over it gets 503 and is not stored.
+    #[arg(long, default_value_t = 100_000)]
+    pub async_queue_max: u64,
+
+    /// Threads that run async invocations (and deliver their callbacks)
+    /// at once; each function's own concurrency limits still apply.
+    #[arg(long, default_value_t = 16)]
+    pub async_runners: usize,
+
+    /// A host that `x-callback-url` may name besides loopback ones;
+    /// repeatable.
+    #[arg(long = "callback-allow-host", value_name = "HOST")]
+    pub callback_allow_host: Vec<String>,
+
+    /// The gateway's listener as a loopback client reaches it (set by
+    /// serve): scheduled runs and async attempts are sent there.
+    #[arg(skip)]
+    pub gateway: Option<std::net::SocketAddr>,
+
     /// The workers' compiled-module cache (set by serve from --cache-dir):
     /// a checked upload is compiled into it.
     #[arg(skip)]
@@ -54,7 +74,7 @@ impl ControlSettings {
                 self.compile_timeout_ms
             ));
         }
-        Ok(())
+        super::invocations::validate(self.async_queue_max, self.async_runners)
     }
 
     pub fn compile_timeout(&self) -> Duration {

@@ -23,12 +23,12 @@ use glommio::net::TcpStream;
 use super::access_log::LogEntry;
 use super::context::CoreContext;
 use super::request::{
-    parse_head, BodyFraming, ChunkedDecoder, HeadParse, ReadBuf, RequestHead, RequestId,
-    VERSION_PIN_HEADER,
+    parse_head, BodyFraming, HeadParse, ReadBuf, RequestHead, RequestId, VERSION_PIN_HEADER,
 };
 use crate::api::admin;
 use crate::failure::FailureKind;
 use crate::http::auth;
+use crate::http::chunked::ChunkedDecoder;
 use crate::http::encode::{self, ConnectionHeader, HeadLines};
 use crate::http::error::HttpError;
 use crate::http::rules;
@@ -242,7 +242,9 @@ impl Connection<'_> {
                 self.check_key(&head, route, &table)
                     .err()
                     .or_else(|| {
-                        let rate = route.descriptor.rate_limit?;
+                        // An async call is admitted when it runs, through
+                        // this same path; counting it here would take two.
+                        let rate = route.descriptor.rate_limit.filter(|_| !head.invoke_async)?;
                         self.core.rate_limits.admit(&route.key, rate).err()
                     })
                     .map(|error| (route, error))
@@ -266,6 +268,26 @@ impl Connection<'_> {
                 });
             }
             let next = match decision {
+                Decision::Function(route, target)
+                    if head.invoke_async && self.core.control.has_workers() =>
+                {
+                    // Queued by the control plane; the call itself comes
+                    // back through this listener later.
+                    let control = self.core.control.clone();
+                    let handover = Handover {
+                        to: &control,
+                        descriptor: b"{}",
+                        timeout_ms: self.core.limits.control_timeout_ms,
+                        what: &route.key,
+                        name: &target.name,
+                        version: target.version,
+                        concurrency: None,
+                        stats: None,
+                        flags: protocol::FLAG_ASYNC_INVOCATION,
+                    };
+                    self.hand_over(&head, handover, keep_alive, received_at)
+                        .await
+                }
                 Decision::Function(route, target) => {
                     let handover = Handover {
                         to: &self.core.workers,
@@ -276,6 +298,7 @@ impl Connection<'_> {
                         version: target.version,
                         concurrency: target.concurrency.as_ref(),
                         stats: target.stats.as_deref().map(|s| s.shard(self.core.index)),
+                        flags: 0,
                     };
                     self.hand_over(&head, handover, keep_alive, received_at)
                         .await
@@ -291,6 +314,7 @@ impl Connection<'_> {
                         version: 0,
                         concurrency: None,
                         stats: None,
+                        flags: 0,
                     };
                     self.hand_over(&head, handover, keep_alive, received_at)
                         .await
@@ -537,7 +561,7 @@ impl Connection<'_> {
             BodyFraming::Length(len) => &bytes[head.head_len..head.head_len + len],
             BodyFraming::Chunked => &self.chunked_body,
         };
-        let mut flags = 0;
+        let mut flags = handover.flags;
         if keep_alive {
             flags |= protocol::FLAG_KEEP_ALIVE;
         }
@@ -921,6 +945,8 @@ struct Handover<'a> {
     concurrency: Option<&'a Arc<ConcurrencyLimit>>,
     /// This core's shard of the function's stats.
     stats: Option<&'a Shard>,
+    /// Dispatch flags besides the ones the request implies.
+    flags: u32,
 }
 
 fn elapsed_us(since: Instant) -> u64 {

@@ -237,6 +237,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     };
 
     options.control.wasm_cache_dir = Some(options.worker.runtimes.cache_dir.clone());
+    options.control.gateway = Some(crate::control::loopback::loopback_of(options.listen));
     let observed = Observed {
         telemetry: telemetry.clone(),
         routes: board.clone(),
@@ -252,7 +253,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     )?;
     crate::control::cron::start(crate::control::cron::CronSettings {
         db: options.db.clone(),
-        gateway: crate::control::cron::loopback_of(options.listen),
+        gateway: crate::control::loopback::loopback_of(options.listen),
         catch_up: options.control.schedule_catch_up,
     })
     .map_err(|source| ServeError::Start {

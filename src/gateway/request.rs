@@ -15,8 +15,6 @@ use crate::http::rules::{API_PATH_PREFIX, HEADER_COUNT_MAX, REQUEST_ID_HEADER};
 pub const READ_BUF_INITIAL_BYTES: usize = 2 * 1024;
 /// A buffer grown past this (a big body) is given back once it is empty.
 const READ_BUF_KEEP_BYTES_MAX: usize = 64 * 1024;
-/// Longest chunk-size line (size + extensions) accepted.
-const CHUNK_SIZE_LINE_BYTES_MAX: usize = 1024;
 
 /// A connection's input: bytes `start..end` of `data` are received and not
 /// yet consumed. Offsets handed out (request heads) are relative to `start`
@@ -126,6 +124,8 @@ pub struct RequestHead {
     pub authorization: Option<Range<usize>>,
     /// The client's `x-request-id`, valid or not.
     pub request_id: Option<Range<usize>>,
+    /// `x-corefn-invocation-type: async`: queue the call, answer 202.
+    pub invoke_async: bool,
     /// The body limit of this request's path.
     pub body_bytes_max: usize,
 }
@@ -218,6 +218,9 @@ pub enum HeadParse {
     Partial,
 }
 
+/// The header that asks for an async invocation of a function route.
+pub const INVOCATION_TYPE_HEADER: &str = "x-corefn-invocation-type";
+
 /// The header that asks for one version of a deployed function.
 pub const VERSION_PIN_HEADER: &str = "x-corefn-version";
 
@@ -297,6 +300,7 @@ pub fn parse_head(
     let mut version_pin: Option<Range<usize>> = None;
     let mut authorization: Option<Range<usize>> = None;
     let mut request_id: Option<Range<usize>> = None;
+    let mut invoke_async = false;
     for header in request.headers.iter() {
         let name = header.name;
         let value = trim_ows(header.value);
@@ -335,6 +339,17 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case(VERSION_PIN_HEADER) {
             let at = value.as_ptr() as usize - base;
             version_pin = Some(at..at + value.len());
+        } else if name.eq_ignore_ascii_case(INVOCATION_TYPE_HEADER) {
+            // Lambda's names are understood too.
+            invoke_async = match value.to_ascii_lowercase().as_slice() {
+                b"async" | b"event" => true,
+                b"sync" | b"requestresponse" => false,
+                _ => {
+                    return Err(HttpError::BadRequest(
+                        "x-corefn-invocation-type must be async or sync",
+                    ))
+                }
+            };
         } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
             let at = value.as_ptr() as usize - base;
             request_id = Some(at..at + value.len());
@@ -380,6 +395,7 @@ pub fn parse_head(
         version_pin,
         authorization,
         request_id,
+        invoke_async,
         body_bytes_max,
     }))
 }
@@ -440,123 +456,6 @@ fn parse_content_length(value: &[u8]) -> Result<usize, HttpError> {
             .and_then(|n| n.checked_add(usize::from(d - b'0')))
             .ok_or(BAD)
     })
-}
-
-/// Incremental decoder of a chunked body (RFC 9112 §7.1). Trailer fields
-/// are read and dropped.
-#[derive(Debug, Default)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    body_bytes: usize,
-    trailer_bytes: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data {
-        remaining_bytes: usize,
-    },
-    DataEnd,
-    Trailer,
-    Done,
-}
-
-impl ChunkedDecoder {
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Decodes from `input`, appending body bytes to `body`; returns how many
-    /// input bytes were consumed. Stops at the end of the body or when the
-    /// input runs out.
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        body: &mut Vec<u8>,
-        body_bytes_max: usize,
-        trailer_bytes_max: usize,
-    ) -> Result<usize, HttpError> {
-        let mut at = 0;
-        loop {
-            let rest = &input[at..];
-            match self.state {
-                ChunkState::Done => return Ok(at),
-                ChunkState::Size => match httparse::parse_chunk_size(rest) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        at += used;
-                        let size = usize::try_from(size).unwrap_or(usize::MAX);
-                        if size > body_bytes_max - self.body_bytes {
-                            return Err(HttpError::BodyTooLarge {
-                                limit_bytes: body_bytes_max,
-                            });
-                        }
-                        self.state = if size == 0 {
-                            ChunkState::Trailer
-                        } else {
-                            ChunkState::Data {
-                                remaining_bytes: size,
-                            }
-                        };
-                    }
-                    Ok(httparse::Status::Partial) => {
-                        if rest.len() > CHUNK_SIZE_LINE_BYTES_MAX {
-                            return Err(HttpError::BadRequest("chunk size line too long"));
-                        }
-                        return Ok(at);
-                    }
-                    Err(_) => return Err(HttpError::BadRequest("invalid chunk size")),
-                },
-                ChunkState::Data { remaining_bytes } => {
-                    if rest.is_empty() {
-                        return Ok(at);
-                    }
-                    let take = remaining_bytes.min(rest.len());
-                    body.extend_from_slice(&rest[..take]);
-                    self.body_bytes += take;
-                    at += take;
-                    self.state = if take == remaining_bytes {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data {
-                            remaining_bytes: remaining_bytes - take,
-                        }
-                    };
-                }
-                ChunkState::DataEnd => {
-                    if rest.len() < 2 {
-                        return Ok(at);
-                    }
-                    if &rest[..2] != b"\r\n" {
-                        return Err(HttpError::BadRequest("chunk data not followed by CRLF"));
-                    }
-                    at += 2;
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                        if self.trailer_bytes + rest.len() > trailer_bytes_max {
-                            return Err(HttpError::HeaderTooLarge {
-                                limit_bytes: trailer_bytes_max,
-                            });
-                        }
-                        return Ok(at);
-                    };
-                    at += line_end + 2;
-                    self.trailer_bytes += line_end + 2;
-                    if self.trailer_bytes > trailer_bytes_max {
-                        return Err(HttpError::HeaderTooLarge {
-                            limit_bytes: trailer_bytes_max,
-                        });
-                    }
-                    if line_end == 0 {
-                        self.state = ChunkState::Done;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -664,45 +563,6 @@ mod tests {
             ),
             Err(HttpError::HeaderTooLarge { .. })
         ));
-    }
-
-    #[test]
-    fn chunked_body_decodes_across_splits_with_extensions_and_trailers() {
-        let wire = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
-        for split in 0..wire.len() {
-            let mut decoder = ChunkedDecoder::default();
-            let mut body = Vec::new();
-            let used = decoder
-                .decode(&wire[..split], &mut body, MAX_BODY, MAX_HEAD)
-                .expect("first part");
-            let mut rest = wire[used..].to_vec();
-            let used2 = decoder
-                .decode(&rest, &mut body, MAX_BODY, MAX_HEAD)
-                .expect("second part");
-            rest.drain(..used2);
-            assert!(decoder.is_done(), "split {split}");
-            assert_eq!(body, b"Wikipedia");
-            assert_eq!(rest, b"NEXT");
-        }
-    }
-
-    #[test]
-    fn chunked_body_over_limit_and_bad_size() {
-        let mut body = Vec::new();
-        assert_eq!(
-            ChunkedDecoder::default().decode(b"401\r\n", &mut body, MAX_BODY, MAX_HEAD),
-            Err(HttpError::BodyTooLarge {
-                limit_bytes: MAX_BODY
-            })
-        );
-        assert_eq!(
-            ChunkedDecoder::default().decode(b"zz\r\n", &mut body, MAX_BODY, MAX_HEAD),
-            Err(HttpError::BadRequest("invalid chunk size"))
-        );
-        assert_eq!(
-            ChunkedDecoder::default().decode(b"1\r\naXY", &mut body, MAX_BODY, MAX_HEAD),
-            Err(HttpError::BadRequest("chunk data not followed by CRLF"))
-        );
     }
 
     #[test]

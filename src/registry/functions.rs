@@ -100,6 +100,21 @@ pub struct FunctionInfo {
     pub updated: i64,
 }
 
+/// The live rate limit set on `name` by its settings, if any.
+pub fn rate_limit_setting(
+    connection: &Connection,
+    name: &str,
+) -> Result<Option<RateLimit>, RegistryError> {
+    let stored: Option<(f64, Option<u32>)> = connection
+        .query_row(
+            "SELECT rate_rps, rate_burst FROM function_settings WHERE name = ?1 AND rate_rps IS NOT NULL",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(stored.map(|(rps, burst)| RateLimit { rps, burst }))
+}
+
 /// A name by [`is_function_name`], or the error that states the rule.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
     if is_function_name(name) {
@@ -564,14 +579,7 @@ fn set_live(
         extension,
         bytes: 0,
     };
-    let settings_rate: Option<(f64, Option<u32>)> = tx
-        .query_row(
-            "SELECT rate_rps, rate_burst FROM function_settings WHERE name = ?1 AND rate_rps IS NOT NULL",
-            [name],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    let settings_rate = settings_rate.map(|(rps, burst)| RateLimit { rps, burst });
+    let settings_rate = rate_limit_setting(tx, name)?;
     let descriptor = descriptor_json(
         &stored.spec,
         &artifact,

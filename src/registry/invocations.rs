@@ -116,9 +116,9 @@ pub enum Next {
 
 /// Queues `batch` in one transaction: one commit (one fsync under
 /// `synchronous = FULL`) for all of them.
-pub fn enqueue(
+pub fn enqueue<'a>(
     connection: &mut Connection,
-    batch: &[NewInvocation],
+    batch: impl IntoIterator<Item = &'a NewInvocation>,
     now_us: u64,
 ) -> Result<(), RegistryError> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -161,6 +161,17 @@ pub fn pending(connection: &Connection) -> Result<u64, RegistryError> {
         |row| row.get(0),
     )?;
     Ok(n.max(0) as u64)
+}
+
+/// When the earliest queued invocation is due, if any is queued: a read,
+/// so an idle queue costs no write.
+pub fn next_due_us(connection: &Connection) -> Result<Option<u64>, RegistryError> {
+    let due: Option<i64> = connection.query_row(
+        "SELECT min(next_attempt_us) FROM invocations WHERE state = 'queued'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(due.map(|us| us.max(0) as u64))
 }
 
 /// Marks up to `limit` due invocations `running` and returns them, oldest
@@ -314,28 +325,148 @@ pub fn get(connection: &Connection, id: &str) -> Result<Option<Invocation>, Regi
                     next_attempt_us, status, result_headers, result_body, result_truncated, error
              FROM invocations WHERE id = ?1",
             [id],
-            |row| {
-                let state: String = row.get(2)?;
-                Ok(Invocation {
-                    id: row.get(0)?,
-                    function: row.get(1)?,
-                    state: State::parse(&state).unwrap_or(State::Dead),
-                    attempts: row.get::<_, i64>(3)?.max(0) as u32,
-                    max_attempts: row.get::<_, i64>(4)?.max(0) as u32,
-                    created_us: row.get::<_, i64>(5)?.max(0) as u64,
-                    updated_us: row.get::<_, i64>(6)?.max(0) as u64,
-                    next_attempt_us: row.get::<_, i64>(7)?.max(0) as u64,
-                    status: row
-                        .get::<_, Option<i64>>(8)?
-                        .map(|s| s.clamp(0, 999) as u16),
-                    result_headers_json: row.get(9)?,
-                    result_body: row.get(10)?,
-                    result_truncated: row.get(11)?,
-                    error: row.get(12)?,
-                })
-            },
+            invocation_of_row,
         )
         .optional()?)
+}
+
+fn invocation_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
+    let state: String = row.get(2)?;
+    Ok(Invocation {
+        id: row.get(0)?,
+        function: row.get(1)?,
+        state: State::parse(&state).unwrap_or(State::Dead),
+        attempts: row.get::<_, i64>(3)?.max(0) as u32,
+        max_attempts: row.get::<_, i64>(4)?.max(0) as u32,
+        created_us: row.get::<_, i64>(5)?.max(0) as u64,
+        updated_us: row.get::<_, i64>(6)?.max(0) as u64,
+        next_attempt_us: row.get::<_, i64>(7)?.max(0) as u64,
+        status: row
+            .get::<_, Option<i64>>(8)?
+            .map(|s| s.clamp(0, 999) as u16),
+        result_headers_json: row.get(9)?,
+        result_body: row.get(10)?,
+        result_truncated: row.get(11)?,
+        error: row.get(12)?,
+    })
+}
+
+/// Invocations newest first, without their result bodies: at most
+/// `limit`, of one function and/or in one state when asked.
+pub fn list(
+    connection: &Connection,
+    function: Option<&str>,
+    state: Option<State>,
+    limit: usize,
+) -> Result<Vec<Invocation>, RegistryError> {
+    let mut select = connection.prepare_cached(
+        "SELECT id, function, state, attempts, max_attempts, created_us, updated_us,
+                next_attempt_us, status, result_headers, NULL, result_truncated, error
+         FROM invocations
+         WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR state = ?2)
+         ORDER BY created_us DESC, id DESC LIMIT ?3",
+    )?;
+    let rows = select.query_map(
+        params![function, state.map(State::name), limit as i64],
+        invocation_of_row,
+    )?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A function's retry policy for its async invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AsyncPolicy {
+    pub max_attempts: u32,
+    pub max_age_s: u64,
+}
+
+impl Default for AsyncPolicy {
+    fn default() -> AsyncPolicy {
+        AsyncPolicy {
+            max_attempts: MAX_ATTEMPTS_DEFAULT,
+            max_age_s: MAX_AGE_DEFAULT.as_secs(),
+        }
+    }
+}
+
+impl AsyncPolicy {
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_s)
+    }
+
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        if !(1..=MAX_ATTEMPTS_MAX).contains(&self.max_attempts) {
+            return Err(RegistryError::Invalid(format!(
+                "async.max_attempts {} is outside 1..={MAX_ATTEMPTS_MAX}",
+                self.max_attempts
+            )));
+        }
+        if !(1..=MAX_AGE_S_MAX).contains(&self.max_age_s) {
+            return Err(RegistryError::Invalid(format!(
+                "async.max_age_s {} is outside 1..={MAX_AGE_S_MAX}",
+                self.max_age_s
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The longest an invocation may be kept trying: a week.
+pub const MAX_AGE_S_MAX: u64 = 7 * 24 * 60 * 60;
+
+/// The policy `function` has set, or the defaults.
+pub fn policy_of(connection: &Connection, function: &str) -> Result<AsyncPolicy, RegistryError> {
+    let stored: Option<(Option<i64>, Option<i64>)> = connection
+        .query_row(
+            "SELECT async_max_attempts, async_max_age_s FROM function_settings WHERE name = ?1",
+            [function],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let defaults = AsyncPolicy::default();
+    let (attempts, age) = stored.unwrap_or((None, None));
+    Ok(AsyncPolicy {
+        max_attempts: attempts.map_or(defaults.max_attempts, |n| {
+            n.clamp(1, i64::from(MAX_ATTEMPTS_MAX)) as u32
+        }),
+        max_age_s: age.map_or(defaults.max_age_s, |s| s.max(1) as u64),
+    })
+}
+
+/// Sets (or with `None` clears back to the defaults) the policy of
+/// `function`, which must exist. Queued invocations keep theirs.
+pub fn set_policy(
+    connection: &Connection,
+    function: &str,
+    policy: Option<AsyncPolicy>,
+    now: i64,
+) -> Result<(), RegistryError> {
+    if let Some(policy) = &policy {
+        policy.validate()?;
+    }
+    let exists: Option<i64> = connection
+        .query_row(
+            "SELECT 1 FROM registry_functions WHERE name = ?1",
+            [function],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Err(RegistryError::NotFound(function.to_string()));
+    }
+    connection.execute(
+        "INSERT INTO function_settings (name, async_max_attempts, async_max_age_s, updated)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET async_max_attempts = excluded.async_max_attempts,
+             async_max_age_s = excluded.async_max_age_s, updated = excluded.updated",
+        params![
+            function,
+            policy.map(|p| p.max_attempts),
+            policy.map(|p| p.max_age_s as i64),
+            now
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

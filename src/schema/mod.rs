@@ -130,6 +130,14 @@ pub const MIGRATIONS: &[Migration] = &[
               CREATE INDEX invocations_due ON invocations(state, next_attempt_us);
               CREATE INDEX invocations_function ON invocations(function, created_us);",
     },
+    Migration {
+        version: 5,
+        summary: "async invocations: attempts and age per function",
+        sql: "ALTER TABLE function_settings ADD COLUMN async_max_attempts INTEGER
+                  CHECK (async_max_attempts IS NULL OR async_max_attempts >= 1);
+              ALTER TABLE function_settings ADD COLUMN async_max_age_s INTEGER
+                  CHECK (async_max_age_s IS NULL OR async_max_age_s >= 1);",
+    },
 ];
 
 /// The schema version this build writes and understands.

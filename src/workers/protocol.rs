@@ -54,6 +54,9 @@ pub const FLAG_KEEP_ALIVE: u32 = 1 << 0;
 pub const FLAG_HEAD_ONLY: u32 = 1 << 1;
 pub const FLAG_BODY_IN_MEMFD: u32 = 1 << 2;
 pub const FLAG_HTTP10: u32 = 1 << 3;
+/// To the control plane: queue this function call (the dispatch's name is
+/// the function) instead of answering it as an API request.
+pub const FLAG_ASYNC_INVOCATION: u32 = 1 << 4;
 
 /// Completion flag: the worker could not write a whole response, so the
 /// connection must be closed.

@@ -19,7 +19,9 @@
 //! * Start-up: `startup_checks` (flags checked once, rows a runtime cannot
 //!   serve).
 //! * Control plane: `control_api` (deploys, versions, rollback, delete,
-//!   keys and scopes, the schema and its migration).
+//!   keys and scopes, the schema and its migration), `schedules` (cron),
+//!   `invocations` (async calls: retries, dead letters, callbacks, a
+//!   SIGKILL survived).
 //! * Tools: `bench_smoke` (corefn-bench against corefn).
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
@@ -52,6 +54,7 @@ mod function_logs;
 mod grafana_dashboard;
 mod host_contracts;
 mod invalid_rows;
+mod invocations;
 mod keep_alive;
 mod live_routes;
 mod native_functions;
