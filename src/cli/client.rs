@@ -159,7 +159,7 @@ impl Client {
                 )))
             }
         }
-        if uri.host().is_none() || uri.path().trim_matches('/') != "" {
+        if uri.host().is_none() || !uri.path().trim_matches('/').is_empty() {
             return Err(ClientError::Usage(format!(
                 "--url {url:?} must be a server's address, such as http://127.0.0.1:8080"
             )));

@@ -155,7 +155,9 @@ pub fn versions(args: &NameArgs) -> Result<Exit, ClientError> {
     let function = client.api("GET", &format!("functions/{name}"), None)?;
     let live = function["live_version"].as_u64();
     let canary = function["canary"]["version"].as_u64();
-    let mut table = Table::new(&["VERSION", "", "RUNTIME", "ARTIFACT", "CREATED", "ROUTES"]);
+    let mut table = Table::new(&[
+        "VERSION", "ALIAS", "RUNTIME", "ARTIFACT", "CREATED", "ROUTES",
+    ]);
     let empty = Vec::new();
     for v in answer["versions"].as_array().unwrap_or(&empty) {
         let number = v["version"].as_u64();

@@ -20,7 +20,9 @@
 //!   serve).
 //! * Control plane: `control_api` (deploys, versions, rollback, delete,
 //!   keys and scopes, the schema and its migration).
-//! * Tools: `bench_smoke` (corefn-bench against corefn).
+//! * Tools: `bench_smoke` (corefn-bench against corefn), `cli` (the client
+//!   subcommands of the binary: output, `--json`, exit codes, progress on
+//!   a terminal).
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
 //!   queries only metrics corefn exposes), `function_logs` (START/END per
@@ -41,6 +43,7 @@ mod common;
 mod access_log;
 mod admin;
 mod bench_smoke;
+mod cli;
 mod control_api;
 mod demo_functions;
 mod error_statuses;
