@@ -62,7 +62,7 @@ pub fn create(args: &ScheduleArgs) -> Result<Exit, ClientError> {
         cell(&s["function"]),
         cell(&s["cron"]),
         cell(&s["overlap"]),
-        cell(&s["next_run"])
+        short_time(&s["next_run"])
     ));
     Ok(Exit::Ok)
 }
