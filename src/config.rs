@@ -46,6 +46,10 @@ pub enum Command {
     Serve(ServeOptions),
     /// Create or upgrade a database to this corefn's schema, and say its version.
     Migrate(MigrateArgs),
+    /// The client commands: deploy, invoke, list, logs, keys, … (each a
+    /// call of a running server's API).
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
     /// A worker process; started by `serve`, not by hand.
     #[command(hide = true)]
     Worker(WorkerArgs),

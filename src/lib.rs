@@ -23,7 +23,9 @@
 //! schedules;
 //! [`schema`], the one owner of the database's tables; [`api`], the
 //! admin reads under `/_/` that each core answers from its snapshots;
-//! [`config`], the command line and the limits derived from it.
+//! [`config`], the command line and the limits derived from it; [`cli`],
+//! the client subcommands (`deploy`, `invoke`, `logs`, `keys`, …), each a
+//! thin client of the API over HTTP that never opens the database itself.
 //!
 //! Shared below both: [`telemetry`] (per-function stats in per-core
 //! shards, the gateway's counters, the Prometheus text, function logs),
@@ -37,6 +39,7 @@
 
 pub mod api;
 pub mod board;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;

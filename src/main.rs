@@ -1,5 +1,6 @@
-//! The `corefn` binary: parses the command line and hands over to the gateway
-//! (or, started by the supervisor, to a worker process).
+//! The `corefn` binary: parses the command line and hands over to the gateway,
+//! to a client command of a running server (`corefn::cli`), or, started by the
+//! supervisor, to a worker process.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use clap::Parser;
@@ -25,6 +26,8 @@ fn main() -> std::process::ExitCode {
     let result = match command {
         Some(Command::Serve(options)) => corefn::gateway::serve(options).map_err(|e| e.to_string()),
         Some(Command::Migrate(args)) => migrate(&args.db),
+        // Client commands have exit codes of their own (see cli::Exit).
+        Some(Command::Client(command)) => return corefn::cli::run(command),
         Some(Command::CheckWasm(args)) => {
             corefn::runtimes::wasm::check_module_file(&args.path, args.cache_dir)
         }

@@ -22,7 +22,9 @@
 //!   keys and scopes, the schema and its migration), `schedules` (cron),
 //!   `invocations` (async calls: retries, dead letters, callbacks, a
 //!   SIGKILL survived).
-//! * Tools: `bench_smoke` (corefn-bench against corefn).
+//! * Tools: `bench_smoke` (corefn-bench against corefn), `cli` (the client
+//!   subcommands of the binary: output, `--json`, exit codes, progress on
+//!   a terminal).
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
 //!   queries only metrics corefn exposes), `function_logs` (START/END per
@@ -43,6 +45,7 @@ mod common;
 mod access_log;
 mod admin;
 mod bench_smoke;
+mod cli;
 mod control_api;
 mod demo_functions;
 mod error_statuses;
