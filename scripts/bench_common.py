@@ -138,6 +138,17 @@ class Run:
         return self.start_server("corefn", [binary, "serve", "--listen", f"{HOST}:{port}", *args],
                                  port, log_path)
 
+    def start_control_plane(self, binary, port):
+        """`corefn serve` on an empty database with its store, cache, logs
+        and functions in this run's directory; returns (db path, admin key)."""
+        db = self.path("corefn.db")
+        make_route_db(db, [], corefn=binary)
+        self.start_corefn(binary, port, self.path("server.log"), "--db", db,
+                          "--store-dir", self.path("store"), "--cache-dir", self.path("cache"),
+                          "--logs-dir", self.path("logs"), "--functions-dir", self.path("functions"))
+        with open(db[:-len(".db")] + ".admin-key") as f:
+            return db, f.read().strip()
+
     def start_background(self, command, output, timeout_s):
         """A bounded command in the background (stdout and stderr to output);
         stopped when the run ends, killed by wait_background after timeout_s."""

@@ -66,13 +66,7 @@ def main():
         hello_wat = f.read()
 
     with common.Run(prefix="corefn-deploy-latency.") as run:
-        db = run.path("corefn.db")
-        common.make_route_db(db, [], corefn=args.binary)
-        run.start_corefn(args.binary, PORT, run.path("server.log"), "--db", db,
-                         "--store-dir", run.path("store"), "--cache-dir", run.path("cache"),
-                         "--logs-dir", run.path("logs"), "--functions-dir", run.path("functions"))
-        with open(db[:-len(".db")] + ".admin-key") as f:
-            key = f.read().strip()
+        _db, key = run.start_control_plane(args.binary, PORT)
         lines = []
         for mode in modes:
             runtime, code, want = MODES[mode]
