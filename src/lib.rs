@@ -22,7 +22,8 @@
 //! [`registry`], functions, versions, artifacts, code checks, keys and
 //! schedules;
 //! [`schema`], the one owner of the database's tables; [`api`], the
-//! admin reads under `/_/` that each core answers from its snapshots;
+//! admin reads under `/_/` that each core answers from its snapshots, and
+//! the web console's embedded files (a client of the API, like the CLI);
 //! [`config`], the command line and the limits derived from it; [`cli`],
 //! the client subcommands (`deploy`, `invoke`, `logs`, `keys`, …), each a
 //! thin client of the API over HTTP that never opens the database itself.

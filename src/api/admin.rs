@@ -1,7 +1,11 @@
-//! Admin endpoints: `GET /_/health`, `GET /_/routes`, `GET /_/workers`.
+//! Admin endpoints: `GET /_/health`, `GET /_/routes`, `GET /_/workers`,
+//! and the web console's files ([`super::console`]).
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
+use super::console;
 use crate::http::error::HttpError;
 use crate::routes::key::{MethodMatch, PathPattern};
 use crate::routes::table::RouteTable;
@@ -12,7 +16,9 @@ use crate::workers::supervisor::PoolStatus;
 pub struct AdminResponse {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    /// Headers besides the content type.
+    pub headers: &'static [(&'static str, &'static str)],
+    pub body: Cow<'static, [u8]>,
 }
 
 #[derive(Serialize)]
@@ -58,6 +64,15 @@ pub fn respond(
     context: &AdminContext<'_>,
 ) -> Result<AdminResponse, HttpError> {
     let table = context.table;
+    if let Some(asset) = console::asset(path) {
+        require_read(method, path)?;
+        return Ok(AdminResponse {
+            status: 200,
+            content_type: asset.content_type,
+            headers: console::headers(),
+            body: Cow::Borrowed(asset.body),
+        });
+    }
     let body = match path {
         "/_/workers" => serde_json::to_vec(&workers_view(context)),
         "/_/health" => serde_json::to_vec(&Health {
@@ -72,19 +87,25 @@ pub fn respond(
             })
         }
     };
-    if method != "GET" && method != "HEAD" {
-        return Err(HttpError::MethodNotAllowed {
-            method: method.into(),
-            path: path.into(),
-            allow: "GET, HEAD".into(),
-        });
-    }
+    require_read(method, path)?;
     let mut body = body.unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     body.push(b'\n');
     Ok(AdminResponse {
         status: 200,
         content_type: "application/json",
-        body,
+        headers: &[],
+        body: Cow::Owned(body),
+    })
+}
+
+fn require_read(method: &str, path: &str) -> Result<(), HttpError> {
+    if method == "GET" || method == "HEAD" {
+        return Ok(());
+    }
+    Err(HttpError::MethodNotAllowed {
+        method: method.into(),
+        path: path.into(),
+        allow: "GET, HEAD".into(),
     })
 }
 

@@ -4,3 +4,4 @@
 //! route snapshot; nothing here blocks the executor.
 
 pub mod admin;
+pub mod console;

@@ -5,6 +5,7 @@
 //!
 //! Runs on the control thread; reads shards and boards, never writes them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,11 @@ use crate::telemetry::metrics::{MetricsView, WorkerGauges};
 use crate::telemetry::stats::{FunctionStats, Throttle, Totals, WINDOW_MAX};
 use crate::telemetry::Telemetry;
 use crate::workers::supervisor::PoolStatus;
+
+/// The points of a latency curve (`?series=1`).
+const CURVE_QUANTILES: [f64; 11] = [
+    0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0,
+];
 
 /// The window a stats read covers when it names none.
 pub const WINDOW_DEFAULT: Duration = Duration::from_secs(5 * 60);
@@ -49,6 +55,50 @@ impl Observed {
             return None;
         }
         Some(self.summary(name, &versions, window, label))
+    }
+
+    /// What a chart of `name` draws over `window`: `series`, the calls step
+    /// by step (all versions summed; `t_ms` is when a step ended, Unix
+    /// milliseconds), and `percentiles`, the latency curve of the whole
+    /// window. `None` when nothing of that name has stats.
+    pub fn function_series(&self, name: &str, window: Duration) -> Option<Value> {
+        let versions = self.telemetry.stats.of(name);
+        if versions.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let now_ms = clock::unix_now_us() / 1000;
+        // Versions are sampled on the same ticks: steps that end together
+        // are one step of the function.
+        let mut steps: BTreeMap<Instant, (f64, Totals)> = BTreeMap::new();
+        let mut whole = Totals::default();
+        for stats in &versions {
+            for step in self.telemetry.stats.series(stats, window, now) {
+                let entry = steps.entry(step.until).or_default();
+                entry.0 = entry.0.max(step.seconds);
+                entry.1.merge(&step.totals);
+            }
+            whole.merge(&self.telemetry.stats.window(stats, window, now).totals);
+        }
+        let series: Vec<Value> = steps
+            .iter()
+            .map(|(until, (seconds, totals))| {
+                let ago_ms = now.saturating_duration_since(*until).as_millis();
+                json!({
+                    "t_ms": now_ms.saturating_sub(u64::try_from(ago_ms).unwrap_or(u64::MAX)),
+                    "seconds": (seconds * 1000.0).round() / 1000.0,
+                    "count": totals.count(),
+                    "errors": totals.errors(),
+                    "p50_us": totals.quantile_us(0.5),
+                    "p99_us": totals.quantile_us(0.99),
+                })
+            })
+            .collect();
+        let percentiles: Vec<Value> = CURVE_QUANTILES
+            .iter()
+            .map(|&q| json!({ "q": q, "us": whole.quantile_us(q) }))
+            .collect();
+        Some(json!({ "series": series, "percentiles": percentiles }))
     }
 
     /// Calls, error rate and p99 of `name` over the last 5 minutes, for

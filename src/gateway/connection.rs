@@ -25,7 +25,7 @@ use super::context::CoreContext;
 use super::request::{
     parse_head, BodyFraming, HeadParse, ReadBuf, RequestHead, RequestId, VERSION_PIN_HEADER,
 };
-use crate::api::admin;
+use crate::api::{admin, console};
 use crate::failure::FailureKind;
 use crate::http::auth;
 use crate::http::chunked::ChunkedDecoder;
@@ -450,6 +450,8 @@ impl Connection<'_> {
                 }
             }
             Lookup::MethodNotAllowed(allow) => Decision::MethodNotAllowed(allow),
+            // A route of its own wins; otherwise the console's deploy page.
+            Lookup::NotFound if path == console::UPLOAD_PATH && method == "GET" => Decision::Admin,
             Lookup::NotFound => Decision::NotFound,
         }
     }
@@ -717,10 +719,13 @@ impl Connection<'_> {
                 };
                 match admin::respond(method, path, &context) {
                     Ok(answer) => {
+                        let mut headers = Vec::with_capacity(1 + answer.headers.len());
+                        headers.push(("content-type", answer.content_type));
+                        headers.extend_from_slice(answer.headers);
                         let body_bytes = encode::push_response(
                             &mut self.output,
                             answer.status,
-                            &[("content-type", answer.content_type)],
+                            &headers,
                             &answer.body,
                             head_lines.as_bytes(),
                             connection,

@@ -401,12 +401,20 @@ impl History {
 
     /// The newest sample taken at or before `at`.
     fn at_or_before(&self, at: Instant, window: Duration) -> Option<&(Instant, Totals)> {
-        let ring = if window <= FINE_SPAN {
+        self.ring(window)
+            .iter()
+            .rev()
+            .find(|(taken, _)| *taken <= at)
+    }
+
+    /// The samples a window of `window` reads (fine ones up to
+    /// [`FINE_SPAN`], coarse ones beyond).
+    fn ring(&self, window: Duration) -> &VecDeque<(Instant, Totals)> {
+        if window <= FINE_SPAN {
             &self.fine
         } else {
             &self.coarse
-        };
-        ring.iter().rev().find(|(taken, _)| *taken <= at)
+        }
     }
 }
 
@@ -532,6 +540,52 @@ impl StatsRegistry {
     }
 }
 
+/// One step of a series: the calls between the sample before and the
+/// one taken at `until`.
+#[derive(Debug, Clone)]
+pub struct SeriesStep {
+    pub until: Instant,
+    pub seconds: f64,
+    pub totals: Totals,
+}
+
+impl StatsRegistry {
+    /// The calls of `stats` over the last `window`, step by step between
+    /// its stored samples (every [`SAMPLE_INTERVAL`] while it is called,
+    /// every minute beyond 5 minutes), the last step ending `now`. Steps
+    /// without calls are left out: a sample is stored only on change.
+    pub fn series(&self, stats: &FunctionStats, window: Duration, now: Instant) -> Vec<SeriesStep> {
+        let window = window.min(WINDOW_MAX);
+        let start = now.checked_sub(window);
+        let history = lock(&self.history);
+        let mut points: Vec<(Instant, Totals)> = history
+            .get(&(stats.name.clone(), stats.version))
+            .map(|h| h.ring(window).iter().cloned().collect())
+            .unwrap_or_default();
+        drop(history);
+        // Before the first sample the totals were zero, when it began.
+        points.insert(0, (stats.created, Totals::default()));
+        points.push((now, stats.totals()));
+        let mut steps = Vec::with_capacity(points.len());
+        for pair in points.windows(2) {
+            let ((from, before), (until, after)) = (&pair[0], &pair[1]);
+            if start.is_some_and(|start| *until <= start) || *until <= *from {
+                continue;
+            }
+            let totals = after.since(before);
+            if totals.count() == 0 {
+                continue;
+            }
+            steps.push(SeriesStep {
+                until: *until,
+                seconds: until.saturating_duration_since(*from).as_secs_f64(),
+                totals,
+            });
+        }
+        steps
+    }
+}
+
 /// Samples `registry` every [`SAMPLE_INTERVAL`], for ever.
 pub fn spawn_sampler(registry: Arc<StatsRegistry>) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
@@ -609,6 +663,35 @@ mod tests {
             &stats,
             &registry.get_or_create("greet", 1, "wasm")
         ));
+    }
+
+    #[test]
+    fn a_series_has_the_calls_between_samples_and_skips_quiet_steps() {
+        let registry = StatsRegistry::new(1);
+        let stats = registry.get_or_create("f", 1, "exec");
+        let t0 = stats.created;
+        for _ in 0..3 {
+            stats.shard(0).record(&ok(100));
+        }
+        registry.sample(t0 + Duration::from_secs(5));
+        // Nothing between the second and the third tick.
+        registry.sample(t0 + Duration::from_secs(10));
+        for _ in 0..2 {
+            stats.shard(0).record(&ok(10_000));
+        }
+        let now = t0 + Duration::from_secs(15);
+        let steps = registry.series(&stats, Duration::from_secs(60), now);
+        let counts: Vec<u64> = steps.iter().map(|s| s.totals.count()).collect();
+        assert_eq!(counts, [3, 2], "{steps:?}");
+        assert_eq!(steps[0].until, t0 + Duration::from_secs(5));
+        assert_eq!(steps[1].until, now);
+        // The second step began at the last stored sample (the quiet tick
+        // stored none).
+        assert!((steps[1].seconds - 10.0).abs() < 1e-9, "{steps:?}");
+        assert!(steps[1].totals.quantile_us(0.5) >= 9_000);
+        // A window that starts after the first step leaves it out.
+        let recent = registry.series(&stats, Duration::from_secs(8), now);
+        assert_eq!(recent.len(), 1, "{recent:?}");
     }
 
     #[test]

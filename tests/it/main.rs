@@ -25,6 +25,9 @@
 //! * Tools: `bench_smoke` (corefn-bench against corefn), `cli` (the client
 //!   subcommands of the binary: output, `--json`, exit codes, progress on
 //!   a terminal).
+//! * Web console: `console` (the pages in a real headless Chromium over
+//!   WebDriver: deploy, list, invoke, live log, rollback, canary, compile
+//!   error, workers, the key; a screenshot of each page; no console error).
 //! * Observability: `prometheus` (a real Prometheus scrapes `/metrics`;
 //!   `promtool` lints it), `grafana_dashboard` (deploy/grafana/corefn.json
 //!   queries only metrics corefn exposes), `function_logs` (START/END per
@@ -46,6 +49,7 @@ mod access_log;
 mod admin;
 mod bench_smoke;
 mod cli;
+mod console;
 mod control_api;
 mod demo_functions;
 mod error_statuses;

@@ -759,3 +759,59 @@ fn every_failure_kind_is_counted_under_its_kind() {
         }
     }
 }
+
+#[test]
+fn series_one_adds_the_steps_and_the_latency_curve_of_the_window() {
+    let s = ControlServer::start();
+    deploy(
+        &s,
+        json!({"name": "charted", "runtime": "wasm", "code": wat("hello.wat")}),
+    );
+    s.served("/fn/charted", "Hello from wasm!\n");
+    let calls = 7;
+    for _ in 0..calls {
+        assert_eq!(get(s.server.addr(), "/fn/charted").status, 200);
+    }
+    let path = "/_/api/v1/functions/charted/stats?window=5m&series=1";
+    let stats = settled("series", calls + 1, || stats_get(s.server.addr(), path));
+    let series = stats["series"].as_array().expect("series is a list");
+    let stepped: u64 = series
+        .iter()
+        .map(|step| step["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        stepped,
+        calls + 1,
+        "the steps add up to the window: {stats}"
+    );
+    let now_ms = now_secs() as u64 * 1000;
+    for step in series {
+        let t_ms = step["t_ms"].as_u64().expect("t_ms");
+        assert!(t_ms <= now_ms + 1000 && t_ms + 300_000 >= now_ms, "{step}");
+        assert!(step["p50_us"].as_u64() <= step["p99_us"].as_u64(), "{step}");
+    }
+    let curve = stats["percentiles"]
+        .as_array()
+        .expect("percentiles is a list");
+    assert_eq!(curve.len(), 11, "{stats}");
+    let us: Vec<u64> = curve
+        .iter()
+        .map(|p| p["us"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        us.windows(2).all(|w| w[0] <= w[1]),
+        "the curve rises: {us:?}"
+    );
+    assert_eq!(curve[10]["q"], 1.0);
+    assert_eq!(
+        us[10],
+        stats["latency_us"]["max"].as_u64().unwrap_or(0),
+        "{stats}"
+    );
+    // Without series=1 the answer stays as it was.
+    let plain = function_stats(s.server.addr(), "charted", "5m");
+    assert!(
+        plain.get("series").is_none() && plain.get("percentiles").is_none(),
+        "{plain}"
+    );
+}

@@ -962,5 +962,6 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+pub mod browser;
 pub mod control;
 pub mod functions;
