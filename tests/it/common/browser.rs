@@ -161,9 +161,21 @@ impl Browser {
         })
     }
 
+    /// Clicks `css`. The pages redraw what they poll, so an element found
+    /// may be replaced before the click lands: then it is found again.
     pub fn click(&self, css: &str) {
-        let element = self.find(css);
-        self.command("POST", &format!("/element/{element}/click"), None);
+        let mut last = Value::Null;
+        let clicked = wait_until(WAIT, || {
+            let element = self.find(css);
+            let (status, answer) =
+                self.try_command("POST", &format!("/element/{element}/click"), None);
+            last = answer;
+            status == 200 || !is_stale(&last)
+        });
+        assert!(
+            clicked.is_some() && !is_stale(&last) && last.get("error").is_none(),
+            "click {css:?}: {last}"
+        );
     }
 
     /// Types `text` into the field `css` after clearing it (a file input
@@ -189,16 +201,16 @@ impl Browser {
         self.click(&format!("{css} option[value=\"{value}\"]"));
     }
 
-    /// The rendered text of `css` (empty when it is not there).
+    /// The rendered text of `css` (empty when it is not there), read in
+    /// one step in the page, so a redraw cannot come in between.
     pub fn text(&self, css: &str) -> String {
-        match self.try_find(css) {
-            Some(element) => self
-                .command("GET", &format!("/element/{element}/text"), None)
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            None => String::new(),
-        }
+        self.script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : ''",
+            json!([css]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 
     /// Waits until the text of `css` contains `want`; returns that text.
@@ -277,6 +289,10 @@ impl Browser {
             })
             .unwrap_or_default()
     }
+}
+
+fn is_stale(answer: &Value) -> bool {
+    answer["error"] == "stale element reference"
 }
 
 impl Drop for Browser {
