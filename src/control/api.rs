@@ -41,7 +41,7 @@ use super::invocations::{self as queue, CallbackUrl, IdMaker};
 use super::observe::{self, Observed};
 use super::settings::ControlSettings;
 use crate::clock;
-use crate::http::auth;
+use crate::http::auth::{self, KeyGrant};
 use crate::http::encode::{self, ConnectionHeader, HeadLines};
 use crate::http::error::{ApiError, ApiErrorKind};
 use crate::http::rules::{self, HEADER_COUNT_MAX};
@@ -124,8 +124,8 @@ enum Caller {
     Anonymous,
     Key {
         scopes: Vec<Scope>,
-        /// The functions an invoke key is limited to (None: any).
-        functions: Option<Vec<String>>,
+        /// The functions an invoke key is limited to.
+        grant: KeyGrant,
     },
 }
 
@@ -156,10 +156,9 @@ impl Caller {
     fn may_invoke(&self, function: &str) -> Result<(), ApiError> {
         self.may(Some(Scope::Invoke))?;
         match self {
-            Caller::Key {
-                scopes,
-                functions: Some(names),
-            } if !scopes.contains(&Scope::Admin) && !names.iter().any(|n| n == function) => {
+            Caller::Key { scopes, grant }
+                if !scopes.contains(&Scope::Admin) && !grant.allows(Some(function)) =>
+            {
                 Err(ApiError::new(
                     ApiErrorKind::Forbidden,
                     format_args!("this key may not invoke {function}"),
@@ -671,10 +670,8 @@ impl ControlState {
         match grant {
             Some((scopes, functions)) => Ok(Caller::Key {
                 scopes: scopes.split(',').filter_map(Scope::parse).collect(),
-                // A list that does not parse grants nothing rather than
-                // everything, as on the cores.
-                functions: functions
-                    .map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()),
+                // Read as the cores read it.
+                grant: KeyGrant::from_stored(functions.as_deref()),
             }),
             None => Err(ApiError::new(
                 ApiErrorKind::Unauthorized,

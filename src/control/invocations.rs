@@ -18,6 +18,7 @@
 //! `x-corefn-attempt` so a function can tell a repeat. Only this module's
 //! threads write the queue; none of them runs on a core.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -33,7 +34,12 @@ use serde_json::{json, Value};
 use super::loopback::{self, LoopbackError};
 use crate::clock;
 use crate::http::error::{ApiError, ApiErrorKind};
-use crate::registry::invocations::{self, Claimed, NewInvocation, Next, Outcome, State};
+use crate::registry::invocations::{
+    self, Claimed, NewInvocation, Next, Outcome, QueuedRequest, State,
+};
+use crate::registry::keys;
+use crate::routes::snapshot::SnapshotBoard;
+use crate::routes::table::{Lookup, RouteTable};
 use crate::workers::protocol::DispatchHeader;
 
 /// Accepted requests waiting for the intake thread; past this the API
@@ -83,7 +89,16 @@ pub struct AsyncSettings {
     pub queue_max: u64,
     pub runners: usize,
     pub callback_hosts: Vec<String>,
+    /// The published route table: an attempt waits (briefly) for the
+    /// function to be served by it.
+    pub routes: Arc<SnapshotBoard>,
 }
+
+/// How long an attempt waits for its function to be published (the
+/// watcher polls every few milliseconds; a deploy and a call queued right
+/// after it may arrive before the table has it).
+const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+const PUBLISH_POLL: Duration = Duration::from_millis(5);
 
 /// A request the API accepted for the queue, with what answering it takes.
 pub struct Accepted {
@@ -173,9 +188,10 @@ pub fn start(settings: AsyncSettings, channels: Vec<OwnedFd>) -> std::io::Result
         let events = events_tx.clone();
         let gateway = settings.gateway;
         let callback_hosts = settings.callback_hosts.clone();
+        let routes = settings.routes.clone();
         thread::Builder::new()
             .name("corefn-async-run".into())
-            .spawn(move || run_jobs(&jobs, &events, gateway, &callback_hosts))?;
+            .spawn(move || run_jobs(&jobs, &events, gateway, &callback_hosts, &routes))?;
     }
     let dispatcher = Dispatcher {
         connection: dispatch_db,
@@ -347,26 +363,31 @@ impl Dispatcher {
     fn run(mut self, events: &Receiver<Event>) {
         loop {
             let mut attempted = Vec::new();
-            let mut take = |event: Event, busy: &mut usize| match event {
-                Event::Wake => {}
-                Event::Attempted(done) => {
-                    *busy = busy.saturating_sub(1);
-                    attempted.push(*done);
-                }
-                Event::CallbackDone => *busy = busy.saturating_sub(1),
-            };
             match events.recv_timeout(POLL_INTERVAL) {
-                Ok(event) => take(event, &mut self.busy),
+                Ok(event) => self.take(event, &mut attempted),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(event) = events.try_recv() {
-                take(event, &mut self.busy);
+                self.take(event, &mut attempted);
             }
             if !attempted.is_empty() {
                 self.record(attempted);
             }
             self.claim();
+        }
+    }
+
+    /// A runner is free again after an attempt (kept in `attempted` for
+    /// this round's record) or a callback.
+    fn take(&mut self, event: Event, attempted: &mut Vec<Attempted>) {
+        match event {
+            Event::Wake => {}
+            Event::Attempted(done) => {
+                self.busy = self.busy.saturating_sub(1);
+                attempted.push(*done);
+            }
+            Event::CallbackDone => self.busy = self.busy.saturating_sub(1),
         }
     }
 
@@ -484,7 +505,9 @@ fn run_jobs(
     events: &Sender<Event>,
     gateway: SocketAddr,
     callback_hosts: &[String],
+    routes: &SnapshotBoard,
 ) {
+    let mut unpublished = Unpublished::default();
     loop {
         let job = {
             let receiver = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -492,6 +515,7 @@ fn run_jobs(
         };
         let event = match job {
             Ok(Job::Attempt(claimed)) => {
+                unpublished.wait_for(routes, &claimed.request);
                 let answer = attempt(gateway, &claimed).map_err(|e| e.to_string());
                 Event::Attempted(Box::new(Attempted { claimed, answer }))
             }
@@ -503,6 +527,46 @@ fn run_jobs(
         };
         if events.send(event).is_err() {
             return;
+        }
+    }
+}
+
+/// Functions a runner waited for in vain, with the table version it
+/// gave up at: a deleted function's queued calls cost one wait per table
+/// version, not one per call.
+#[derive(Default)]
+struct Unpublished {
+    given_up_at: HashMap<String, u64>,
+}
+
+impl Unpublished {
+    /// Returns once the published table routes `request` (or after
+    /// [`PUBLISH_WAIT`]); the attempt then goes ahead either way.
+    fn wait_for(&mut self, routes: &SnapshotBoard, request: &QueuedRequest) {
+        let path = request.path.split('?').next().unwrap_or("/");
+        let routed =
+            |table: &RouteTable| !matches!(table.lookup(&request.method, path), Lookup::NotFound);
+        let table = routes.current();
+        if routed(&table) {
+            self.given_up_at.remove(&request.function);
+            return;
+        }
+        if self.given_up_at.get(&request.function) == Some(&table.version()) {
+            return;
+        }
+        let deadline = Instant::now() + PUBLISH_WAIT;
+        loop {
+            thread::sleep(PUBLISH_POLL);
+            let table = routes.current();
+            if routed(&table) {
+                self.given_up_at.remove(&request.function);
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.given_up_at
+                    .insert(request.function.clone(), table.version());
+                return;
+            }
         }
     }
 }
@@ -717,9 +781,7 @@ impl Default for IdMaker {
 
 fn seed() -> u64 {
     let mut bytes = [0u8; 8];
-    let from_os = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    match from_os {
+    match keys::os_random(&mut bytes) {
         Ok(()) => u64::from_le_bytes(bytes) | 1,
         Err(_) => clock::unix_now_us() | 1,
     }

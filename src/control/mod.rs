@@ -76,6 +76,7 @@ pub fn start(
         channels.push(control_end);
     }
     let store = ArtifactStore::open(&settings.store_dir)?;
+    let routes = observed.routes.clone();
     let mut state = api::ControlState::open(db, store, settings, observed)?;
     let intake_channels = channels
         .iter()
@@ -90,6 +91,7 @@ pub fn start(
             queue_max: settings.async_queue_max,
             runners: settings.async_runners,
             callback_hosts: settings.callback_allow_host.clone(),
+            routes,
         },
         intake_channels,
     )?;

@@ -21,6 +21,33 @@ pub fn key_hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
+/// What a key may invoke: any function, or the named ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub functions: Option<Vec<String>>,
+}
+
+impl KeyGrant {
+    /// From a key row's `functions` column (a JSON list, or NULL for any).
+    /// A list that does not parse grants nothing rather than everything.
+    pub fn from_stored(functions: Option<&str>) -> KeyGrant {
+        KeyGrant {
+            functions: functions
+                .map(|json| serde_json::from_str::<Vec<String>>(json).unwrap_or_default()),
+        }
+    }
+
+    /// `function` None: a call that names no function (only an unlimited
+    /// key may make it).
+    pub fn allows(&self, function: Option<&str>) -> bool {
+        match (&self.functions, function) {
+            (None, _) => true,
+            (Some(names), Some(function)) => names.iter().any(|n| n == function),
+            (Some(_), None) => false,
+        }
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -34,6 +61,15 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_function_list_limits_a_grant_and_a_broken_one_grants_nothing() {
+        assert!(KeyGrant::from_stored(None).allows(Some("any")));
+        let limited = KeyGrant::from_stored(Some(r#"["greet"]"#));
+        assert!(limited.allows(Some("greet")));
+        assert!(!limited.allows(Some("other")) && !limited.allows(None));
+        assert!(!KeyGrant::from_stored(Some("not json")).allows(Some("greet")));
+    }
 
     #[test]
     fn bearer_header_is_parsed() {

@@ -53,10 +53,16 @@ pub struct NewKey {
     pub hash: String,
 }
 
+/// Fills `bytes` from the OS's randomness (the one place corefn reads
+/// it: keys here, seeds elsewhere).
+pub fn os_random(bytes: &mut [u8]) -> io::Result<()> {
+    File::open("/dev/urandom")?.read_exact(bytes)
+}
+
 /// Makes a key from the OS's randomness.
 pub fn generate() -> io::Result<NewKey> {
     let mut random = [0u8; KEY_RANDOM_BYTES];
-    File::open("/dev/urandom")?.read_exact(&mut random)?;
+    os_random(&mut random)?;
     let secret = format!("{KEY_PREFIX}{}", hex(&random));
     let hash = key_hash(&secret);
     // The id is public (lists, revocation): derived from the hash, it says

@@ -107,10 +107,7 @@ impl RouteStore {
             if !scopes.iter().any(|s| *s == "invoke" || *s == "admin") {
                 continue;
             }
-            // A list that does not parse grants nothing rather than everything.
-            let functions = functions
-                .map(|json| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default());
-            keys.insert(hash, KeyGrant { functions });
+            keys.insert(hash, KeyGrant::from_stored(functions.as_deref()));
         }
         Ok(keys)
     }

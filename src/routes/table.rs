@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::key::{Method, MethodMatch, PathPattern, RouteKey};
+pub use crate::http::auth::KeyGrant;
 use crate::runtimes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::static_response::StaticResponse;
 use crate::scheduler::admission::ConcurrencyLimit;
@@ -86,22 +87,6 @@ impl PartialEq for Route {
     }
 }
 impl Eq for Route {}
-
-/// What an invoke key may call: every function, or the named ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyGrant {
-    pub functions: Option<Vec<String>>,
-}
-
-impl KeyGrant {
-    pub fn allows(&self, function: Option<&str>) -> bool {
-        match (&self.functions, function) {
-            (None, _) => true,
-            (Some(names), Some(function)) => names.iter().any(|n| n == function),
-            (Some(_), None) => false,
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
