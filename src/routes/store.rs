@@ -8,12 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
 use std::collections::HashMap;
 
-use super::table::{KeyGrant, RouteRow};
+use super::table::{KeyGrant, RouteRow, SkippedRow, StoredRows};
 
 /// Demo routes, put into a database that had no route table.
 pub const INIT_SQL: &str = include_str!("../../init.sql");
@@ -112,18 +113,74 @@ impl RouteStore {
         Ok(keys)
     }
 
-    pub fn load_rows(&self) -> Result<Vec<RouteRow>, StoreError> {
+    /// Every row of the route table. A row whose columns have the wrong
+    /// type or are not UTF-8 is kept aside with the reason, never an error
+    /// for the whole table (it would freeze every later change).
+    pub fn load_rows(&self) -> Result<StoredRows, StoreError> {
         let mut statement = self
             .connection
             .prepare_cached("SELECT k, v, updated FROM functions ORDER BY k")?;
-        let rows = statement.query_map([], |row| {
-            Ok(RouteRow {
-                key: row.get(0)?,
-                value: row.get(1)?,
-                updated: row.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut rows = statement.query([])?;
+        let mut stored = StoredRows::default();
+        while let Some(row) = rows.next()? {
+            match read_row(row.get_ref(0)?, row.get_ref(1)?, row.get_ref(2)?) {
+                Ok(row) => stored.rows.push(row),
+                Err(skipped) => stored.unreadable.push(skipped),
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// One row as the table's contract types it.
+fn read_row(
+    key: ValueRef<'_>,
+    value: ValueRef<'_>,
+    updated: ValueRef<'_>,
+) -> Result<RouteRow, SkippedRow> {
+    let shown_key = match key {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(x) => x.to_string(),
+        ValueRef::Null => "NULL".to_string(),
+    };
+    let skip = |reason: String| SkippedRow {
+        key: shown_key.clone(),
+        reason,
+    };
+    let text = |column: &str, cell: ValueRef<'_>| match cell {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| skip(format!("{column} is not valid UTF-8"))),
+        other => Err(skip(format!("{column} is {}, not TEXT", type_name(other)))),
+    };
+    let key = text("k", key)?;
+    let value = text("v", value)?;
+    let updated = match updated {
+        ValueRef::Integer(n) => n,
+        other => {
+            return Err(skip(format!(
+                "updated is {}, not an INTEGER",
+                type_name(other)
+            )))
+        }
+    };
+    Ok(RouteRow {
+        key,
+        value,
+        updated,
+    })
+}
+
+fn type_name(cell: ValueRef<'_>) -> &'static str {
+    match cell {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an INTEGER",
+        ValueRef::Real(_) => "a REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "a BLOB",
     }
 }
 
@@ -136,12 +193,56 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("routes.db");
         let store = RouteStore::open(&path).expect("open");
-        let rows = store.load_rows().expect("rows");
+        let rows = store.load_rows().expect("rows").rows;
         assert!(rows.iter().any(|r| r.key == "GET:/hello"), "{rows:?}");
         drop(store);
         // Reopening keeps what is there and applies nothing twice.
         let again = RouteStore::open(&path).expect("reopen");
-        assert_eq!(again.load_rows().expect("rows").len(), rows.len());
+        assert_eq!(again.load_rows().expect("rows").rows.len(), rows.len());
+    }
+
+    #[test]
+    fn rows_of_the_wrong_type_or_not_utf8_are_set_aside_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("routes.db");
+        let store = RouteStore::open(&path).expect("open");
+        let writer = Connection::open(&path).expect("writer");
+        writer
+            .execute_batch(
+                "DELETE FROM functions;
+                 INSERT INTO functions VALUES ('GET:/ok', '{\"runtime\":\"static\"}', 1);
+                 INSERT INTO functions VALUES ('GET:/blob', x'7b7d', 1);
+                 INSERT INTO functions VALUES (CAST(x'474554ff' AS TEXT), '{}', 1);
+                 INSERT INTO functions VALUES ('GET:/bad-v', CAST(x'ff' AS TEXT), 1);
+                 INSERT INTO functions VALUES ('GET:/when', '{}', 'yesterday');",
+            )
+            .expect("rows");
+        let stored = store
+            .load_rows()
+            .expect("a table with bad rows still loads");
+        let keys: Vec<&str> = stored.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["GET:/ok"]);
+        let mut reasons: Vec<(String, String)> = stored
+            .unreadable
+            .into_iter()
+            .map(|s| (s.key, s.reason))
+            .collect();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            [
+                ("GET:/bad-v".to_string(), "v is not valid UTF-8".to_string()),
+                ("GET:/blob".to_string(), "v is a BLOB, not TEXT".to_string()),
+                (
+                    "GET:/when".to_string(),
+                    "updated is TEXT, not an INTEGER".to_string()
+                ),
+                (
+                    "GET\u{fffd}".to_string(),
+                    "k is not valid UTF-8".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

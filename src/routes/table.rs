@@ -66,6 +66,15 @@ pub struct SkippedRow {
     pub reason: String,
 }
 
+/// What the store read of the route table: the rows, and the rows whose
+/// columns are not what the table's contract says (`k` and `v` UTF-8
+/// text, `updated` an integer), which are skipped like any invalid row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRows {
+    pub rows: Vec<RouteRow>,
+    pub unreadable: Vec<SkippedRow>,
+}
+
 /// Route indices for one path pattern.
 #[derive(Debug, Default, Clone)]
 struct PathEntry {
@@ -106,6 +115,18 @@ impl RouteTable {
     /// with its reason, never an error for the whole table.
     pub fn build(version: u64, rows: Vec<RouteRow>) -> RouteTable {
         RouteTable::build_after(version, rows, None)
+    }
+
+    /// A table of what the store read: its rows, and its unreadable rows
+    /// among the skipped ones.
+    pub fn from_store(
+        version: u64,
+        stored: StoredRows,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
+        let mut table = RouteTable::build_after(version, stored.rows, previous);
+        table.skipped.extend(stored.unreadable);
+        table
     }
 
     /// As [`RouteTable::build`], keeping the concurrency counters of routes

@@ -23,7 +23,7 @@ pub fn load_initial(
     // Version first: a commit that lands between the two reads is then
     // seen as a change by the watcher instead of being missed.
     let data_version = store.data_version()?;
-    let mut table = RouteTable::build(1, store.load_rows()?);
+    let mut table = RouteTable::from_store(1, store.load_rows()?, None);
     table.set_invoke_keys(store.load_invoke_keys()?);
     table.attach_stats(stats);
     report_skipped(&table);
@@ -71,7 +71,7 @@ fn watch(
             }
             let previous = board.current();
             let mut table =
-                RouteTable::build_after(board.version() + 1, source.0.clone(), Some(&previous));
+                RouteTable::from_store(board.version() + 1, source.0.clone(), Some(&previous));
             table.set_invoke_keys(source.1.clone());
             table.attach_stats(&telemetry.stats);
             report_skipped(&table);

@@ -206,6 +206,10 @@ pub enum DescriptorError {
     HeaderReserved(String),
     #[error("env key {0:?} is empty or contains '=' or NUL")]
     EnvKey(String),
+    /// A process environment cannot carry a NUL: such a value would make
+    /// the row valid and every start of its process fail.
+    #[error("env value of {0:?} contains NUL")]
+    EnvValue(String),
 }
 
 impl Descriptor {
@@ -293,9 +297,12 @@ impl Descriptor {
                 return Err(DescriptorError::HeaderReserved(name.clone()));
             }
         }
-        for key in self.env.keys() {
+        for (key, value) in &self.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return Err(DescriptorError::EnvKey(key.clone()));
+            }
+            if value.contains('\0') {
+                return Err(DescriptorError::EnvValue(key.clone()));
             }
         }
         Ok(())
@@ -318,6 +325,17 @@ impl Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_env_value_with_nul_is_refused_when_the_row_is_read() {
+        let row = r#"{"runtime":"python","module":"f.py","env":{"K":"a\u0000b"}}"#;
+        let error = Descriptor::parse(row)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(error, Err("env value of \"K\" contains NUL".to_string()));
+        let fine = r#"{"runtime":"python","module":"f.py","env":{"K":"a b"}}"#;
+        assert!(Descriptor::parse(fine).is_ok());
+    }
 
     #[test]
     fn static_descriptor_gets_defaults() {

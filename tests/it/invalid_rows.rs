@@ -200,3 +200,94 @@ fn valid_route_turned_invalid_is_skipped_and_others_keep_serving() {
     );
     assert_eq!(get(s.addr(), "/stays").text(), "stays");
 }
+
+/// Rows whose columns break the table's types: a BLOB descriptor, a key
+/// that is not UTF-8, an `updated` that is not an integer.
+const BAD_TYPED_ROWS: &str = "
+    INSERT INTO functions VALUES ('GET:/blob', x'7b7d', 1);
+    INSERT INTO functions VALUES (CAST(x'2f2fff' AS TEXT), '{}', 1);
+    INSERT INTO functions VALUES ('GET:/when', '{}', 'yesterday');";
+
+fn assert_bad_typed_rows_skipped(s: &Server) {
+    let skipped = skipped(s);
+    for (key, reason) in [
+        ("GET:/blob", "v is a BLOB, not TEXT"),
+        ("//\u{fffd}", "k is not valid UTF-8"),
+        ("GET:/when", "updated is TEXT, not an INTEGER"),
+    ] {
+        assert!(
+            skipped.iter().any(|(k, r)| k == key && r == reason),
+            "{key}: {reason} not among {skipped:?}"
+        );
+    }
+}
+
+#[test]
+fn rows_of_the_wrong_type_are_skipped_and_never_freeze_later_changes() {
+    let s = Server::start(&[("GET:/valid", &static_route("valid route"))], &[]);
+    let db = rusqlite::Connection::open(s.db_path()).expect("open the route db");
+    db.execute_batch(BAD_TYPED_ROWS).expect("insert bad rows");
+    // A change after them is served: the bad rows do not stop the table.
+    db.execute(
+        "INSERT INTO functions VALUES ('GET:/later', ?1, ?2)",
+        rusqlite::params![static_route("later route"), now_secs()],
+    )
+    .expect("insert a good row");
+    let served = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/later").text() == "later route"
+    });
+    assert!(served.is_some(), "a route added after bad rows is served");
+    assert_bad_typed_rows_skipped(&s);
+    assert_eq!(get(s.addr(), "/valid").text(), "valid route");
+    assert_eq!(get(s.addr(), "/blob").status, 404);
+    // And a later delete is applied too.
+    db.execute("DELETE FROM functions WHERE k = 'GET:/later'", [])
+        .expect("delete");
+    let gone = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/later").status == 404
+    });
+    assert!(gone.is_some(), "a delete after bad rows is applied");
+}
+
+#[test]
+fn rows_of_the_wrong_type_at_start_are_skipped_and_the_rest_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("routes.db");
+    create_db(&db, &[("GET:/valid", &static_route("valid route"))]);
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute_batch(BAD_TYPED_ROWS)
+        .expect("insert bad rows");
+    let s = Server::start_with_db(dir, db, &[]);
+    assert_eq!(get(s.addr(), "/valid").text(), "valid route");
+    assert_bad_typed_rows_skipped(&s);
+}
+
+#[test]
+fn an_env_value_with_nul_is_skipped_when_read_and_refused_on_deploy() {
+    let row = r#"{"runtime":"python","module":"f.py","env":{"K":"a\u0000b"}}"#;
+    let s = Server::start(
+        &[
+            ("GET:/valid", &static_route("valid route")),
+            ("GET:/nul-env", row),
+        ],
+        &[],
+    );
+    assert!(
+        skipped(&s)
+            .iter()
+            .any(|(k, r)| k == "GET:/nul-env" && r.contains("env value of \"K\" contains NUL")),
+        "{:?}",
+        skipped(&s)
+    );
+    assert_eq!(get(s.addr(), "/nul-env").status, 404);
+
+    let control = crate::common::control::ControlServer::start();
+    let r = control.deploy_json(&serde_json::json!({
+        "name": "nulenv", "runtime": "python",
+        "code": "def handle(request):\n    return (200, {}, 'x')\n",
+        "config": {"env": {"K": "a\u{0}b"}},
+    }));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("contains NUL"), "{}", r.text());
+}

@@ -93,6 +93,25 @@ fn chunked_body_with_extension_and_trailers_keeps_framing() {
 }
 
 #[test]
+fn a_bare_lf_in_a_chunk_extension_is_400_and_closes_without_a_second_answer() {
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    // An LF-splitting proxy would see the size line end after `x` and
+    // read `GET /after` as a request of its own.
+    c.write(
+        b"POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;x\nGET /after HTTP/1.1\r\nhello\r\n0\r\n\r\n",
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("bare CR or LF"), "{}", r.text());
+    assert!(
+        c.is_closed_by_peer(Duration::from_secs(2)),
+        "the connection is closed after the 400, with no second answer"
+    );
+}
+
+#[test]
 fn chunked_body_followed_by_pipelined_request_in_same_write() {
     let s = server();
     let mut c = Conn::connect(s.addr());

@@ -127,6 +127,15 @@ pub enum HostError {
         program: String,
         message: String,
     },
+    /// The interpreter is there, but starting it failed for a reason of
+    /// its own (out of descriptors or processes, an argument the kernel
+    /// refuses): a 502 that says so, not a missing runtime.
+    #[error("{runtime} host {program:?} could not be started: {message}")]
+    Spawn {
+        runtime: &'static str,
+        program: String,
+        message: String,
+    },
     #[error("{runtime} function {module:?} not found")]
     ModuleNotFound {
         runtime: &'static str,
@@ -178,6 +187,7 @@ impl From<HostError> for Failure {
             HostError::ModuleNotFound { .. } | HostError::Load { .. } => FailureKind::Load,
             HostError::Handler { .. } => FailureKind::HandlerError,
             HostError::Died { .. } => FailureKind::Crash,
+            HostError::Spawn { .. } => FailureKind::Internal,
             HostError::Protocol { .. } => FailureKind::Protocol,
             HostError::Response { .. } => FailureKind::Output,
             HostError::AtMaxInstances { .. } => FailureKind::Busy,

@@ -69,11 +69,9 @@ impl ScriptHosts {
         command: &mut std::process::Command,
     ) -> Result<Child, HostError> {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.spawn().map_err(|e| HostError::Unavailable {
-            runtime: pool.runtime.name(),
-            program: pool.program.display().to_string(),
-            message: e.to_string(),
-        })
+        command
+            .spawn()
+            .map_err(|e| spawn_error(pool.runtime.name(), &pool.program, e))
     }
 
     pub(super) fn start_framed(
@@ -240,4 +238,63 @@ pub(super) fn exit_detail(child: &mut Child) -> String {
         std::thread::sleep(Duration::from_millis(2));
     }
     "still running".into()
+}
+
+/// Why a host did not start. Missing or not executable: this machine
+/// lacks the runtime (501). Anything else is this start's own failure
+/// (502, naming it).
+fn spawn_error(
+    runtime: &'static str,
+    program: &std::path::Path,
+    error: std::io::Error,
+) -> HostError {
+    let program = program.display().to_string();
+    let message = error.to_string();
+    match error.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            HostError::Unavailable {
+                runtime,
+                program,
+                message,
+            }
+        }
+        _ => HostError::Spawn {
+            runtime,
+            program,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+    use crate::failure::{Failure, FailureKind};
+    use crate::http::error::HttpError;
+
+    fn status_of(error: HostError) -> u16 {
+        HttpError::Function(Failure::from(error)).status()
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_501_and_a_failed_start_is_502_naming_it() {
+        let program = std::path::Path::new("/usr/bin/python3");
+        let missing = spawn_error(
+            "python",
+            program,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(matches!(missing, HostError::Unavailable { .. }));
+        assert_eq!(status_of(missing), 501);
+        for errno in [libc::EINVAL, libc::EMFILE, libc::EAGAIN, libc::E2BIG] {
+            let failed = spawn_error("python", program, std::io::Error::from_raw_os_error(errno));
+            let text = failed.to_string();
+            assert!(
+                text.contains("could not be started") && text.contains("/usr/bin/python3"),
+                "{text}"
+            );
+            assert_eq!(Failure::from(failed.clone()).kind, FailureKind::Internal);
+            assert_eq!(status_of(failed), 502, "{text}");
+        }
+    }
 }
