@@ -41,7 +41,7 @@ use crate::scheduler::score::Weights;
 use crate::telemetry::logs::{LogConfig, LogService};
 use crate::telemetry::{stats, Telemetry};
 use crate::workers::pool::CoreWorkers;
-use crate::workers::supervisor::{LinkInbox, PoolSpec, Supervisor};
+use crate::workers::supervisor::{LinkInbox, PoolSpec, ServedProbe, Supervisor};
 
 /// Memory glommio registers per executor for its own file I/O buffers;
 /// the gateway does no file I/O on executors, so keep it small.
@@ -76,6 +76,17 @@ pub enum ServeError {
 
 /// Binds the workers' metrics socket, replacing a stale file left by a
 /// gateway that did not exit cleanly.
+/// The supervisor's question "has this worker served a request?",
+/// answered from the workers' own reports to the scheduler.
+fn served_probe(scores: Arc<ScoreBoard>) -> ServedProbe {
+    Arc::new(move |worker_id, pid| {
+        scores
+            .current()
+            .of(worker_id, pid)
+            .is_some_and(|score| score.raw.requests_done > 0)
+    })
+}
+
 fn bind_metrics_socket(path: &std::path::Path) -> Result<UnixDatagram, ServeError> {
     let error = |source| ServeError::MetricsSocket {
         path: path.to_path_buf(),
@@ -223,6 +234,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     cpus.len(),
                     &options.worker,
                     Some(log_channel.clone()),
+                    served_probe(score_board.clone()),
                 )
                 .map_err(ServeError::Config)?,
                 inboxes.clone(),

@@ -27,17 +27,19 @@ use crate::sync::lock;
 
 /// How often the supervisor checks its children.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
-/// Restart delay after a worker that died young; doubles up to the max.
+/// Restart delay after a worker that died before serving a request (a
+/// crash loop: it dies on start); doubles up to the max.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A worker that lived this long resets its backoff.
+/// A worker that lived this long resets its backoff even if it served
+/// nothing (an idle gateway).
 const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// Time workers get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Where the child parks channel descriptors before moving them into place.
 const PARKING_FD_MIN: RawFd = 512;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PoolSpec {
     pub executable: PathBuf,
     pub worker_count: usize,
@@ -46,7 +48,14 @@ pub struct PoolSpec {
     pub settings_json: String,
     /// Where workers send function log lines (shared by all of them).
     pub log_channel: Option<Arc<OwnedFd>>,
+    /// Whether the worker `(id, pid)` has served a request, as its own
+    /// reports say (the gateway answers from the scheduler's scores): a
+    /// worker that did is no crash loop, and comes back at once.
+    pub has_served: ServedProbe,
 }
+
+/// See [`PoolSpec::has_served`].
+pub type ServedProbe = Arc<dyn Fn(usize, u32) -> bool + Send + Sync>;
 
 impl PoolSpec {
     pub fn new(
@@ -55,6 +64,7 @@ impl PoolSpec {
         core_count: usize,
         settings: &WorkerSettings,
         log_channel: Option<Arc<OwnedFd>>,
+        has_served: ServedProbe,
     ) -> Result<PoolSpec, String> {
         Ok(PoolSpec {
             executable,
@@ -62,6 +72,7 @@ impl PoolSpec {
             core_count,
             settings_json: settings.to_json()?,
             log_channel,
+            has_served,
         })
     }
 }
@@ -227,6 +238,7 @@ fn supervise(
         .collect();
     let mut announced = false;
     while !stop.load(Ordering::Acquire) {
+        keep_one_starting(&mut slots);
         for slot in &mut slots {
             if let Some(child) = &mut slot.child {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -237,13 +249,17 @@ fn supervise(
                         child.id(),
                         uptime.as_millis()
                     );
+                    let served = (spec.has_served)(slot.worker_id, child.id());
                     slot.child = None;
-                    slot.backoff = if uptime >= HEALTHY_UPTIME {
-                        RESTART_BACKOFF_MIN
+                    slot.next_start_at = if served || uptime >= HEALTHY_UPTIME {
+                        // Killed or crashed after doing its work: not a
+                        // worker that cannot start. Back at once.
+                        slot.backoff = RESTART_BACKOFF_MIN;
+                        Instant::now()
                     } else {
-                        (slot.backoff * 2).min(RESTART_BACKOFF_MAX)
+                        slot.backoff = (slot.backoff * 2).min(RESTART_BACKOFF_MAX);
+                        Instant::now() + slot.backoff
                     };
-                    slot.next_start_at = Instant::now() + slot.backoff;
                 }
             }
             if slot.child.is_none() && Instant::now() >= slot.next_start_at {
@@ -275,6 +291,20 @@ fn supervise(
         thread::sleep(SUPERVISE_INTERVAL);
     }
     stop_all(&mut slots);
+}
+
+/// With no worker alive, the slot due first starts now: the pool never
+/// waits out a backoff empty (a crash loop then costs one start of one
+/// slot per [`RESTART_BACKOFF_MIN`], and the others keep backing off).
+fn keep_one_starting(slots: &mut [Slot]) {
+    if slots.iter().any(|slot| slot.child.is_some()) {
+        return;
+    }
+    let now = Instant::now();
+    if let Some(first) = slots.iter_mut().min_by_key(|slot| slot.next_start_at) {
+        let soonest = now.max(first.started_at + RESTART_BACKOFF_MIN);
+        first.next_start_at = first.next_start_at.min(soonest);
+    }
 }
 
 fn start_worker(

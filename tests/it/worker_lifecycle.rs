@@ -418,3 +418,81 @@ fn sigkill_of_the_gateway_takes_the_workers_with_it() {
         reap_if_ours(pid);
     }
 }
+
+/// A kill storm: a worker killed every 500 ms for 8 s under load. Killed
+/// workers had served requests, so each comes back at once and the pool is
+/// never empty for long: clients see only 200, 502 (a request in flight on
+/// a killed worker) or a closed connection — never a 503 from an empty
+/// pool — and the pool is full again after the storm.
+#[test]
+fn a_kill_storm_under_load_never_empties_the_pool() {
+    let _cpu = cpu_heavy_test();
+    let s = server();
+    wait_for_workers(s.pid(), 2, Duration::from_secs(5));
+    assert_hello(&get(s.addr(), "/hello"), "hello before the storm");
+
+    const THREADS: usize = 4;
+    const STORM: Duration = Duration::from_secs(8);
+    const KILL_EVERY: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + STORM + Duration::from_millis(500);
+    let start = Arc::new(Barrier::new(THREADS + 1));
+    let clients: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let start = start.clone();
+            let addr = s.addr();
+            thread::spawn(move || {
+                start.wait();
+                hammer(addr, deadline)
+            })
+        })
+        .collect();
+    start.wait();
+    let storm_end = Instant::now() + STORM;
+    let mut kills = 0u32;
+    let mut pick = 0usize;
+    while Instant::now() < storm_end {
+        thread::sleep(KILL_EVERY);
+        let pids = worker_pids(s.pid());
+        if pids.is_empty() {
+            continue;
+        }
+        // Not strictly alternating: every third pick repeats a slot.
+        pick = pick.wrapping_add(if kills % 3 == 2 { 0 } else { 1 });
+        let victim = pids[pick % pids.len()];
+        // SAFETY: kill(2) on a worker pid of our gateway read just now.
+        if unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) } == 0 {
+            kills += 1;
+        }
+    }
+    let ended = Instant::now();
+    let full = wait_until(Duration::from_secs(10), || worker_pids(s.pid()).len() == 2);
+    let mut total = Outcomes::default();
+    for client in clients {
+        let o = client.join().expect("client thread (see its panic above)");
+        total.ok += o.ok;
+        total.bad_gateway += o.bad_gateway;
+        total.closed += o.closed;
+        total.reconnects += o.reconnects;
+    }
+    eprintln!(
+        "kill storm: {kills} kills in {STORM:?} under {THREADS} clients: {} x 200, {} x 502, \
+         {} closed, {} connections; pool full {:?} after the storm",
+        total.ok,
+        total.bad_gateway,
+        total.closed,
+        total.reconnects,
+        full.map(|_| ended.elapsed())
+    );
+    assert!(kills >= 10, "the storm killed workers: {kills}");
+    assert!(
+        total.ok > 0,
+        "requests succeeded during the storm: {total:?}"
+    );
+    assert!(full.is_some(), "the pool is full again after the storm");
+    for i in 0..20 {
+        assert_hello(
+            &get(s.addr(), "/hello"),
+            &format!("hello #{i} after the storm"),
+        );
+    }
+}
