@@ -23,6 +23,9 @@ pub trait Versioned {
 pub struct Board<T> {
     version: AtomicU64,
     current: Mutex<Arc<T>>,
+    /// The version each core's copy holds (stored when it adopts one), so
+    /// a thread off the cores can tell when every core serves a value.
+    adopted: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl<T: Versioned> Board<T> {
@@ -30,6 +33,7 @@ impl<T: Versioned> Board<T> {
         Board {
             version: AtomicU64::new(value.version()),
             current: Mutex::new(Arc::new(value)),
+            adopted: Mutex::new(Vec::new()),
         }
     }
 
@@ -49,6 +53,13 @@ impl<T: Versioned> Board<T> {
     pub fn current(&self) -> Arc<T> {
         lock(&self.current).clone()
     }
+
+    /// Whether every core's copy holds `version` or a newer one.
+    pub fn adopted_by_every_copy(&self, version: u64) -> bool {
+        lock(&self.adopted)
+            .iter()
+            .all(|held| held.load(Ordering::Acquire) >= version)
+    }
 }
 
 /// One core's copy; only ever touched by that core's thread.
@@ -58,12 +69,17 @@ pub struct CoreCopy<T> {
     // read-modify-write, which cloning the Arc would cost on every request.
     #[allow(clippy::redundant_allocation)]
     local: RefCell<Rc<Arc<T>>>,
+    /// This copy's entry in the board's `adopted`.
+    held: Arc<AtomicU64>,
 }
 
 impl<T: Versioned> CoreCopy<T> {
     pub fn new(board: Arc<Board<T>>) -> CoreCopy<T> {
-        let local = RefCell::new(Rc::new(board.current()));
-        CoreCopy { board, local }
+        let current = board.current();
+        let held = Arc::new(AtomicU64::new(current.version()));
+        lock(&board.adopted).push(held.clone());
+        let local = RefCell::new(Rc::new(current));
+        CoreCopy { board, local, held }
     }
 
     /// The value a request should use from start to finish.
@@ -81,7 +97,39 @@ impl<T: Versioned> CoreCopy<T> {
         }
         let newest = self.board.current();
         debug_assert!(newest.version() > local_version, "versions only grow");
+        self.held.store(newest.version(), Ordering::Release);
         *self.local.borrow_mut() = Rc::new(newest);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Value(u64);
+
+    impl Versioned for Value {
+        fn version(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_version_is_adopted_once_every_copy_has_refreshed() {
+        let board = Arc::new(Board::new(Value(1)));
+        let a = CoreCopy::new(board.clone());
+        let b = CoreCopy::new(board.clone());
+        assert!(board.adopted_by_every_copy(1));
+        board.publish(Value(2));
+        assert!(
+            !board.adopted_by_every_copy(2),
+            "published, not yet taken up"
+        );
+        assert!(a.refresh());
+        assert!(!board.adopted_by_every_copy(2), "one core still serves 1");
+        assert!(b.refresh());
+        assert!(board.adopted_by_every_copy(2));
+        assert_eq!(b.get().version(), 2);
     }
 }

@@ -544,8 +544,12 @@ impl Unpublished {
     /// [`PUBLISH_WAIT`]); the attempt then goes ahead either way.
     fn wait_for(&mut self, routes: &SnapshotBoard, request: &QueuedRequest) {
         let path = request.path.split('?').next().unwrap_or("/");
-        let routed =
-            |table: &RouteTable| !matches!(table.lookup(&request.method, path), Lookup::NotFound);
+        // Published, and taken up by every core (each adopts a new table
+        // at its next housekeeping tick).
+        let routed = |table: &RouteTable| {
+            !matches!(table.lookup(&request.method, path), Lookup::NotFound)
+                && routes.adopted_by_every_copy(table.version())
+        };
         let table = routes.current();
         if routed(&table) {
             self.given_up_at.remove(&request.function);
