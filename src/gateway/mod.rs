@@ -113,10 +113,15 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     options.validate().map_err(ServeError::Config)?;
     let mut options = options;
-    if let Some(connections_fit) = raise_open_files_limit() {
-        options.connections_max = options.connections_max.min(connections_fit.max(1));
-    }
     let cpus = select_cpus(options.cores)?;
+    options.connections_max = fit_connections(
+        options.connections_max,
+        descriptors_needed(
+            cpus.len(),
+            options.workers.unwrap_or(cpus.len()),
+            options.control.async_runners,
+        ),
+    )?;
     let store = RouteStore::open(&options.db)?;
     // An admin key is made on the first start, before the route table is
     // first read: its commit would otherwise count as a change of the
@@ -349,11 +354,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         eprintln!("corefn: admin endpoints and the control API also on http://{addr}");
     }
     println!(
-        "corefn listening on http://{} (cores: {}, workers: {}, routes: {})",
+        "corefn listening on http://{} (cores: {}, workers: {}, routes: {}, connections: {})",
         options.listen,
         cpus.len(),
         worker_count,
-        route_count
+        route_count,
+        options.connections_max
     );
 
     let outcome = wait_for_shutdown_signal(&signals, &shared);
@@ -410,26 +416,64 @@ fn wait_for_shutdown_signal(signals: &SigSet, shared: &Shared) -> Result<(), Ser
     }
 }
 
-/// Descriptors kept back from client connections: listeners, worker
-/// channels, the store, the log, accepts in progress.
-const DESCRIPTORS_RESERVED: u64 = 256;
+/// Descriptors corefn keeps for itself whatever its size: stdio, the
+/// store's SQLite connections (the watcher's, the control thread's, the
+/// async queue's and the scheduler's, each a database, a WAL and a shared
+/// memory file), the metrics socket, the log channel and files, the
+/// artifact store, loopback clients, accepts in progress.
+const DESCRIPTORS_FIXED: u64 = 64;
+/// Per core: its listeners (service and admin), its io_uring rings and
+/// eventfds, its control-plane channel (both ends).
+const DESCRIPTORS_PER_CORE: u64 = 8;
+/// Fewer client connections than this is no gateway: refuse to start.
+const CONNECTIONS_MIN: u64 = 16;
+/// Fewer than this is worth a warning at start.
+const CONNECTIONS_WARN_BELOW: u64 = 256;
+
+/// What corefn needs besides its client connections, from what it runs:
+/// every worker has a channel to every core (the gateway's end stays
+/// open) and a pidfd-like child handle, every async runner a loopback
+/// connection.
+fn descriptors_needed(cores: usize, workers: usize, async_runners: usize) -> u64 {
+    let (cores, workers, runners) = (cores as u64, workers as u64, async_runners as u64);
+    DESCRIPTORS_FIXED + cores * DESCRIPTORS_PER_CORE + workers * (cores + 2) + runners
+}
 
 /// Every connection is a descriptor: raises the soft limit on open files to
 /// the hard limit (a common soft default is 1024) and returns how many
-/// client connections fit under it, so that the connection limit turns
-/// clients away with 503 before accept() would fail with EMFILE.
-fn raise_open_files_limit() -> Option<usize> {
+/// client connections to allow (at most `asked`), so that the connection
+/// limit turns clients away with 503 before accept() would fail with
+/// EMFILE. A limit that leaves no room for connections is an error that
+/// says what to raise.
+fn fit_connections(asked: usize, needed: u64) -> Result<usize, ServeError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(asked);
+    };
     let usable = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         hard
     } else {
         soft
     };
-    usize::try_from(usable.saturating_sub(DESCRIPTORS_RESERVED)).ok()
+    if usable < needed + CONNECTIONS_MIN {
+        return Err(ServeError::Config(format!(
+            "the open-files limit ({usable}) is too low: corefn needs {needed} descriptors for \
+             its cores, workers' channels, store and logs, and room for at least \
+             {CONNECTIONS_MIN} connections; raise it (ulimit -n {}) or run fewer --workers or --cores",
+            (needed + CONNECTIONS_WARN_BELOW).next_power_of_two()
+        )));
+    }
+    let fit = usize::try_from(usable - needed).unwrap_or(usize::MAX);
+    let allowed = asked.min(fit);
+    if allowed < asked && (allowed as u64) < CONNECTIONS_WARN_BELOW {
+        eprintln!(
+            "corefn: only {allowed} client connections fit under the open-files limit ({usable}, \
+             of which corefn keeps {needed} for itself); raise it with ulimit -n"
+        );
+    }
+    Ok(allowed)
 }
 
-/// The CPUs this process may run on, first `cores` of them.
 fn select_cpus(cores: Option<usize>) -> Result<Vec<usize>, ServeError> {
     let mut available: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()

@@ -36,8 +36,6 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// Time workers get to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Where the child parks channel descriptors before moving them into place.
-const PARKING_FD_MIN: RawFd = 512;
 
 #[derive(Clone)]
 pub struct PoolSpec {
@@ -369,10 +367,19 @@ fn start_worker(
 /// channel, when there is one, is the last) and close every other
 /// inherited descriptor above them (client sockets among them).
 fn place_channels(worker_ends: &[RawFd]) -> std::io::Result<()> {
+    // Everything inherited but stdio and the channels goes first: the
+    // gateway may be near its open-files limit (client sockets), and the
+    // copies below need free descriptors.
+    close_all_but(worker_ends)?;
+    // Parked copies go above every target, so that moving one into place
+    // never lands on another that is still parked; the lowest free ones
+    // there, so that this fits under any open-files limit that holds the
+    // channels at all.
+    let parking_floor = FIRST_CHANNEL_FD + worker_ends.len() as RawFd;
     let mut parked = Vec::with_capacity(worker_ends.len());
     for &fd in worker_ends {
         // SAFETY: plain descriptor-table calls on descriptors we own.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, PARKING_FD_MIN) };
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, parking_floor) };
         if high < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -389,6 +396,28 @@ fn place_channels(worker_ends: &[RawFd]) -> std::io::Result<()> {
     // SAFETY: close_range only closes descriptors.
     if unsafe { libc::close_range(first_free, libc::c_uint::MAX, 0) } < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor above stderr that is not in `keep`.
+fn close_all_but(keep: &[RawFd]) -> std::io::Result<()> {
+    let mut kept: Vec<libc::c_uint> = keep
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .map(|&fd| fd as libc::c_uint)
+        .collect();
+    kept.sort_unstable();
+    let mut from: libc::c_uint = 3;
+    for fd in kept.into_iter().chain([libc::c_uint::MAX]) {
+        if fd > from {
+            let last = if fd == libc::c_uint::MAX { fd } else { fd - 1 };
+            // SAFETY: close_range only closes descriptors.
+            if unsafe { libc::close_range(from, last, 0) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        from = fd.saturating_add(1);
     }
     Ok(())
 }

@@ -91,3 +91,84 @@ fn a_function_descriptor_too_long_for_a_dispatch_is_skipped_and_reported() {
         "{skipped}"
     );
 }
+
+/// Under a low open-files limit, the workers still start (their
+/// channels are placed with the descriptors the limit allows), the
+/// connection cap is sized from what corefn needs and printed, and a
+/// limit too low for corefn itself stops it with a message.
+#[test]
+fn under_a_low_open_files_limit_workers_start_and_the_connection_cap_is_stated() {
+    let hello = wasm_route("hello.wat", json!(null));
+    let functions = examples_dir();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let args = [
+        "--workers",
+        "2",
+        "--cores",
+        "2",
+        "--functions-dir",
+        functions.to_str().expect("UTF-8 path"),
+        "--cache-dir",
+        cache.path().to_str().expect("UTF-8 path"),
+    ];
+    let s = Server::start_with_nofile(&[("GET:/hello", &hello)], &args, 256);
+    wait_for_workers(s.pid(), 2, std::time::Duration::from_secs(10));
+    let r = get(s.addr(), "/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello from wasm!\n"));
+    let connections = s
+        .readiness()
+        .field("connections")
+        .expect("connections: in the readiness line");
+    // What corefn keeps for 2 cores, 2 workers and 16 async runners is
+    // under 128: the rest of 256 is for clients.
+    assert!(
+        (128..256).contains(&connections),
+        "connections: {connections}"
+    );
+    assert!(
+        s.stderr_lines().iter().any(|l| l.contains(&format!(
+            "only {connections} client connections fit under the open-files limit (256"
+        ))),
+        "a small cap is warned about: {:?}",
+        s.stderr_lines()
+    );
+    // As many connections as the cap, held open at once, are all served.
+    let mut held: Vec<Conn> = (0..connections.min(100))
+        .map(|_| Conn::connect(s.addr()))
+        .collect();
+    for c in &mut held {
+        c.write(get_req("/hello").as_bytes());
+        assert_eq!(c.read_response().status, 200);
+    }
+    drop(held);
+    assert!(
+        !s.stderr_lines()
+            .iter()
+            .any(|l| l.contains("cannot start worker")),
+        "{:?}",
+        s.stderr_lines()
+    );
+}
+
+#[test]
+fn an_open_files_limit_too_low_for_corefn_itself_stops_it_with_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corefn"));
+    limit_open_files(&mut command, 64);
+    let out = command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--workers", "2", "--db"])
+        .arg(dir.path().join("c.db"))
+        .current_dir(dir.path())
+        .output()
+        .expect("run corefn serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started under 64 open files: {stderr}"
+    );
+    assert!(
+        stderr.contains("the open-files limit (64) is too low") && stderr.contains("ulimit -n"),
+        "{stderr}"
+    );
+}

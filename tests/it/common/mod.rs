@@ -59,6 +59,26 @@ pub fn create_db(db: &Path, routes: &[(&str, &str)]) {
     }
 }
 
+/// Sets the open-files limit (soft and hard) of the process `command`
+/// starts, in the child only.
+pub fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// A port no listener holds, and never one this test process handed out
 /// before. All tests share this process and run at the same time: corefn
 /// listens with SO_REUSEPORT, so two servers that probed the same free port
@@ -144,7 +164,7 @@ impl Server {
         let dir = tempfile::tempdir().expect("create tempdir for server");
         let db = dir.path().join("corefn.db");
         create_db(&db, routes);
-        Self::launch(dir, db, extra_args)
+        Self::launch(dir, db, extra_args, None)
     }
 
     /// Starts `corefn serve` with a db path that does not exist yet, so the
@@ -153,19 +173,33 @@ impl Server {
         let dir = tempfile::tempdir().expect("create tempdir for server");
         let db = dir.path().join("fresh-demo.db");
         assert!(!db.exists(), "demo db path must not exist yet");
-        Self::launch(dir, db, extra_args)
+        Self::launch(dir, db, extra_args, None)
     }
 
     /// Starts `corefn serve --db DB` for a db file the caller prepared
     /// (usually inside `dir`, which the Server keeps alive).
     pub fn start_with_db(dir: tempfile::TempDir, db: PathBuf, extra_args: &[&str]) -> Server {
-        Self::launch(dir, db, extra_args)
+        Self::launch(dir, db, extra_args, None)
     }
 
-    fn launch(dir: tempfile::TempDir, db: PathBuf, extra_args: &[&str]) -> Server {
+    /// As [`Server::start`], with the server's open-files limit (soft and
+    /// hard) set to `nofile` before it runs.
+    pub fn start_with_nofile(routes: &[(&str, &str)], extra_args: &[&str], nofile: u64) -> Server {
+        let dir = tempfile::tempdir().expect("create tempdir");
+        let db = dir.path().join("routes.db");
+        create_db(&db, routes);
+        Self::launch(dir, db, extra_args, Some(nofile))
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        extra_args: &[&str],
+        nofile: Option<u64>,
+    ) -> Server {
         let mut failures = Vec::new();
         for _attempt in 0..5 {
-            match Self::try_launch(dir.path(), &db, extra_args) {
+            match Self::try_launch(dir.path(), &db, extra_args, nofile) {
                 Ok(Launch::Ready(r)) => {
                     return Server {
                         child: r.child,
@@ -188,12 +222,21 @@ impl Server {
         );
     }
 
-    fn try_launch(dir: &Path, db: &Path, extra_args: &[&str]) -> Result<Launch, String> {
+    fn try_launch(
+        dir: &Path,
+        db: &Path,
+        extra_args: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Launch, String> {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let bin = env!("CARGO_BIN_EXE_corefn");
         let t0 = Instant::now();
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(limit) = nofile {
+            limit_open_files(&mut command, limit);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--listen")
             .arg(&listen)
