@@ -34,6 +34,10 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// A 0-byte file is no store: SQLite would take it for a new one and
+    /// the demo routes would quietly replace whatever it was meant to hold.
+    #[error("route store {path} is empty (0 bytes), not a database: restore it, or remove it to start with the demo routes")]
+    Empty { path: PathBuf },
     #[error("cannot read routes: {0}")]
     Read(#[from] rusqlite::Error),
     #[error("route store {path}: {source}")]
@@ -52,6 +56,16 @@ impl RouteStore {
         let open_error = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
+        };
+        // The demo routes go only into a store this call creates.
+        let existed = match std::fs::metadata(path) {
+            Ok(metadata) if metadata.len() == 0 => {
+                return Err(StoreError::Empty {
+                    path: path.to_path_buf(),
+                })
+            }
+            Ok(_) => true,
+            Err(_) => false,
         };
         let connection = Connection::open_with_flags(
             path,
@@ -75,7 +89,7 @@ impl RouteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        if migrated.created {
+        if migrated.created && !existed {
             connection.execute_batch(INIT_SQL).map_err(init_error)?;
         }
         Ok(RouteStore { connection })

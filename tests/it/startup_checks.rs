@@ -172,3 +172,25 @@ fn an_open_files_limit_too_low_for_corefn_itself_stops_it_with_a_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_empty_route_store_at_start_is_an_error_naming_it_never_a_new_demo_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("corefn.db");
+    std::fs::write(&db, b"").expect("a 0-byte store");
+    let out = Command::new(env!("CARGO_BIN_EXE_corefn"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--workers", "0", "--db"])
+        .arg(&db)
+        .current_dir(dir.path())
+        .output()
+        .expect("run corefn serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a 0-byte store: {stderr}");
+    assert!(
+        stderr.contains(&format!("route store {} is empty (0 bytes)", db.display())),
+        "{stderr}"
+    );
+    let len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(u64::MAX);
+    assert_eq!(len, 0, "the store was left as it was, not seeded");
+}
