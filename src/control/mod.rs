@@ -41,7 +41,7 @@ use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, Sock
 use crate::http::error::{ApiError, ApiErrorKind};
 use crate::registry::artifacts::ArtifactStore;
 use crate::workers::protocol::{
-    self, Completion, DispatchHeader, ProtocolError, COMPLETION_CONNECTION_BROKEN,
+    self, Completion, DispatchHeader, ProtocolError, Received, COMPLETION_CONNECTION_BROKEN,
     COMPLETION_CONNECTION_TAKEN, DISPATCH_BYTES_MAX,
 };
 use crate::workers::supervisor::{LinkInbox, NewLink};
@@ -183,7 +183,35 @@ fn serve(channels: &[OwnedFd], state: &mut api::ControlState, intake: &invocatio
             let index = event.data() as usize;
             let channel = channels[index].as_fd();
             match protocol::recv_dispatch(channel, &mut buffer) {
-                Ok(dispatch) => {
+                Ok(Received::Cut(cut)) => {
+                    let failure = cut.failure();
+                    eprintln!("corefn: control plane: bad dispatch on channel {index}: {failure}");
+                    let error = ApiError::new(ApiErrorKind::Internal, &failure);
+                    let status = error.status();
+                    let bytes = api::json_response(&cut.header, "", status, &error.to_json(), &[]);
+                    match &cut.client {
+                        Some(client) => reply(
+                            channel,
+                            client.as_fd(),
+                            &cut.header,
+                            status,
+                            &bytes,
+                            Instant::now(),
+                        ),
+                        // No socket to answer: the core still gets its
+                        // completion (and closes the connection).
+                        None => report(
+                            channel,
+                            &cut.header,
+                            status,
+                            COMPLETION_CONNECTION_BROKEN,
+                            &bytes,
+                            0,
+                            Instant::now(),
+                        ),
+                    }
+                }
+                Ok(Received::Dispatch(dispatch)) => {
                     let started = Instant::now();
                     let mut response = state.respond(&dispatch);
                     let header = dispatch.header;

@@ -208,6 +208,38 @@ pub struct Dispatch<'m> {
     pub body_memfd: Option<OwnedFd>,
 }
 
+/// What came in on a channel: a whole dispatch, or one whose header
+/// decoded but whose parts did not (cut short, wrong lengths, the wrong
+/// descriptors). A cut one still names its call, so the receiver answers
+/// its client 502 and completes it at once instead of leaving both to the
+/// call's timeout.
+#[derive(Debug)]
+pub enum Received<'m> {
+    Dispatch(Dispatch<'m>),
+    Cut(CutDispatch),
+}
+
+#[derive(Debug)]
+pub struct CutDispatch {
+    pub header: DispatchHeader,
+    /// The client's socket, when it came with the message.
+    pub client: Option<OwnedFd>,
+    pub reason: ProtocolError,
+}
+
+impl CutDispatch {
+    /// The answer its client gets.
+    pub fn failure(&self) -> crate::failure::Failure {
+        crate::failure::Failure::new(
+            FailureKind::Internal,
+            format_args!(
+                "the request did not reach the worker intact: {}",
+                self.reason
+            ),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     pub status: u16,
@@ -360,9 +392,9 @@ pub fn send_dispatch(
 pub fn recv_dispatch<'m>(
     channel: BorrowedFd<'_>,
     buffer: &'m mut [u8],
-) -> Result<Dispatch<'m>, ProtocolError> {
+) -> Result<Received<'m>, ProtocolError> {
     let mut control = nix::cmsg_space!([RawFd; 2]);
-    let (len, fds) = {
+    let (len, truncated, fds) = {
         let mut iov = [std::io::IoSliceMut::new(buffer)];
         let message = recvmsg::<()>(
             channel.as_raw_fd(),
@@ -382,16 +414,29 @@ pub fn recv_dispatch<'m>(
                 );
             }
         }
-        (message.bytes, fds)
+        let truncated = message
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+        (message.bytes, truncated, fds)
     };
     if len == 0 {
         return Err(ProtocolError::Closed);
     }
     let bytes = &buffer[..len];
     let header = DispatchHeader::decode(bytes)?;
+    let cut = |reason: ProtocolError, fds: Vec<OwnedFd>| {
+        Ok(Received::Cut(CutDispatch {
+            header,
+            client: fds.into_iter().next(),
+            reason,
+        }))
+    };
+    if truncated {
+        return cut(ProtocolError::TooLarge(len), fds);
+    }
     let expected_fds = if header.body_in_memfd() { 2 } else { 1 };
     if fds.len() != expected_fds {
-        return Err(ProtocolError::Descriptors(fds.len(), expected_fds));
+        return cut(ProtocolError::Descriptors(fds.len(), expected_fds), fds);
     }
     let descriptor_end = DISPATCH_HEADER_BYTES + header.descriptor_len as usize;
     let name_end = descriptor_end + usize::from(header.name_len);
@@ -400,21 +445,26 @@ pub fn recv_dispatch<'m>(
     let inline_len = if header.body_in_memfd() {
         0
     } else {
-        usize::try_from(header.body_len).map_err(|_| ProtocolError::Lengths)?
+        match usize::try_from(header.body_len) {
+            Ok(n) => n,
+            Err(_) => return cut(ProtocolError::Lengths, fds),
+        }
     };
     if head_end + inline_len != len {
-        return Err(ProtocolError::Lengths);
+        return cut(ProtocolError::Lengths, fds);
     }
-    let text = |range: std::ops::Range<usize>| {
-        std::str::from_utf8(&bytes[range]).map_err(|_| ProtocolError::Lengths)
+    let text = |range: std::ops::Range<usize>| std::str::from_utf8(&bytes[range]).ok();
+    let (Some(name), Some(request_id)) = (
+        text(descriptor_end..name_end),
+        text(name_end..request_id_end),
+    ) else {
+        return cut(ProtocolError::Lengths, fds);
     };
-    let name = text(descriptor_end..name_end)?;
-    let request_id = text(name_end..request_id_end)?;
     let mut fds = fds.into_iter();
     let (Some(client), body_memfd) = (fds.next(), fds.next()) else {
         return Err(ProtocolError::Descriptors(0, expected_fds));
     };
-    Ok(Dispatch {
+    Ok(Received::Dispatch(Dispatch {
         header,
         descriptor: &bytes[DISPATCH_HEADER_BYTES..descriptor_end],
         name,
@@ -423,7 +473,7 @@ pub fn recv_dispatch<'m>(
         inline_body: &bytes[head_end..],
         client,
         body_memfd,
-    })
+    }))
 }
 
 /// How much of a response's body went out when `written` bytes of
@@ -549,7 +599,10 @@ mod tests {
         let header = DispatchHeader::for_parts(FLAG_KEEP_ALIVE, 42, 3, &parts, 3);
         send_dispatch(core_end.as_fd(), &header, &parts, client.as_raw_fd(), None).expect("send");
         let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
-        let dispatch = recv_dispatch(worker_end.as_fd(), &mut buffer).expect("recv");
+        let Ok(Received::Dispatch(dispatch)) = recv_dispatch(worker_end.as_fd(), &mut buffer)
+        else {
+            panic!("a whole dispatch");
+        };
         assert_eq!(dispatch.header, header);
         assert_eq!(dispatch.descriptor, b"{}");
         assert_eq!((dispatch.name, dispatch.request_id), ("greet", "req-1"));
@@ -558,6 +611,68 @@ mod tests {
         assert_eq!(dispatch.inline_body, b"abc");
         assert!(dispatch.body_memfd.is_none());
         assert_ne!(dispatch.client.as_raw_fd(), client.as_raw_fd());
+    }
+
+    #[test]
+    fn a_dispatch_whose_parts_do_not_add_up_is_cut_with_its_call_and_client() {
+        let (core_end, worker_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let (client, _peer) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("client pair");
+        let parts = DispatchParts {
+            descriptor: b"{}",
+            name: "greet",
+            request_id: "req-1",
+            head: b"HEAD!",
+            inline_body: b"abc",
+        };
+        // The header promises a longer head than the message carries.
+        let mut header = DispatchHeader::for_parts(FLAG_KEEP_ALIVE, 42, 3, &parts, 3);
+        send_dispatch(core_end.as_fd(), &header, &parts, client.as_raw_fd(), None).expect("send");
+        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+        header.head_len += 100;
+        let mut lying = header.encode().to_vec();
+        lying.extend_from_slice(b"{}greetreq-1HEAD!abc");
+        let fds = [client.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        // Drain the honest one first.
+        assert!(matches!(
+            recv_dispatch(worker_end.as_fd(), &mut buffer),
+            Ok(Received::Dispatch(_))
+        ));
+        nix::sys::socket::sendmsg::<()>(
+            core_end.as_raw_fd(),
+            &[std::io::IoSlice::new(&lying)],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("send the lying dispatch");
+        match recv_dispatch(worker_end.as_fd(), &mut buffer) {
+            Ok(Received::Cut(cut)) => {
+                assert_eq!(cut.header.call_id, 42);
+                assert_eq!(cut.reason, ProtocolError::Lengths);
+                assert!(
+                    cut.client.is_some(),
+                    "the client comes with it, to be answered"
+                );
+                assert!(cut
+                    .failure()
+                    .to_string()
+                    .contains("did not reach the worker intact"));
+            }
+            other => panic!("a cut dispatch, got {other:?}"),
+        }
     }
 
     #[test]

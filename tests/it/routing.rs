@@ -269,8 +269,11 @@ fn demo_routes_from_embedded_init_sql() {
     );
 }
 
+/// The demo routes go only into a store corefn creates: an existing
+/// database without a route table gets the schema, and no routes it did
+/// not ask for.
 #[test]
-fn db_file_without_functions_table_gets_init_sql() {
+fn db_file_without_functions_table_gets_the_schema_but_no_demo_routes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("empty.db");
     {
@@ -279,6 +282,15 @@ fn db_file_without_functions_table_gets_init_sql() {
             .expect("create unrelated table");
     }
     let s = Server::start_with_db(dir, db, &[]);
-    let r = get(s.addr(), "/hello");
-    assert_eq!((r.status, r.text().as_str()), (200, "Hello, world!\n"));
+    assert_eq!(get(s.addr(), "/hello").status, 404);
+    assert_eq!(s.readiness().field("routes"), Some(0));
+    let tables: i64 = rusqlite::Connection::open(s.db_path())
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('functions', 'unrelated')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count tables");
+    assert_eq!(tables, 2, "the route table was made next to what was there");
 }

@@ -22,8 +22,9 @@ use crate::runtimes::invoke::{CallReport, Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
 use crate::telemetry::logs::{lines_from_output, LogLine, Stream};
 use crate::workers::protocol::{
-    self, Completion, Dispatch, ProtocolError, COMPLETION_COLD_START, COMPLETION_CONNECTION_BROKEN,
-    COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HTTP10,
+    self, Completion, CutDispatch, Dispatch, ProtocolError, Received, COMPLETION_COLD_START,
+    COMPLETION_CONNECTION_BROKEN, COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING,
+    DISPATCH_BYTES_MAX, FLAG_HTTP10,
 };
 
 /// How often an idle thread wakes up to notice that the gateway is gone.
@@ -74,7 +75,8 @@ impl Worker {
             let index = events[0].data() as usize;
             let channel = self.channels[index].as_fd();
             match protocol::recv_dispatch(channel, &mut buffer) {
-                Ok(dispatch) => self.serve(channel, dispatch),
+                Ok(Received::Dispatch(dispatch)) => self.serve(channel, dispatch),
+                Ok(Received::Cut(cut)) => self.answer_cut(channel, cut, index),
                 // Another thread took it.
                 Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
                 Err(ProtocolError::Closed) => {
@@ -147,6 +149,54 @@ impl Worker {
         }
         // Off the request's path: the client and the core have their answer.
         self.runtimes.maintain();
+    }
+
+    /// A dispatch that did not arrive whole: its client gets a 502 that
+    /// says so and the core its completion, at once.
+    fn answer_cut(&self, channel: BorrowedFd<'_>, cut: CutDispatch, index: usize) {
+        let failure = cut.failure();
+        eprintln!(
+            "corefn: worker {}: bad dispatch on channel {index}: {failure}",
+            self.identity.worker_id
+        );
+        let error = HttpError::Function(failure);
+        let status = error.status();
+        let mut response = Vec::with_capacity(512);
+        let connection = cut.header.connection(DRAINING.load(Ordering::Relaxed));
+        error.render(
+            &mut response,
+            response_head_lines("").as_bytes(),
+            connection,
+            cut.header.head_only(),
+        );
+        let written = match &cut.client {
+            Some(client) => protocol::write_to_client(client.as_fd(), &response),
+            None => Ok(0),
+        };
+        drop(cut.client);
+        let completion = Completion {
+            status,
+            flags: if written.is_err() {
+                COMPLETION_CONNECTION_BROKEN
+            } else {
+                0
+            },
+            call_id: cut.header.call_id,
+            body_bytes: protocol::body_bytes_written(&response, written.unwrap_or(0)),
+            duration_us: 0,
+            failure: Some(FailureKind::Internal),
+            memory_kb_peak: 0,
+        };
+        if let Err(error) = send(
+            channel.as_raw_fd(),
+            &completion.encode(),
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            eprintln!(
+                "corefn: worker {}: cannot report completion: {error}",
+                self.identity.worker_id
+            );
+        }
     }
 
     /// Renders the whole response for one dispatch; returns its status
