@@ -126,6 +126,40 @@ fn hammer(addr: std::net::SocketAddr, deadline: Instant) -> Outcomes {
     out
 }
 
+/// `threads` clients running [`hammer`] until `deadline`, all started
+/// before this returns.
+fn start_hammers(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    deadline: Instant,
+) -> Vec<thread::JoinHandle<Outcomes>> {
+    let start = Arc::new(Barrier::new(threads + 1));
+    let clients = (0..threads)
+        .map(|_| {
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                hammer(addr, deadline)
+            })
+        })
+        .collect();
+    start.wait();
+    clients
+}
+
+/// What every client saw, summed.
+fn join_hammers(clients: Vec<thread::JoinHandle<Outcomes>>) -> Outcomes {
+    let mut total = Outcomes::default();
+    for client in clients {
+        let o = client.join().expect("client thread (see its panic above)");
+        total.ok += o.ok;
+        total.bad_gateway += o.bad_gateway;
+        total.closed += o.closed;
+        total.reconnects += o.reconnects;
+    }
+    total
+}
+
 #[test]
 fn killed_worker_under_load_is_restarted_and_no_request_hangs() {
     let _cpu = cpu_heavy_test();
@@ -135,18 +169,7 @@ fn killed_worker_under_load_is_restarted_and_no_request_hangs() {
 
     const THREADS: usize = 4;
     let deadline = Instant::now() + Duration::from_secs(3);
-    let start = Arc::new(Barrier::new(THREADS + 1));
-    let clients: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let start = start.clone();
-            let addr = s.addr();
-            thread::spawn(move || {
-                start.wait();
-                hammer(addr, deadline)
-            })
-        })
-        .collect();
-    start.wait();
+    let clients = start_hammers(s.addr(), THREADS, deadline);
     thread::sleep(Duration::from_millis(1000));
     let victim = before[0];
     // SAFETY: kill(2) on a worker pid read from /proc a moment ago.
@@ -160,14 +183,7 @@ fn killed_worker_under_load_is_restarted_and_no_request_hangs() {
         now.len() == 2 && !now.contains(&victim)
     });
 
-    let mut total = Outcomes::default();
-    for client in clients {
-        let o = client.join().expect("client thread (see its panic above)");
-        total.ok += o.ok;
-        total.bad_gateway += o.bad_gateway;
-        total.closed += o.closed;
-        total.reconnects += o.reconnects;
-    }
+    let total = join_hammers(clients);
     eprintln!(
         "kill -9 of worker {victim} under load ({THREADS} clients, 3 s): {} x 200, {} x 502, \
          {} closed by the server, {} connections opened",
@@ -435,18 +451,7 @@ fn a_kill_storm_under_load_never_empties_the_pool() {
     const STORM: Duration = Duration::from_secs(8);
     const KILL_EVERY: Duration = Duration::from_millis(500);
     let deadline = Instant::now() + STORM + Duration::from_millis(500);
-    let start = Arc::new(Barrier::new(THREADS + 1));
-    let clients: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let start = start.clone();
-            let addr = s.addr();
-            thread::spawn(move || {
-                start.wait();
-                hammer(addr, deadline)
-            })
-        })
-        .collect();
-    start.wait();
+    let clients = start_hammers(s.addr(), THREADS, deadline);
     let storm_end = Instant::now() + STORM;
     let mut kills = 0u32;
     let mut pick = 0usize;
@@ -466,14 +471,7 @@ fn a_kill_storm_under_load_never_empties_the_pool() {
     }
     let ended = Instant::now();
     let full = wait_until(Duration::from_secs(10), || worker_pids(s.pid()).len() == 2);
-    let mut total = Outcomes::default();
-    for client in clients {
-        let o = client.join().expect("client thread (see its panic above)");
-        total.ok += o.ok;
-        total.bad_gateway += o.bad_gateway;
-        total.closed += o.closed;
-        total.reconnects += o.reconnects;
-    }
+    let total = join_hammers(clients);
     eprintln!(
         "kill storm: {kills} kills in {STORM:?} under {THREADS} clients: {} x 200, {} x 502, \
          {} closed, {} connections; pool full {:?} after the storm",

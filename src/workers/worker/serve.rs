@@ -137,6 +137,14 @@ impl Worker {
             failure: failure.as_ref().map(|f| f.kind),
             memory_kb_peak,
         };
+        self.complete(channel, &completion);
+        // Off the request's path: the client and the core have their answer.
+        self.runtimes.maintain();
+    }
+
+    /// Tells the core its call ended (a core that never hears holds the
+    /// connection until the call's deadline).
+    fn complete(&self, channel: BorrowedFd<'_>, completion: &Completion) {
         if let Err(error) = send(
             channel.as_raw_fd(),
             &completion.encode(),
@@ -147,8 +155,6 @@ impl Worker {
                 self.identity.worker_id
             );
         }
-        // Off the request's path: the client and the core have their answer.
-        self.runtimes.maintain();
     }
 
     /// A dispatch that did not arrive whole: its client gets a 502 that
@@ -187,16 +193,7 @@ impl Worker {
             failure: Some(FailureKind::Internal),
             memory_kb_peak: 0,
         };
-        if let Err(error) = send(
-            channel.as_raw_fd(),
-            &completion.encode(),
-            MsgFlags::MSG_NOSIGNAL,
-        ) {
-            eprintln!(
-                "corefn: worker {}: cannot report completion: {error}",
-                self.identity.worker_id
-            );
-        }
+        self.complete(channel, &completion);
     }
 
     /// Renders the whole response for one dispatch; returns its status
