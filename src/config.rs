@@ -142,6 +142,12 @@ pub struct ServeOptions {
     #[arg(long, default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Let route rows name code anywhere (absolute paths, `..` out of
+    /// --functions-dir), for setups whose every row is trusted. Without it
+    /// such a row is skipped and reported.
+    #[arg(long)]
+    pub trust_module_paths: bool,
+
     /// How often the watcher asks SQLite whether the route table changed
     /// (one `PRAGMA data_version`, a few microseconds).
     #[arg(long, default_value_t = 5)]

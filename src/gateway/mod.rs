@@ -33,6 +33,7 @@ use self::access_log::{AccessLogWriter, CoreAccessLog};
 use self::context::{CoreContext, CoreParts};
 use crate::config::{Limits, ServeOptions};
 use crate::control::observe::Observed;
+use crate::routes::modules::ModuleRoots;
 use crate::routes::snapshot::{CoreSnapshot, SnapshotBoard};
 use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
@@ -139,7 +140,10 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         })?;
     let telemetry = Arc::new(Telemetry::new(cpus.len()));
-    let (table, loaded_at) = watcher::load_initial(&store, &telemetry.stats)?;
+    let module_roots =
+        (!options.trust_module_paths).then(|| ModuleRoots::new(&options.control.store_dir));
+    let (table, loaded_at) =
+        watcher::load_initial(&store, &telemetry.stats, module_roots.as_ref())?;
     stats::spawn_sampler(telemetry.stats.clone()).map_err(|source| ServeError::Start {
         what: "stats sampler".into(),
         source,
@@ -169,6 +173,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         loaded_at,
         Duration::from_millis(options.watch_interval_ms),
         telemetry.clone(),
+        module_roots,
     )
     .map_err(|source| ServeError::Start {
         what: "route watcher".into(),

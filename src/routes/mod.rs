@@ -7,6 +7,7 @@
 
 pub mod hosts;
 pub mod key;
+pub mod modules;
 pub mod snapshot;
 pub mod store;
 pub mod table;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::key::{Method, MethodMatch, PathPattern, RouteKey};
+use super::modules::ModuleRoots;
 pub use crate::http::auth::KeyGrant;
 use crate::runtimes::descriptor::{Descriptor, Runtime};
 use crate::runtimes::static_response::StaticResponse;
@@ -119,12 +120,15 @@ impl RouteTable {
 
     /// A table of what the store read: its rows, and its unreadable rows
     /// among the skipped ones.
+    /// `roots`: where modules may live (None: anywhere, for trusted
+    /// setups).
     pub fn from_store(
         version: u64,
         stored: StoredRows,
         previous: Option<&RouteTable>,
+        roots: Option<&ModuleRoots>,
     ) -> RouteTable {
-        let mut table = RouteTable::build_after(version, stored.rows, previous);
+        let mut table = RouteTable::build_checked(version, stored.rows, previous, roots);
         table.skipped.extend(stored.unreadable);
         table
     }
@@ -135,6 +139,15 @@ impl RouteTable {
         version: u64,
         rows: Vec<RouteRow>,
         previous: Option<&RouteTable>,
+    ) -> RouteTable {
+        RouteTable::build_checked(version, rows, previous, None)
+    }
+
+    fn build_checked(
+        version: u64,
+        rows: Vec<RouteRow>,
+        previous: Option<&RouteTable>,
+        roots: Option<&ModuleRoots>,
     ) -> RouteTable {
         let mut table = RouteTable {
             version,
@@ -147,6 +160,12 @@ impl RouteTable {
                     Descriptor::parse(&row.value)
                         .map(|descriptor| (route_key, descriptor))
                         .map_err(|e| format!("invalid descriptor: {e}"))
+                })
+                .and_then(|(route_key, descriptor)| {
+                    if let (Some(roots), Some(module)) = (roots, descriptor.module.as_deref()) {
+                        roots.check(module)?;
+                    }
+                    Ok((route_key, descriptor))
                 });
             match parsed {
                 Ok((route_key, descriptor)) => {

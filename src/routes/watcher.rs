@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use super::modules::ModuleRoots;
 use super::snapshot::SnapshotBoard;
 use super::store::{RouteStore, StoreError};
 use super::table::RouteTable;
@@ -19,11 +20,12 @@ use crate::telemetry::Telemetry;
 pub fn load_initial(
     store: &RouteStore,
     stats: &StatsRegistry,
+    roots: Option<&ModuleRoots>,
 ) -> Result<(RouteTable, i64), StoreError> {
     // Version first: a commit that lands between the two reads is then
     // seen as a change by the watcher instead of being missed.
     let data_version = store.data_version()?;
-    let mut table = RouteTable::from_store(1, store.load_rows()?, None);
+    let mut table = RouteTable::from_store(1, store.load_rows()?, None, roots);
     table.set_invoke_keys(store.load_invoke_keys()?);
     table.attach_stats(stats);
     report_skipped(&table);
@@ -37,10 +39,11 @@ pub fn spawn(
     loaded_at: i64,
     interval: Duration,
     telemetry: Arc<Telemetry>,
+    roots: Option<ModuleRoots>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("corefn-watcher".into())
-        .spawn(move || watch(store, board, loaded_at, interval, &telemetry))
+        .spawn(move || watch(store, board, loaded_at, interval, &telemetry, roots))
 }
 
 fn watch(
@@ -49,6 +52,7 @@ fn watch(
     loaded_at: i64,
     interval: Duration,
     telemetry: &Telemetry,
+    roots: Option<ModuleRoots>,
 ) {
     let mut data_version = Some(loaded_at);
     // What the last published table was built from. A commit to any other
@@ -70,8 +74,12 @@ fn watch(
                 return Ok(());
             }
             let previous = board.current();
-            let mut table =
-                RouteTable::from_store(board.version() + 1, source.0.clone(), Some(&previous));
+            let mut table = RouteTable::from_store(
+                board.version() + 1,
+                source.0.clone(),
+                Some(&previous),
+                roots.as_ref(),
+            );
             table.set_invoke_keys(source.1.clone());
             table.attach_stats(&telemetry.stats);
             report_skipped(&table);

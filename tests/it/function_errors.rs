@@ -75,6 +75,9 @@ fn trap_gets_502_naming_the_trap_and_the_next_request_succeeds() {
 
 #[test]
 fn endless_loop_gets_504_after_its_timeout_while_others_are_served() {
+    // It spins a worker thread on purpose and counts what others get
+    // served meanwhile: not beside another test that loads the CPUs.
+    let _cpu = cpu_heavy_test();
     let s = server();
     // Compile and warm the loop module, so the timed request measures the
     // timeout and not the first compilation.

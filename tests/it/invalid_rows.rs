@@ -291,3 +291,49 @@ fn an_env_value_with_nul_is_skipped_when_read_and_refused_on_deploy() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("contains NUL"), "{}", r.text());
 }
+
+/// Rows whose code would come from outside --functions-dir and the
+/// artifact store: a `..` path, an absolute path (`/bin/sh` would run the
+/// request body as a script).
+#[test]
+fn module_paths_that_leave_the_functions_dir_are_skipped_unless_trusted() {
+    let exec = |module: &str| serde_json::json!({"runtime": "exec", "module": module}).to_string();
+    let rows = [
+        ("GET:/climb", exec("../outside/run.sh")),
+        ("POST:/sh", exec("/bin/sh")),
+        ("GET:/inside", exec("inside.sh")),
+    ];
+    let routes: Vec<(&str, &str)> = rows.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Server::start(&routes, &[]);
+    let refused = skipped(&s);
+    for (key, says) in [
+        ("GET:/climb", "climbs out of its directory"),
+        ("POST:/sh", "outside the artifact store"),
+    ] {
+        assert!(
+            refused.iter().any(|(k, r)| k == key && r.contains(says)),
+            "{key}: {says} not among {refused:?}"
+        );
+    }
+    assert!(
+        !refused.iter().any(|(k, _)| k == "GET:/inside"),
+        "{refused:?}"
+    );
+    let r = send(
+        s.addr(),
+        b"POST /sh HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 9\r\n\r\necho pwn\n",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        s.stderr_lines()
+            .iter()
+            .any(|l| l.contains("POST:/sh") && l.contains("artifact store")),
+        "reported on stderr: {:?}",
+        s.stderr_lines()
+    );
+
+    // A trusted setup may say so.
+    let trusted = Server::start(&routes, &["--trust-module-paths"]);
+    let trusted_skipped = skipped(&trusted);
+    assert!(trusted_skipped.is_empty(), "{trusted_skipped:?}");
+}

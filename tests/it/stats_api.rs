@@ -292,12 +292,17 @@ fn stats_are_exact_after_a_known_mix_summed_over_both_cores() {
         &s,
         json!({"name": "idle", "runtime": "wasm", "code": wat("hello.wat")}),
     );
-    // A hand-written route: its stats go by its route key.
-    let hand_written = examples_dir().join("hello.wat");
+    // A hand-written route: its stats go by its route key. Its module is
+    // a file of --functions-dir, as hand-written rows' are.
+    std::fs::copy(
+        examples_dir().join("hello.wat"),
+        s.functions_dir().join("hello.wat"),
+    )
+    .expect("copy hello.wat into the functions dir");
     insert_route(
         s.server.db_path(),
         "GET:/wasm/hello",
-        &wasm_route(hand_written.to_str().expect("UTF-8 path"), json!(null)),
+        &wasm_route("hello.wat", json!(null)),
     );
 
     // The mix, one fresh connection per call, one call at a time (two

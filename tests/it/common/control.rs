@@ -19,7 +19,7 @@ pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ControlServer {
     pub server: WorkerServer,
     pub admin_key: String,
-    _functions: tempfile::TempDir,
+    functions: tempfile::TempDir,
 }
 
 impl ControlServer {
@@ -40,8 +40,13 @@ impl ControlServer {
         ControlServer {
             server,
             admin_key,
-            _functions: functions,
+            functions,
         }
+    }
+
+    /// The server's --functions-dir, where hand-written rows' modules go.
+    pub fn functions_dir(&self) -> &std::path::Path {
+        self.functions.path()
     }
 
     pub fn store_dir(&self) -> PathBuf {

@@ -102,8 +102,9 @@ pub fn free_port() -> u16 {
 
 /// Held for their whole run by the tests that load the CPUs on purpose:
 /// the two scheduling tests with a spinning function (whose CPU share the
-/// scheduler must see), the kill of a worker under a 4-client load, and the
-/// corefn-bench run (which must keep to its request schedule). In one test
+/// scheduler must see), the kill of a worker and the kill storm under a
+/// 4-client load, the endless loop that others must be served beside, and
+/// the corefn-bench run (which must keep to its request schedule). In one test
 /// binary any two of them could run at the same time, and on a small
 /// machine they starve each other: a spinning worker stays under the
 /// scheduler's "busy" CPU mark, the load generator falls behind. So at most
