@@ -183,6 +183,7 @@ impl Observed {
             gateway: self.telemetry.gateway.totals(),
             workers,
             route_table_version: table.version(),
+            route_table_skipped_rows: table.skipped().len(),
             route_table_routes: table.routes().len(),
             watcher_lag_seconds: self.telemetry.watcher_lag_seconds(),
             log_lines_written: self.logs.lines_written(),

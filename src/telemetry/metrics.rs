@@ -48,6 +48,9 @@ pub struct MetricsView {
     pub workers: Vec<WorkerGauges>,
     pub route_table_version: u64,
     pub route_table_routes: usize,
+    /// Rows of the store the table left out (invalid, or code from where
+    /// none may come): each is also under `skipped` in `/_/routes`.
+    pub route_table_skipped_rows: usize,
     /// Seconds since the route watcher last read the store.
     pub watcher_lag_seconds: f64,
     pub log_lines_written: u64,
@@ -294,7 +297,7 @@ fn render_workers(out: &mut String, workers: &[WorkerGauges]) {
 fn render_gateway(out: &mut String, view: &MetricsView) {
     let gateway = &view.gateway;
     // Families of one unlabelled sample each: (name, type, help, value).
-    let scalars: [(&'static str, &str, &str, f64); 7] = [
+    let scalars: [(&'static str, &str, &str, f64); 8] = [
         (
             "corefn_gateway_open_connections",
             "gauge",
@@ -318,6 +321,12 @@ fn render_gateway(out: &mut String, view: &MetricsView) {
             "gauge",
             "Routes in the table the cores serve.",
             view.route_table_routes as f64,
+        ),
+        (
+            "corefn_route_table_skipped_rows",
+            "gauge",
+            "Rows of the route store the served table left out (see /_/routes).",
+            view.route_table_skipped_rows as f64,
         ),
         (
             "corefn_route_watcher_lag_seconds",

@@ -261,6 +261,14 @@ fn rows_of_the_wrong_type_at_start_are_skipped_and_the_rest_served() {
     let s = Server::start_with_db(dir, db, &[]);
     assert_eq!(get(s.addr(), "/valid").text(), "valid route");
     assert_bad_typed_rows_skipped(&s);
+    // Counted where a dashboard sees it, too.
+    let metrics = get(s.addr(), "/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "corefn_route_table_skipped_rows 3"),
+        "{metrics}"
+    );
 }
 
 #[test]
