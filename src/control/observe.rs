@@ -184,6 +184,7 @@ impl Observed {
             workers,
             route_table_version: table.version(),
             route_table_skipped_rows: table.skipped().len(),
+            route_store_replaced: self.telemetry.store_replaced(),
             route_table_routes: table.routes().len(),
             watcher_lag_seconds: self.telemetry.watcher_lag_seconds(),
             log_lines_written: self.logs.lines_written(),

@@ -49,6 +49,18 @@ pub enum StoreError {
 
 pub struct RouteStore {
     connection: Connection,
+    path: PathBuf,
+    /// (device, inode) of the file opened: a rename or delete at the path
+    /// leaves this connection on it.
+    identity: Option<(u64, u64)>,
+}
+
+/// What the store's path names now, against the file corefn opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathNow {
+    TheOpenedFile,
+    AnotherFile,
+    Nothing,
 }
 
 impl RouteStore {
@@ -92,7 +104,26 @@ impl RouteStore {
         if migrated.created && !existed {
             connection.execute_batch(INIT_SQL).map_err(init_error)?;
         }
-        Ok(RouteStore { connection })
+        let identity = file_identity(path);
+        Ok(RouteStore {
+            connection,
+            path: path.to_path_buf(),
+            identity,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the path still names the file this store reads (one
+    /// stat).
+    pub fn path_now(&self) -> PathNow {
+        match (file_identity(&self.path), self.identity) {
+            (None, _) => PathNow::Nothing,
+            (Some(now), Some(opened)) if now != opened => PathNow::AnotherFile,
+            _ => PathNow::TheOpenedFile,
+        }
     }
 
     /// Changes whenever another connection commits to the database file
@@ -144,6 +175,11 @@ impl RouteStore {
         }
         Ok(stored)
     }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// One row as the table's contract types it.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::modules::ModuleRoots;
 use super::snapshot::SnapshotBoard;
-use super::store::{RouteStore, StoreError};
+use super::store::{PathNow, RouteStore, StoreError};
 use super::table::RouteTable;
 use crate::telemetry::stats::StatsRegistry;
 use crate::telemetry::Telemetry;
@@ -60,8 +60,15 @@ fn watch(
     // too; a table built from the same rows and keys is not published again.
     let mut built_from = None;
     let mut last_error: Option<String> = None;
+    let mut path_was = PathNow::TheOpenedFile;
     loop {
         thread::sleep(interval);
+        let path_now = store.path_now();
+        if path_now != path_was {
+            report_path(&store, path_now, &board);
+            telemetry.set_store_replaced(path_now != PathNow::TheOpenedFile);
+            path_was = path_now;
+        }
         let result = store.data_version().and_then(|version| {
             if Some(version) == data_version {
                 return Ok(());
@@ -102,6 +109,28 @@ fn watch(
                 }
             }
         }
+    }
+}
+
+/// Said once per change: the routes keep coming from the file corefn
+/// opened. (Switching to a new file live needs every connection to the
+/// old one closed first, or the new file would be read through the old
+/// one's WAL: not done yet.)
+fn report_path(store: &RouteStore, now: PathNow, board: &SnapshotBoard) {
+    let path = store.path().display();
+    let version = board.version();
+    match now {
+        PathNow::TheOpenedFile => {
+            eprintln!("corefn: route store {path} is the file corefn opened again")
+        }
+        PathNow::AnotherFile => eprintln!(
+            "corefn: route store {path} now names another file; still serving route table v{version} \
+             from the file corefn opened: restart corefn to serve the new one"
+        ),
+        PathNow::Nothing => eprintln!(
+            "corefn: route store {path} is gone; still serving route table v{version} from the \
+             file corefn opened"
+        ),
     }
 }
 

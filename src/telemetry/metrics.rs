@@ -51,6 +51,8 @@ pub struct MetricsView {
     /// Rows of the store the table left out (invalid, or code from where
     /// none may come): each is also under `skipped` in `/_/routes`.
     pub route_table_skipped_rows: usize,
+    /// The store's path no longer names the file corefn reads.
+    pub route_store_replaced: bool,
     /// Seconds since the route watcher last read the store.
     pub watcher_lag_seconds: f64,
     pub log_lines_written: u64,
@@ -297,7 +299,7 @@ fn render_workers(out: &mut String, workers: &[WorkerGauges]) {
 fn render_gateway(out: &mut String, view: &MetricsView) {
     let gateway = &view.gateway;
     // Families of one unlabelled sample each: (name, type, help, value).
-    let scalars: [(&'static str, &str, &str, f64); 8] = [
+    let scalars: [(&'static str, &str, &str, f64); 9] = [
         (
             "corefn_gateway_open_connections",
             "gauge",
@@ -327,6 +329,12 @@ fn render_gateway(out: &mut String, view: &MetricsView) {
             "gauge",
             "Rows of the route store the served table left out (see /_/routes).",
             view.route_table_skipped_rows as f64,
+        ),
+        (
+            "corefn_route_store_replaced",
+            "gauge",
+            "1 while the route store's path names another file (or none) than the one served from.",
+            if view.route_store_replaced { 1.0 } else { 0.0 },
         ),
         (
             "corefn_route_watcher_lag_seconds",

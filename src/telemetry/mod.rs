@@ -13,7 +13,7 @@ pub mod logs;
 pub mod metrics;
 pub mod stats;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What the cores and the watcher write and the control plane reads.
@@ -23,6 +23,9 @@ pub struct Telemetry {
     pub gateway: gateway::GatewayStats,
     /// When the route watcher last read the store (Unix microseconds).
     watcher_read_unix_us: AtomicU64,
+    /// The store's path names another file than the one corefn opened,
+    /// or none.
+    store_replaced: AtomicBool,
 }
 
 impl Telemetry {
@@ -31,6 +34,7 @@ impl Telemetry {
             stats: Arc::new(stats::StatsRegistry::new(cores)),
             gateway: gateway::GatewayStats::new(cores),
             watcher_read_unix_us: AtomicU64::new(crate::clock::unix_now_us()),
+            store_replaced: AtomicBool::new(false),
         }
     }
 
@@ -38,6 +42,14 @@ impl Telemetry {
     pub fn watcher_read(&self) {
         self.watcher_read_unix_us
             .store(crate::clock::unix_now_us(), Ordering::Relaxed);
+    }
+
+    pub fn set_store_replaced(&self, replaced: bool) {
+        self.store_replaced.store(replaced, Ordering::Relaxed);
+    }
+
+    pub fn store_replaced(&self) -> bool {
+        self.store_replaced.load(Ordering::Relaxed)
     }
 
     /// Seconds since the watcher last read the store.
