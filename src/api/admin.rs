@@ -69,7 +69,7 @@ pub fn respond(
         return Ok(AdminResponse {
             status: 200,
             content_type: asset.content_type,
-            headers: console::headers(),
+            headers: &console::HEADERS,
             body: Cow::Borrowed(asset.body),
         });
     }

@@ -12,9 +12,10 @@ pub const PREFIX: &str = "/_/ui";
 /// Answers with the console, which opens its deploy page there.
 pub const UPLOAD_PATH: &str = "/upload";
 
-/// The console's scripts come only from itself; nothing is loaded from
-/// another origin, and no inline script runs.
-const SECURITY_HEADERS: [(&str, &str); 4] = [
+/// The headers every console answer carries besides its content type:
+/// its scripts come only from itself, nothing is loaded from another
+/// origin, and no inline script runs.
+pub const HEADERS: [(&str, &str); 4] = [
     (
         "content-security-policy",
         "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -56,11 +57,6 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
             _ => None,
         },
     }
-}
-
-/// The headers every console answer carries besides its content type.
-pub fn headers() -> &'static [(&'static str, &'static str)] {
-    &SECURITY_HEADERS
 }
 
 #[cfg(test)]

@@ -538,19 +538,10 @@ impl ControlState {
             .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
         let value = match parts.as_slice() {
             ["functions", name, "stats"] => {
-                match self.observed.function_stats(name, window, &label) {
-                    Some(mut value) => {
-                        // `series=1`: what a chart draws, too.
-                        let series = query_value(request.query, "series").as_deref() == Some("1");
-                        if let (true, Value::Object(map), Some(Value::Object(chart))) = (
-                            series,
-                            &mut value,
-                            self.observed.function_series(name, window),
-                        ) {
-                            map.extend(chart);
-                        }
-                        value
-                    }
+                // `series=1`: what a chart draws, too.
+                let chart = query_value(request.query, "series").as_deref() == Some("1");
+                match self.observed.function_stats(name, window, &label, chart) {
+                    Some(value) => value,
                     None => {
                         // Known but never called: zeros, not 404.
                         self.registry().get(name).map_err(registry_error)?;

@@ -48,37 +48,43 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
 
 impl Observed {
     /// The stats of every version of `name` over `window`, summed, with a
-    /// line per version; `None` when nothing of that name has stats.
-    pub fn function_stats(&self, name: &str, window: Duration, label: &str) -> Option<Value> {
+    /// line per version; `None` when nothing of that name has stats. With
+    /// `chart`, also what a chart of it draws: `series`, the calls step by
+    /// step (all versions summed; `t_ms` is when a step ended, Unix
+    /// milliseconds), and `percentiles`, the latency curve of the window.
+    pub fn function_stats(
+        &self,
+        name: &str,
+        window: Duration,
+        label: &str,
+        chart: bool,
+    ) -> Option<Value> {
         let versions = self.telemetry.stats.of(name);
         if versions.is_empty() {
             return None;
         }
-        Some(self.summary(name, &versions, window, label))
+        Some(self.summary(name, &versions, window, label, chart))
     }
 
-    /// What a chart of `name` draws over `window`: `series`, the calls step
-    /// by step (all versions summed; `t_ms` is when a step ended, Unix
-    /// milliseconds), and `percentiles`, the latency curve of the whole
-    /// window. `None` when nothing of that name has stats.
-    pub fn function_series(&self, name: &str, window: Duration) -> Option<Value> {
-        let versions = self.telemetry.stats.of(name);
-        if versions.is_empty() {
-            return None;
-        }
-        let now = Instant::now();
+    /// `series` and `percentiles` of `versions` (see [`Self::function_stats`]),
+    /// `whole` being their totals over the window.
+    fn chart(
+        &self,
+        versions: &[Arc<FunctionStats>],
+        window: Duration,
+        now: Instant,
+        whole: &Totals,
+    ) -> (Value, Value) {
         let now_ms = clock::unix_now_us() / 1000;
         // Versions are sampled on the same ticks: steps that end together
         // are one step of the function.
         let mut steps: BTreeMap<Instant, (f64, Totals)> = BTreeMap::new();
-        let mut whole = Totals::default();
-        for stats in &versions {
+        for stats in versions {
             for step in self.telemetry.stats.series(stats, window, now) {
                 let entry = steps.entry(step.until).or_default();
                 entry.0 = entry.0.max(step.seconds);
                 entry.1.merge(&step.totals);
             }
-            whole.merge(&self.telemetry.stats.window(stats, window, now).totals);
         }
         let series: Vec<Value> = steps
             .iter()
@@ -98,13 +104,13 @@ impl Observed {
             .iter()
             .map(|&q| json!({ "q": q, "us": whole.quantile_us(q) }))
             .collect();
-        Some(json!({ "series": series, "percentiles": percentiles }))
+        (Value::Array(series), Value::Array(percentiles))
     }
 
     /// Calls, error rate and p99 of `name` over the last 5 minutes, for
     /// the function list; `None` when it has no stats yet.
     pub fn recent_summary(&self, name: &str) -> Option<Value> {
-        let full = self.function_stats(name, WINDOW_DEFAULT, "5m")?;
+        let full = self.function_stats(name, WINDOW_DEFAULT, "5m", false)?;
         Some(json!({
             "count": full["count"],
             "rps": full["rps"],
@@ -121,7 +127,7 @@ impl Observed {
         while start < all.len() {
             let name = &all[start].name;
             let end = start + all[start..].iter().take_while(|s| &s.name == name).count();
-            functions.push(self.summary(name, &all[start..end], window, label));
+            functions.push(self.summary(name, &all[start..end], window, label, false));
             start = end;
         }
         json!({ "window": label, "functions": functions })
@@ -133,6 +139,7 @@ impl Observed {
         versions: &[Arc<FunctionStats>],
         window: Duration,
         label: &str,
+        chart: bool,
     ) -> Value {
         let now = Instant::now();
         let mut sum = Totals::default();
@@ -154,6 +161,11 @@ impl Observed {
             map.insert("runtime".into(), versions[0].runtime.into());
             map.insert("window".into(), label.into());
             map.insert("versions".into(), Value::Array(per_version));
+            if chart {
+                let (series, percentiles) = self.chart(versions, window, now, &sum);
+                map.insert("series".into(), series);
+                map.insert("percentiles".into(), percentiles);
+            }
         }
         value
     }

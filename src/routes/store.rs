@@ -188,16 +188,16 @@ fn read_row(
     value: ValueRef<'_>,
     updated: ValueRef<'_>,
 ) -> Result<RouteRow, SkippedRow> {
-    let shown_key = match key {
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
-        ValueRef::Integer(n) => n.to_string(),
-        ValueRef::Real(x) => x.to_string(),
-        ValueRef::Null => "NULL".to_string(),
-    };
+    // Made only for a row that is skipped: valid rows are the many.
     let skip = |reason: String| SkippedRow {
-        key: shown_key.clone(),
+        key: match key {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                String::from_utf8_lossy(bytes).into_owned()
+            }
+            ValueRef::Integer(n) => n.to_string(),
+            ValueRef::Real(x) => x.to_string(),
+            ValueRef::Null => "NULL".to_string(),
+        },
         reason,
     };
     let text = |column: &str, cell: ValueRef<'_>| match cell {
