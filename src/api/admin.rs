@@ -9,6 +9,7 @@ use super::console;
 use crate::http::error::HttpError;
 use crate::routes::key::{MethodMatch, PathPattern};
 use crate::routes::table::RouteTable;
+use crate::telemetry::{StoreStatus, Telemetry};
 use crate::workers::pool::CoreWorkers;
 use crate::workers::supervisor::PoolStatus;
 
@@ -32,6 +33,8 @@ struct RoutesView<'t> {
     version: u64,
     routes: Vec<RouteView<'t>>,
     skipped: Vec<SkippedView<'t>>,
+    /// Whether these routes still come from the file at the store's path.
+    store: StoreStatus,
 }
 
 #[derive(Serialize)]
@@ -55,6 +58,7 @@ pub struct AdminContext<'c> {
     pub core_index: usize,
     pub workers: &'c CoreWorkers,
     pub pool_status: Option<&'c PoolStatus>,
+    pub telemetry: &'c Telemetry,
 }
 
 /// `path` starts with `/_/` (or is `/_`).
@@ -79,7 +83,7 @@ pub fn respond(
             status: "ok",
             version: table.version(),
         }),
-        "/_/routes" => serde_json::to_vec(&routes_view(table)),
+        "/_/routes" => serde_json::to_vec(&routes_view(table, context.telemetry.store_status())),
         _ => {
             return Err(HttpError::NotFound {
                 method: method.into(),
@@ -205,8 +209,9 @@ fn workers_view(context: &AdminContext<'_>) -> WorkersView {
     }
 }
 
-fn routes_view(table: &RouteTable) -> RoutesView<'_> {
+fn routes_view(table: &RouteTable, store: StoreStatus) -> RoutesView<'_> {
     RoutesView {
+        store,
         version: table.version(),
         routes: table
             .routes()

@@ -30,6 +30,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -54,6 +55,7 @@ use crate::registry::schedules::{self, NewSchedule, Overlap, Schedule, Timetable
 use crate::registry::upload::{self, Archive, UploadLimits};
 use crate::registry::RegistryError;
 use crate::runtimes::descriptor::Runtime;
+use crate::schema::file::{Connected, SharedStore, StoreHandle};
 use crate::telemetry::logs::{Follower, LogLine, LogQuery};
 use crate::telemetry::metrics;
 use crate::workers::protocol::{self, Dispatch, DispatchHeader};
@@ -64,7 +66,7 @@ pub const CODE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What the control thread keeps between requests.
 pub struct ControlState {
-    connection: Connection,
+    db: StoreHandle,
     store: ArtifactStore,
     tools: Toolchain,
     scratch_root: PathBuf,
@@ -171,19 +173,18 @@ impl Caller {
 
 impl ControlState {
     pub fn open(
-        db: &Path,
+        db: &Arc<SharedStore>,
         store: ArtifactStore,
         settings: &ControlSettings,
         observed: Observed,
     ) -> std::io::Result<ControlState> {
-        let connection = Connection::open(db).map_err(std::io::Error::other)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
+        let db = db
+            .handle(|connection| connection.busy_timeout(std::time::Duration::from_secs(5)))
             .map_err(std::io::Error::other)?;
         let scratch_root = store.dir().join(".scratch");
         std::fs::create_dir_all(&scratch_root)?;
         Ok(ControlState {
-            connection,
+            db,
             store,
             tools: Toolchain {
                 wasm_checker: std::env::current_exe()?,
@@ -355,7 +356,7 @@ impl ControlState {
                 }
                 self.caller(request)?.may_invoke(name)?;
                 check_name(name).map_err(registry_error)?;
-                let function = self.registry().get(name).map_err(registry_error)?;
+                let function = self.with_registry(|registry| registry.get(name))?;
                 let version = match query_value(request.query, "version") {
                     Some(text) => {
                         let version: u32 = text.parse().map_err(|_| {
@@ -427,8 +428,9 @@ impl ControlState {
                     None => 100,
                 };
                 let function = query_value(request.query, "function");
-                let list = invocations::list(&self.connection, function.as_deref(), state, limit)
-                    .map_err(registry_error)?;
+                let list =
+                    invocations::list(&*self.connection()?, function.as_deref(), state, limit)
+                        .map_err(registry_error)?;
                 let list: Vec<Value> = list.iter().map(invocation_json).collect();
                 Ok(Some(Answer::Json(200, json!({ "invocations": list }))))
             }
@@ -437,7 +439,7 @@ impl ControlState {
                     return Err(not_allowed("GET"));
                 }
                 self.caller(request)?.may(None)?;
-                let found = invocations::get(&self.connection, id)
+                let found = invocations::get(&*self.connection()?, id)
                     .map_err(registry_error)?
                     .ok_or_else(|| {
                         ApiError::new(ApiErrorKind::NotFound, format_args!("no invocation {id:?}"))
@@ -483,7 +485,8 @@ impl ControlState {
             CallbackUrl::parse(url, &self.callback_hosts)
                 .map_err(|message| ApiError::new(ApiErrorKind::BadRequest, message))?;
         }
-        let policy = invocations::policy_of(&self.connection, function).map_err(registry_error)?;
+        let policy =
+            invocations::policy_of(&*self.connection()?, function).map_err(registry_error)?;
         Ok(NewInvocation {
             id: self.invocation_ids.next_id(),
             request: QueuedRequest {
@@ -544,7 +547,7 @@ impl ControlState {
                     Some(value) => value,
                     None => {
                         // Known but never called: zeros, not 404.
-                        self.registry().get(name).map_err(registry_error)?;
+                        self.with_registry(|registry| registry.get(name))?;
                         json!({ "function": name, "window": label, "count": 0 })
                     }
                 }
@@ -561,7 +564,7 @@ impl ControlState {
         let query = |name: &str| query_value(request.query, name);
         let name = match parts {
             ["functions", name, "logs"] => {
-                self.registry().get(name).map_err(registry_error)?;
+                self.with_registry(|registry| registry.get(name))?;
                 name.to_string()
             }
             _ => query("route").ok_or_else(|| {
@@ -650,7 +653,7 @@ impl ControlState {
         };
         let hash = auth::key_hash(secret);
         let grant: Option<(String, Option<String>)> = self
-            .connection
+            .connection()?
             .query_row(
                 "SELECT scopes, functions FROM api_keys WHERE hash = ?1 AND revoked IS NULL",
                 [&hash],
@@ -686,7 +689,7 @@ impl ControlState {
             ["functions"] => match method {
                 "GET" | "HEAD" => {
                     caller.may(None)?;
-                    let list = self.registry().list().map_err(registry_error)?;
+                    let list = self.with_registry(|registry| registry.list())?;
                     let mut list = serde_json::to_value(list).map_err(internal)?;
                     // What a list view shows of each: the last 5 minutes.
                     if let Value::Array(functions) = &mut list {
@@ -710,7 +713,7 @@ impl ControlState {
             ["functions", name] => match method {
                 "GET" | "HEAD" => {
                     caller.may(None)?;
-                    let info = self.registry().get(name).map_err(registry_error)?;
+                    let info = self.with_registry(|registry| registry.get(name))?;
                     Ok((200, serde_json::to_value(info).map_err(internal)?))
                 }
                 "PUT" => {
@@ -719,7 +722,7 @@ impl ControlState {
                 }
                 "DELETE" => {
                     caller.may(Some(Scope::Deploy))?;
-                    let removed = self.registry().delete(name).map_err(registry_error)?;
+                    let removed = self.with_registry(|registry| registry.delete(name))?;
                     self.observed.telemetry.stats.remove(name);
                     if let Err(error) = self.observed.logs.remove(name) {
                         eprintln!("corefn: cannot remove the logs of {name:?}: {error}");
@@ -773,7 +776,7 @@ impl ControlState {
                                 })
                             }
                         };
-                        invocations::set_policy(&self.connection, name, policy, now)
+                        invocations::set_policy(&*self.connection()?, name, policy, now)
                             .map_err(registry_error)?;
                     }
                     if let Some(value) = asked.get("rate_limit").cloned() {
@@ -784,15 +787,15 @@ impl ControlState {
                                     format_args!("rate_limit: {e}"),
                                 )
                             })?;
-                        self.registry()
-                            .set_rate_limit(name, rate_limit, now)
-                            .map_err(registry_error)?;
+                        self.with_registry(|registry| {
+                            registry.set_rate_limit(name, rate_limit, now)
+                        })?;
                     }
                     let rate_limit =
-                        crate::registry::functions::rate_limit_setting(&self.connection, name)
+                        crate::registry::functions::rate_limit_setting(&*self.connection()?, name)
                             .map_err(registry_error)?;
-                    let policy =
-                        invocations::policy_of(&self.connection, name).map_err(registry_error)?;
+                    let policy = invocations::policy_of(&*self.connection()?, name)
+                        .map_err(registry_error)?;
                     Ok((
                         200,
                         json!({ "name": name, "rate_limit": rate_limit, "async": policy }),
@@ -811,9 +814,9 @@ impl ControlState {
                     }
                     let asked: Alias = parse_json(request.body)?;
                     let now = clock::unix_now_secs() as i64;
-                    self.registry()
-                        .set_alias(name, asked.version, asked.canary, now)
-                        .map_err(registry_error)?;
+                    self.with_registry(|registry| {
+                        registry.set_alias(name, asked.version, asked.canary, now)
+                    })?;
                     Ok((
                         200,
                         json!({ "name": name, "live_version": asked.version, "canary": asked.canary }),
@@ -824,7 +827,7 @@ impl ControlState {
             ["functions", name, "versions"] => match method {
                 "GET" | "HEAD" => {
                     caller.may(None)?;
-                    let versions = self.registry().versions(name).map_err(registry_error)?;
+                    let versions = self.with_registry(|registry| registry.versions(name))?;
                     Ok((200, json!({ "name": name, "versions": versions })))
                 }
                 _ => not_allowed("GET"),
@@ -843,10 +846,8 @@ impl ControlState {
                         parse_json(request.body)?
                     };
                     let now = clock::unix_now_secs() as i64;
-                    let version = self
-                        .registry()
-                        .rollback(name, asked.version, now)
-                        .map_err(registry_error)?;
+                    let version =
+                        self.with_registry(|registry| registry.rollback(name, asked.version, now))?;
                     Ok((200, json!({ "name": name, "live_version": version })))
                 }
                 _ => not_allowed("POST"),
@@ -867,7 +868,7 @@ impl ControlState {
                     caller.may(Some(Scope::Admin))?;
                     let now = clock::unix_now_secs() as i64;
                     let changed = self
-                        .connection
+                        .connection()?
                         .execute(
                             "UPDATE api_keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
                             params![id, now],
@@ -887,7 +888,7 @@ impl ControlState {
                 "GET" | "HEAD" => {
                     caller.may(None)?;
                     let function = query_value(request.query, "function");
-                    let list = schedules::list(&self.connection, function.as_deref())
+                    let list = schedules::list(&*self.connection()?, function.as_deref())
                         .map_err(registry_error)?;
                     let list: Vec<Value> = list.iter().map(schedule_json).collect();
                     Ok((200, json!({ "schedules": list })))
@@ -908,7 +909,7 @@ impl ControlState {
                     let overlap = Overlap::parse(asked.overlap.as_deref().unwrap_or("skip"))
                         .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e))?;
                     let schedule = schedules::create(
-                        &self.connection,
+                        &*self.connection()?,
                         &NewSchedule {
                             function: &asked.function,
                             cron: &asked.cron,
@@ -934,12 +935,12 @@ impl ControlState {
                     "GET" | "HEAD" => {
                         caller.may(None)?;
                         let schedule =
-                            schedules::get(&self.connection, id).map_err(registry_error)?;
+                            schedules::get(&*self.connection()?, id).map_err(registry_error)?;
                         Ok((200, json!({ "schedule": schedule_json(&schedule) })))
                     }
                     "DELETE" => {
                         caller.may(Some(Scope::Deploy))?;
-                        schedules::delete(&self.connection, id).map_err(registry_error)?;
+                        schedules::delete(&*self.connection()?, id).map_err(registry_error)?;
                         Ok((200, json!({ "deleted": id })))
                     }
                     _ => not_allowed("GET, DELETE"),
@@ -952,11 +953,24 @@ impl ControlState {
         }
     }
 
-    fn registry(&mut self) -> Registry<'_> {
-        Registry {
-            connection: &mut self.connection,
+    /// The API thread's connection, for one answer (503 while the watcher
+    /// switches the store to a new file).
+    fn connection(&self) -> Result<Connected<'_>, ApiError> {
+        self.db
+            .connect()
+            .map_err(|error| ApiError::new(ApiErrorKind::Unavailable, error))
+    }
+
+    fn with_registry<T>(
+        &mut self,
+        call: impl FnOnce(&mut Registry<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, ApiError> {
+        let mut connection = self.connection()?;
+        let mut registry = Registry {
+            connection: &mut connection,
             store: &self.store,
-        }
+        };
+        call(&mut registry).map_err(registry_error)
     }
 
     /// POST (create or new version) and PUT (new version of `name`).
@@ -1078,7 +1092,7 @@ impl ControlState {
         };
         check_name(&name).map_err(registry_error)?;
         let previous = if name_in_path.is_some() {
-            let versions = self.registry().versions(&name).map_err(registry_error)?;
+            let versions = self.with_registry(|registry| registry.versions(&name))?;
             versions.into_iter().last()
         } else {
             None
@@ -1197,10 +1211,8 @@ impl ControlState {
             }
         };
         let now = clock::unix_now_secs() as i64;
-        let version = self
-            .registry()
-            .deploy(&name, &spec, &artifact, now)
-            .map_err(registry_error)?;
+        let version =
+            self.with_registry(|registry| registry.deploy(&name, &spec, &artifact, now))?;
         let status = if version == 1 { 201 } else { 200 };
         Ok((
             status,
@@ -1217,7 +1229,7 @@ impl ControlState {
 
     fn extension_of(&self, name: &str, version: u32) -> Result<&'static str, ApiError> {
         let config: String = self
-            .connection
+            .connection()?
             .query_row(
                 "SELECT config FROM function_versions WHERE name = ?1 AND version = ?2",
                 params![name, version],
@@ -1275,8 +1287,8 @@ impl ControlState {
                 check_name(name).map_err(registry_error)?;
             }
         }
-        let key =
-            insert_key(&self.connection, &scopes, asked.functions.as_deref()).map_err(internal)?;
+        let key = insert_key(&*self.connection()?, &scopes, asked.functions.as_deref())
+            .map_err(internal)?;
         Ok((
             201,
             json!({
@@ -1289,8 +1301,8 @@ impl ControlState {
     }
 
     fn list_keys(&self) -> Result<(u16, Value), ApiError> {
-        let mut statement = self
-            .connection
+        let connection = self.connection()?;
+        let mut statement = connection
             .prepare("SELECT id, scopes, created, revoked FROM api_keys ORDER BY created, id")
             .map_err(internal)?;
         let keys = statement

@@ -16,17 +16,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
-
 use super::loopback::{self, LoopbackError};
 use crate::clock;
 use crate::registry::schedules::{self, Overlap, Schedule, Timetable};
+use crate::schema::file::{SharedStore, StoreHandle};
 
 /// Scheduled runs going at once, over every schedule.
 pub const RUNS_IN_FLIGHT_MAX: usize = 64;
@@ -38,7 +36,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Where and how the cron thread runs.
 pub struct CronSettings {
-    pub db: PathBuf,
+    pub store: Arc<SharedStore>,
     /// The gateway's listener, as a loopback client reaches it.
     pub gateway: SocketAddr,
     pub catch_up: bool,
@@ -61,21 +59,16 @@ struct RunDone {
 }
 
 pub fn start(settings: CronSettings) -> std::io::Result<thread::JoinHandle<()>> {
-    let connection = open(&settings.db)?;
+    let store = settings
+        .store
+        .handle(|connection| connection.busy_timeout(Duration::from_secs(5)))
+        .map_err(std::io::Error::other)?;
     thread::Builder::new()
         .name("corefn-cron".into())
-        .spawn(move || run(connection, settings))
+        .spawn(move || run(&store, settings))
 }
 
-fn open(db: &Path) -> std::io::Result<Connection> {
-    let connection = Connection::open(db).map_err(std::io::Error::other)?;
-    connection
-        .busy_timeout(Duration::from_secs(5))
-        .map_err(std::io::Error::other)?;
-    Ok(connection)
-}
-
-fn run(connection: Connection, settings: CronSettings) {
+fn run(store: &StoreHandle, settings: CronSettings) {
     let mut armed: HashMap<i64, Armed> = HashMap::new();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = mpsc::channel::<RunDone>();
@@ -83,15 +76,29 @@ fn run(connection: Connection, settings: CronSettings) {
     let mut stored: HashMap<i64, Schedule> = HashMap::new();
     let mut first_load = true;
     let mut last_reload: Option<Instant> = None;
+    let mut last_error: Option<String> = None;
     loop {
         if last_reload.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL) {
-            match schedules::list(&connection, None) {
+            let listed =
+                store
+                    .connect()
+                    .map_err(|error| error.to_string())
+                    .and_then(|connection| {
+                        schedules::list(&connection, None).map_err(|error| error.to_string())
+                    });
+            match listed {
                 Ok(list) => {
                     arm(&mut armed, &list, first_load && settings.catch_up);
                     first_load = false;
                     stored = list.into_iter().map(|s| (s.id, s)).collect();
+                    last_error = None;
                 }
-                Err(error) => eprintln!("corefn: cron: cannot read the schedules: {error}"),
+                // Said once: a store being switched is retried each second.
+                Err(error) if last_error.as_ref() != Some(&error) => {
+                    eprintln!("corefn: cron: cannot read the schedules: {error}");
+                    last_error = Some(error);
+                }
+                Err(_) => {}
             }
             last_reload = Some(Instant::now());
         }
@@ -110,7 +117,13 @@ fn run(connection: Connection, settings: CronSettings) {
             let overlaps = entry.running.load(Ordering::Acquire);
             let full = in_flight.load(Ordering::Acquire) >= RUNS_IN_FLIGHT_MAX;
             if (overlaps && schedule.overlap == Overlap::Skip) || full {
-                if let Err(error) = schedules::record_skip(&connection, *id) {
+                let recorded = store
+                    .connect()
+                    .map_err(|e| e.to_string())
+                    .and_then(|connection| {
+                        schedules::record_skip(&connection, *id).map_err(|e| e.to_string())
+                    });
+                if let Err(error) = recorded {
                     eprintln!("corefn: cron: cannot count a skipped tick of {id}: {error}");
                 }
                 continue;
@@ -156,13 +169,21 @@ fn run(connection: Connection, settings: CronSettings) {
             let left = wake.saturating_duration_since(Instant::now());
             match done_rx.recv_timeout(left) {
                 Ok(done) => {
-                    if let Err(error) = schedules::record_run(
-                        &connection,
-                        done.id,
-                        done.started_unix_us,
-                        done.status,
-                        done.duration_us,
-                    ) {
+                    let recorded =
+                        store
+                            .connect()
+                            .map_err(|e| e.to_string())
+                            .and_then(|connection| {
+                                schedules::record_run(
+                                    &connection,
+                                    done.id,
+                                    done.started_unix_us,
+                                    done.status,
+                                    done.duration_us,
+                                )
+                                .map_err(|e| e.to_string())
+                            });
+                    if let Err(error) = recorded {
                         eprintln!("corefn: cron: cannot record a run of {}: {error}", done.id);
                     }
                 }

@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -38,8 +37,10 @@ use crate::registry::invocations::{
     self, Claimed, NewInvocation, Next, Outcome, QueuedRequest, State,
 };
 use crate::registry::keys;
+use crate::registry::RegistryError;
 use crate::routes::snapshot::SnapshotBoard;
 use crate::routes::table::{Lookup, RouteTable};
+use crate::schema::file::{Connected, SharedStore, StoreHandle};
 use crate::workers::protocol::DispatchHeader;
 
 /// Accepted requests waiting for the intake thread; past this the API
@@ -83,7 +84,7 @@ const HEADERS_NOT_FORWARDED: &[&str] = &[
 
 /// Where and how the queue's threads run.
 pub struct AsyncSettings {
-    pub db: PathBuf,
+    pub store: Arc<SharedStore>,
     /// The gateway's listener, as a loopback client reaches it.
     pub gateway: SocketAddr,
     pub queue_max: u64,
@@ -160,25 +161,28 @@ struct Callback {
 /// are queued again before anything is claimed.
 pub fn start(settings: AsyncSettings, channels: Vec<OwnedFd>) -> std::io::Result<Intake> {
     assert!(settings.runners >= 1, "the queue has at least one runner");
-    let mut intake_db = open(&settings.db)?;
     // Accepted means on disk: the fsync happens before the 202.
-    intake_db
-        .pragma_update(None, "synchronous", "FULL")
+    let intake_db = settings
+        .store
+        .handle(|connection| {
+            connection.busy_timeout(Duration::from_secs(5))?;
+            connection.pragma_update(None, "synchronous", "FULL")
+        })
         .map_err(std::io::Error::other)?;
-    let dispatch_db = open(&settings.db)?;
     // Outcomes and claims may be lost to a power cut without losing an
     // invocation: the row stays `running` and is queued again at start.
-    dispatch_db
-        .pragma_update(None, "synchronous", "NORMAL")
+    let dispatch_db = settings
+        .store
+        .handle(|connection| {
+            connection.busy_timeout(Duration::from_secs(5))?;
+            connection.pragma_update(None, "synchronous", "NORMAL")
+        })
         .map_err(std::io::Error::other)?;
-    let requeued = invocations::requeue_running(&dispatch_db, clock::unix_now_us())
-        .map_err(std::io::Error::other)?;
-    if requeued > 0 {
-        eprintln!("corefn: async: {requeued} invocations cut by the last stop are queued again");
-    }
-    let pending = Arc::new(AtomicU64::new(
-        invocations::pending(&dispatch_db).map_err(std::io::Error::other)?,
-    ));
+    let queued = {
+        let connection = dispatch_db.connect().map_err(std::io::Error::other)?;
+        take_up_queue(&connection).map_err(std::io::Error::other)?
+    };
+    let pending = Arc::new(AtomicU64::new(queued));
 
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
@@ -194,7 +198,8 @@ pub fn start(settings: AsyncSettings, channels: Vec<OwnedFd>) -> std::io::Result
             .spawn(move || run_jobs(&jobs, &events, gateway, &callback_hosts, &routes))?;
     }
     let dispatcher = Dispatcher {
-        connection: dispatch_db,
+        store: dispatch_db,
+        unavailable: None,
         jobs: jobs_tx,
         pending: pending.clone(),
         runners: settings.runners,
@@ -209,36 +214,31 @@ pub fn start(settings: AsyncSettings, channels: Vec<OwnedFd>) -> std::io::Result
     let queue_max = settings.queue_max;
     thread::Builder::new()
         .name("corefn-intake".into())
-        .spawn(move || {
-            intake(
-                &mut intake_db,
-                &rx,
-                &channels,
-                &pending,
-                queue_max,
-                &events_tx,
-            )
-        })?;
+        .spawn(move || intake(&intake_db, &rx, &channels, &pending, queue_max, &events_tx))?;
     Ok(Intake { tx })
 }
 
-fn open(db: &std::path::Path) -> std::io::Result<Connection> {
-    let connection = Connection::open(db).map_err(std::io::Error::other)?;
-    connection
-        .busy_timeout(Duration::from_secs(5))
-        .map_err(std::io::Error::other)?;
-    Ok(connection)
+/// What a store holds for the queue when corefn starts on it (or switches
+/// to it): rows a stop cut while running are queued again; returns how
+/// many are pending.
+fn take_up_queue(connection: &Connection) -> Result<u64, RegistryError> {
+    let requeued = invocations::requeue_running(connection, clock::unix_now_us())?;
+    if requeued > 0 {
+        eprintln!("corefn: async: {requeued} invocations cut by the last stop are queued again");
+    }
+    invocations::pending(connection)
 }
 
 /// The intake loop: a batch is what arrived while the last commit ran.
 fn intake(
-    connection: &mut Connection,
+    store: &StoreHandle,
     rx: &Receiver<Accepted>,
     channels: &[OwnedFd],
     pending: &AtomicU64,
     queue_max: u64,
     wake: &Sender<Event>,
 ) {
+    let mut last_error: Option<String> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < INTAKE_BATCH_MAX {
@@ -253,14 +253,21 @@ fn intake(
         let stored = if batch.is_empty() {
             Ok(())
         } else {
-            invocations::enqueue(
-                connection,
-                batch.iter().map(|a| &a.invocation),
-                clock::unix_now_us(),
-            )
+            store
+                .connect()
+                .map_err(|error| error.to_string())
+                .and_then(|mut connection| {
+                    invocations::enqueue(
+                        &mut connection,
+                        batch.iter().map(|a| &a.invocation),
+                        clock::unix_now_us(),
+                    )
+                    .map_err(|error| error.to_string())
+                })
         };
         match stored {
             Ok(()) => {
+                last_error = None;
                 pending.fetch_add(batch.len() as u64, Ordering::AcqRel);
                 for accepted in &batch {
                     let id = &accepted.invocation.id;
@@ -280,10 +287,15 @@ fn intake(
                 }
             }
             Err(error) => {
-                eprintln!(
-                    "corefn: async: cannot queue {} invocations: {error}",
-                    batch.len()
-                );
+                // Said once per kind: a store being switched refuses
+                // every batch until it is back.
+                if last_error.as_ref() != Some(&error) {
+                    eprintln!(
+                        "corefn: async: cannot queue {} invocations: {error}",
+                        batch.len()
+                    );
+                    last_error = Some(error.clone());
+                }
                 let refusal = ApiError::new(
                     ApiErrorKind::Unavailable,
                     format_args!("cannot queue the invocation: {error}"),
@@ -351,7 +363,9 @@ fn answer(
 /// The dispatcher's state: runners it has work out with, and its own
 /// connection.
 struct Dispatcher {
-    connection: Connection,
+    store: StoreHandle,
+    /// Why the store was last unavailable (said once until it is back).
+    unavailable: Option<String>,
     jobs: Sender<Job>,
     pending: Arc<AtomicU64>,
     runners: usize,
@@ -397,10 +411,14 @@ impl Dispatcher {
         let now_us = clock::unix_now_us();
         let mut callbacks = Vec::new();
         let mut finished = 0u64;
-        let recorded = (|| -> Result<(), crate::registry::RegistryError> {
-            let tx = self
-                .connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The rows stay `running` while the store is away: the next start
+        // (or switch) queues them again.
+        let Some(mut connection) = connect(&self.store, &self.pending, &mut self.unavailable)
+        else {
+            return;
+        };
+        let recorded = (|| -> Result<(), RegistryError> {
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for done in &attempted {
                 let (status, headers_json, body, error) = match &done.answer {
                     Ok(response) => (
@@ -441,7 +459,7 @@ impl Dispatcher {
                     }
                     Ok(Next::RetryAt { .. }) => {}
                     // A row deleted under the queue: nothing is left to do.
-                    Err(crate::registry::RegistryError::Invalid(message)) => {
+                    Err(RegistryError::Invalid(message)) => {
                         eprintln!("corefn: async: {message}");
                         finished += 1;
                     }
@@ -479,7 +497,11 @@ impl Dispatcher {
             return;
         }
         let now_us = clock::unix_now_us();
-        match invocations::next_due_us(&self.connection) {
+        let Some(mut connection) = connect(&self.store, &self.pending, &mut self.unavailable)
+        else {
+            return;
+        };
+        match invocations::next_due_us(&connection) {
             Ok(Some(due_us)) if due_us <= now_us => {}
             Ok(_) => return,
             Err(error) => {
@@ -487,7 +509,7 @@ impl Dispatcher {
                 return;
             }
         }
-        match invocations::claim_due(&mut self.connection, now_us, free) {
+        match invocations::claim_due(&mut connection, now_us, free) {
             Ok(claimed) => {
                 for claimed in claimed {
                     if self.jobs.send(Job::Attempt(claimed)).is_ok() {
@@ -496,6 +518,37 @@ impl Dispatcher {
                 }
             }
             Err(error) => eprintln!("corefn: async: cannot claim invocations: {error}"),
+        }
+    }
+}
+
+/// The dispatcher's connection; `None` while the store is unavailable
+/// (said once). A file switched to has its queue taken up as at start.
+fn connect<'s>(
+    store: &'s StoreHandle,
+    pending: &AtomicU64,
+    unavailable: &mut Option<String>,
+) -> Option<Connected<'s>> {
+    match store.connect() {
+        Ok(connection) => {
+            *unavailable = None;
+            if connection.switched {
+                match take_up_queue(&connection) {
+                    Ok(queued) => pending.store(queued, Ordering::Release),
+                    Err(error) => {
+                        eprintln!("corefn: async: cannot read the new store's queue: {error}")
+                    }
+                }
+            }
+            Some(connection)
+        }
+        Err(error) => {
+            let text = error.to_string();
+            if unavailable.as_ref() != Some(&text) {
+                eprintln!("corefn: async: {text}; queued invocations wait for it");
+                *unavailable = Some(text);
+            }
+            None
         }
     }
 }

@@ -28,7 +28,6 @@ pub mod observe;
 pub mod settings;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -40,6 +39,7 @@ use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, Sock
 
 use crate::http::error::{ApiError, ApiErrorKind};
 use crate::registry::artifacts::ArtifactStore;
+use crate::schema::file::SharedStore;
 use crate::workers::protocol::{
     self, Completion, DispatchHeader, ProtocolError, Received, COMPLETION_CONNECTION_BROKEN,
     COMPLETION_CONNECTION_TAKEN, DISPATCH_BYTES_MAX,
@@ -53,7 +53,7 @@ pub const CONTROL_LINK_ID: usize = 0;
 /// Starts the control thread with one channel to each core (handed over
 /// through the cores' `inboxes`, as worker links are).
 pub fn start(
-    db: &Path,
+    db: &Arc<SharedStore>,
     settings: &ControlSettings,
     inboxes: &[Arc<LinkInbox>],
     observed: observe::Observed,
@@ -84,7 +84,7 @@ pub fn start(
         .collect::<std::io::Result<Vec<_>>>()?;
     let intake = invocations::start(
         invocations::AsyncSettings {
-            db: db.to_path_buf(),
+            store: db.clone(),
             gateway: settings.gateway.ok_or_else(|| {
                 std::io::Error::other("the control plane needs the gateway's address")
             })?,

@@ -18,7 +18,7 @@ use crate::scheduler::collector::ScoreBoard;
 use crate::telemetry::logs::LogService;
 use crate::telemetry::metrics::{MetricsView, WorkerGauges};
 use crate::telemetry::stats::{FunctionStats, Throttle, Totals, WINDOW_MAX};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{StoreState, Telemetry};
 use crate::workers::supervisor::PoolStatus;
 
 /// The points of a latency curve (`?series=1`).
@@ -190,13 +190,15 @@ impl Observed {
                 }
             })
             .collect();
+        let store = self.telemetry.store_status();
         MetricsView {
             functions: self.telemetry.stats.all(),
             gateway: self.telemetry.gateway.totals(),
             workers,
             route_table_version: table.version(),
             route_table_skipped_rows: table.skipped().len(),
-            route_store_replaced: self.telemetry.store_replaced(),
+            route_store_replaced: store.state != StoreState::Open,
+            route_store_switches: store.switches,
             route_table_routes: table.routes().len(),
             watcher_lag_seconds: self.telemetry.watcher_lag_seconds(),
             log_lines_written: self.logs.lines_written(),

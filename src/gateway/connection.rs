@@ -576,6 +576,9 @@ impl Connection<'_> {
         if let Some(shard) = stats {
             shard.enter();
         }
+        // What the socket carried before the worker got it: a stuck call
+        // is answered by the core only if the worker wrote nothing.
+        let written_before = bytes_written(self.stream.as_raw_fd());
         let outcome = handover
             .to
             .call(CallRequest {
@@ -658,16 +661,32 @@ impl Connection<'_> {
                 Next::Close
             }
             Err(CallError::Stuck) => {
+                let fd = self.stream.as_raw_fd();
+                let untouched = written_before.is_some() && bytes_written(fd) == written_before;
                 eprintln!(
-                    "corefn: core {}: no completion within {} ms (+ slack) for {}; cutting the connection",
-                    self.core.index, handover.timeout_ms, handover.what
+                    "corefn: core {}: no completion within {} ms (+ slack) for {}; {}",
+                    self.core.index,
+                    handover.timeout_ms,
+                    handover.what,
+                    if untouched {
+                        "answering 504 and closing"
+                    } else {
+                        "the worker wrote part of an answer: cutting the connection"
+                    }
                 );
-                // Counted as the timeout it is; the client sees the cut.
                 self.record_shard(stats, 504, received_at, Some(FailureKind::Timeout), None);
-                // The worker may still write: cut the connection for every
-                // holder of the socket, not just our descriptor.
+                if untouched {
+                    let error = HttpError::WorkerStuck {
+                        timeout_ms: handover.timeout_ms,
+                    };
+                    self.push_error(&error, Some((head, received_at)));
+                    let _ = self.flush().await;
+                }
+                // The worker may still write: shut the socket for every
+                // holder of it, not just our descriptor, so nothing of its
+                // late answer follows ours.
                 // SAFETY: shutdown on a socket we own.
-                unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                 Next::Close
             }
         }
@@ -716,6 +735,7 @@ impl Connection<'_> {
                     core_index: self.core.index,
                     workers: &self.core.workers,
                     pool_status: self.core.pool_status.as_deref(),
+                    telemetry: &self.core.telemetry,
                 };
                 match admin::respond(method, path, &context) {
                     Ok(answer) => {
@@ -995,4 +1015,32 @@ fn connection_header(version_minor: u8, keep_alive: bool) -> ConnectionHeader {
         (true, 0) => ConnectionHeader::KeepAlive,
         (true, _) => ConnectionHeader::Implicit,
     }
+}
+
+/// Bytes written into the TCP socket `fd` by every holder of it so far:
+/// sent once (retransmissions aside) or still queued. `None` where the
+/// kernel does not say (before Linux 4.19, or not TCP).
+fn bytes_written(fd: std::os::fd::RawFd) -> Option<u64> {
+    // SAFETY: tcp_info is plain old data; getsockopt writes at most `len`
+    // bytes into it and says how many it wrote.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_retrans) + 8;
+    if rc != 0 || (len as usize) < needed {
+        return None;
+    }
+    Some(
+        info.tcpi_bytes_sent
+            .saturating_sub(info.tcpi_bytes_retrans)
+            .saturating_add(u64::from(info.tcpi_notsent_bytes)),
+    )
 }

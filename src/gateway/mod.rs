@@ -39,6 +39,7 @@ use crate::routes::store::{RouteStore, StoreError};
 use crate::routes::watcher;
 use crate::scheduler::collector::{self, CollectorConfig, CoreScores, ScoreBoard, WorkerScores};
 use crate::scheduler::score::Weights;
+use crate::schema::file::SharedStore;
 use crate::telemetry::logs::{LogConfig, LogService};
 use crate::telemetry::{stats, Telemetry};
 use crate::workers::pool::CoreWorkers;
@@ -79,6 +80,13 @@ pub enum ServeError {
 /// gateway that did not exit cleanly.
 /// The supervisor's question "has this worker served a request?",
 /// answered from the workers' own reports to the scheduler.
+/// Makes the first admin key of the store at `db` when it has no key
+/// (see [`crate::control::api::ensure_admin_key`]); returns whether it did.
+fn ensure_admin_key(db: &std::path::Path, key_file: &std::path::Path) -> io::Result<bool> {
+    let connection = rusqlite::Connection::open(db).map_err(io::Error::other)?;
+    crate::control::api::ensure_admin_key(&connection, key_file)
+}
+
 fn served_probe(scores: Arc<ScoreBoard>) -> ServedProbe {
     Arc::new(move |worker_id, pid| {
         scores
@@ -132,10 +140,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .admin_key_file
         .clone()
         .unwrap_or_else(|| options.db.with_extension("admin-key"));
-    let created_key = rusqlite::Connection::open(&options.db)
-        .map_err(std::io::Error::other)
-        .and_then(|connection| crate::control::api::ensure_admin_key(&connection, &admin_key_file))
-        .map_err(|source| ServeError::Start {
+    let created_key =
+        ensure_admin_key(&options.db, &admin_key_file).map_err(|source| ServeError::Start {
             what: format!("admin key in {}", admin_key_file.display()),
             source,
         })?;
@@ -167,13 +173,31 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
         None => None,
     };
+    let shared_store = SharedStore::new(&options.db);
+    let switch_key_file = admin_key_file.clone();
     watcher::spawn(
         store,
-        board.clone(),
-        loaded_at,
-        Duration::from_millis(options.watch_interval_ms),
-        telemetry.clone(),
-        module_roots,
+        watcher::WatchParts {
+            board: board.clone(),
+            loaded_at,
+            interval: Duration::from_millis(options.watch_interval_ms),
+            telemetry: telemetry.clone(),
+            roots: module_roots,
+            shared: shared_store.clone(),
+            // A store switched to keeps its own keys; one without an admin
+            // key gets one, written where the first one was.
+            on_switch: Box::new(move |db| match ensure_admin_key(db, &switch_key_file) {
+                Ok(true) => eprintln!(
+                    "corefn: the new route store has no admin key: created one in {}",
+                    switch_key_file.display()
+                ),
+                Ok(false) => {}
+                Err(error) => eprintln!(
+                    "corefn: cannot make an admin key in {}: {error}",
+                    switch_key_file.display()
+                ),
+            }),
+        },
     )
     .map_err(|source| ServeError::Start {
         what: "route watcher".into(),
@@ -267,14 +291,14 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         pool: supervisor.as_ref().map(|s| s.status.clone()),
         logs: logs.clone(),
     };
-    crate::control::start(&options.db, &options.control, &control_inboxes, observed).map_err(
+    crate::control::start(&shared_store, &options.control, &control_inboxes, observed).map_err(
         |source| ServeError::Start {
             what: "control plane".into(),
             source,
         },
     )?;
     crate::control::cron::start(crate::control::cron::CronSettings {
-        db: options.db.clone(),
+        store: shared_store.clone(),
         gateway: crate::control::loopback::loopback_of(options.listen),
         catch_up: options.control.schedule_catch_up,
     })

@@ -51,6 +51,11 @@ pub enum HttpError {
     Function(Failure),
     #[error("the worker running this request stopped before answering")]
     WorkerLost,
+    /// The worker neither answered nor reported its own timeout within the
+    /// route's timeout and the core's slack (stopped, or wedged); it wrote
+    /// nothing to the client, so the core answers.
+    #[error("the worker did not answer within {timeout_ms} ms (+ slack)")]
+    WorkerStuck { timeout_ms: u64 },
     #[error("no worker could take the request within {waited_ms} ms")]
     NoWorkerAvailable { waited_ms: u64 },
     #[error("route {route} is at its max_concurrency of {limit}")]
@@ -95,6 +100,7 @@ impl HttpError {
                 _ => 502,
             },
             HttpError::WorkerLost => 502,
+            HttpError::WorkerStuck { .. } => 504,
         }
     }
 

@@ -14,6 +14,8 @@ use thiserror::Error;
 
 use std::collections::HashMap;
 
+use crate::schema::file::{close_without_checkpoint, file_id, FileId, Sidecars};
+
 use super::table::{KeyGrant, RouteRow, SkippedRow, StoredRows};
 
 /// Demo routes, put into a database that had no route table.
@@ -50,9 +52,11 @@ pub enum StoreError {
 pub struct RouteStore {
     connection: Connection,
     path: PathBuf,
-    /// (device, inode) of the file opened: a rename or delete at the path
-    /// leaves this connection on it.
-    identity: Option<(u64, u64)>,
+    /// The file opened: a rename or delete at the path leaves this
+    /// connection on it.
+    identity: Option<FileId>,
+    /// Its `-wal` and `-shm`, to be removed once it is closed for good.
+    sidecars: Sidecars,
 }
 
 /// What the store's path names now, against the file corefn opened.
@@ -61,6 +65,8 @@ pub enum PathNow {
     TheOpenedFile,
     AnotherFile,
     Nothing,
+    /// The file corefn opened, truncated to 0 bytes.
+    Emptied,
 }
 
 impl RouteStore {
@@ -104,12 +110,28 @@ impl RouteStore {
         if migrated.created && !existed {
             connection.execute_batch(INIT_SQL).map_err(init_error)?;
         }
-        let identity = file_identity(path);
+        let identity = file_id(path);
         Ok(RouteStore {
             connection,
             path: path.to_path_buf(),
             identity,
+            sidecars: Sidecars::of(path),
         })
+    }
+
+    /// Closes the connection for good (no checkpoint: see
+    /// [`close_without_checkpoint`]) and removes the file's `-wal` and
+    /// `-shm` if they are still beside the path, once every other
+    /// connection of the process is closed too. Returns how many went.
+    pub fn close_for_good(self) -> std::io::Result<usize> {
+        let RouteStore {
+            connection,
+            path,
+            sidecars,
+            ..
+        } = self;
+        close_without_checkpoint(connection);
+        sidecars.remove_stale(&path)
     }
 
     pub fn path(&self) -> &Path {
@@ -118,12 +140,26 @@ impl RouteStore {
 
     /// Whether the path still names the file this store reads (one
     /// stat).
-    pub fn path_now(&self) -> PathNow {
-        match (file_identity(&self.path), self.identity) {
-            (None, _) => PathNow::Nothing,
-            (Some(now), Some(opened)) if now != opened => PathNow::AnotherFile,
-            _ => PathNow::TheOpenedFile,
+    pub fn path_now(&mut self) -> PathNow {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(metadata) = std::fs::metadata(&self.path) else {
+            return PathNow::Nothing;
+        };
+        if self
+            .identity
+            .is_some_and(|opened| opened != (metadata.dev(), metadata.ino()))
+        {
+            return PathNow::AnotherFile;
         }
+        if metadata.len() == 0 {
+            return PathNow::Emptied;
+        }
+        // SQLite makes them at the first read of a WAL database; known
+        // from the open on in practice.
+        if !self.sidecars.known() {
+            self.sidecars = Sidecars::of(&self.path);
+        }
+        PathNow::TheOpenedFile
     }
 
     /// Changes whenever another connection commits to the database file
@@ -175,11 +211,6 @@ impl RouteStore {
         }
         Ok(stored)
     }
-}
-
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// One row as the table's contract types it.

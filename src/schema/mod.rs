@@ -10,7 +10,12 @@
 //! route rows the registry wrote is kept in `function_routes`, so a hand
 //! written row is never touched by a deploy or a delete.
 //!
+//! [`file`] shares the database file among the gateway's threads, one
+//! connection each, so that a replaced file can be switched to.
+//!
 //! Blocking SQLite calls: never on a core executor.
+
+pub mod file;
 
 use rusqlite::{Connection, TransactionBehavior};
 use thiserror::Error;

@@ -51,8 +51,10 @@ pub struct MetricsView {
     /// Rows of the store the table left out (invalid, or code from where
     /// none may come): each is also under `skipped` in `/_/routes`.
     pub route_table_skipped_rows: usize,
-    /// The store's path no longer names the file corefn reads.
+    /// The routes do not come from a usable file at the store's path.
     pub route_store_replaced: bool,
+    /// Times the watcher switched to a new file at the store's path.
+    pub route_store_switches: u64,
     /// Seconds since the route watcher last read the store.
     pub watcher_lag_seconds: f64,
     pub log_lines_written: u64,
@@ -299,7 +301,7 @@ fn render_workers(out: &mut String, workers: &[WorkerGauges]) {
 fn render_gateway(out: &mut String, view: &MetricsView) {
     let gateway = &view.gateway;
     // Families of one unlabelled sample each: (name, type, help, value).
-    let scalars: [(&'static str, &str, &str, f64); 9] = [
+    let scalars: [(&'static str, &str, &str, f64); 10] = [
         (
             "corefn_gateway_open_connections",
             "gauge",
@@ -333,8 +335,14 @@ fn render_gateway(out: &mut String, view: &MetricsView) {
         (
             "corefn_route_store_replaced",
             "gauge",
-            "1 while the route store's path names another file (or none) than the one served from.",
+            "1 while the route store's path names no usable store (another file not switched to yet, none, or an emptied one): the last table keeps serving.",
             if view.route_store_replaced { 1.0 } else { 0.0 },
+        ),
+        (
+            "corefn_route_store_switches_total",
+            "counter",
+            "Times the route watcher switched to a new file at the store's path.",
+            view.route_store_switches as f64,
         ),
         (
             "corefn_route_watcher_lag_seconds",

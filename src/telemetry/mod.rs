@@ -13,8 +13,39 @@ pub mod logs;
 pub mod metrics;
 pub mod stats;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::sync::lock;
+
+/// Where the routes come from, against the file at the store's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreState {
+    /// The file at the path, read live.
+    Open,
+    /// The path names another file, not switched to yet (it has to stop
+    /// changing first) or not usable (see the detail).
+    Replaced,
+    /// The path names no file.
+    Gone,
+    /// The file at the path has 0 bytes.
+    Emptied,
+}
+
+/// The watcher's account of the store, shown under `store` in `/_/routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreStatus {
+    pub state: StoreState,
+    /// Why the last new file could not be used, when it could not.
+    pub detail: Option<String>,
+    /// When `state` last changed (Unix milliseconds).
+    pub since_unix_ms: u64,
+    /// Times the watcher switched to a new file at the path.
+    pub switches: u64,
+}
 
 /// What the cores and the watcher write and the control plane reads.
 #[derive(Debug)]
@@ -23,9 +54,7 @@ pub struct Telemetry {
     pub gateway: gateway::GatewayStats,
     /// When the route watcher last read the store (Unix microseconds).
     watcher_read_unix_us: AtomicU64,
-    /// The store's path names another file than the one corefn opened,
-    /// or none.
-    store_replaced: AtomicBool,
+    store: Mutex<StoreStatus>,
 }
 
 impl Telemetry {
@@ -34,7 +63,12 @@ impl Telemetry {
             stats: Arc::new(stats::StatsRegistry::new(cores)),
             gateway: gateway::GatewayStats::new(cores),
             watcher_read_unix_us: AtomicU64::new(crate::clock::unix_now_us()),
-            store_replaced: AtomicBool::new(false),
+            store: Mutex::new(StoreStatus {
+                state: StoreState::Open,
+                detail: None,
+                since_unix_ms: crate::clock::unix_now_us() / 1_000,
+                switches: 0,
+            }),
         }
     }
 
@@ -44,12 +78,28 @@ impl Telemetry {
             .store(crate::clock::unix_now_us(), Ordering::Relaxed);
     }
 
-    pub fn set_store_replaced(&self, replaced: bool) {
-        self.store_replaced.store(replaced, Ordering::Relaxed);
+    pub fn set_store_state(&self, state: StoreState, detail: Option<String>) {
+        let mut status = lock(&self.store);
+        if status.state != state {
+            status.state = state;
+            status.since_unix_ms = crate::clock::unix_now_us() / 1_000;
+        }
+        status.detail = detail;
     }
 
-    pub fn store_replaced(&self) -> bool {
-        self.store_replaced.load(Ordering::Relaxed)
+    /// The watcher serves the new file at the path from now on.
+    pub fn store_switched(&self) {
+        let mut status = lock(&self.store);
+        status.switches += 1;
+        status.state = StoreState::Open;
+        status.detail = None;
+        status.since_unix_ms = crate::clock::unix_now_us() / 1_000;
+    }
+
+    /// Read by an admin request or a metrics scrape (the watcher holds the
+    /// lock only to write a few fields).
+    pub fn store_status(&self) -> StoreStatus {
+        lock(&self.store).clone()
     }
 
     /// Seconds since the watcher last read the store.

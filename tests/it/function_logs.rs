@@ -154,6 +154,15 @@ fn a_follower_reads_start_output_and_end_of_fifty_calls_in_order() {
     let s = ControlServer::start();
     deploy_python(&s, "chatty", &chatty(1, 8));
     s.served("/fn/chatty", "ok");
+    // The warm-up call's lines reach the log after its answer: a follower
+    // opened before its END is written would read them as new.
+    assert!(
+        wait_until(Duration::from_secs(10), || ends(&log_lines(
+            &s, "chatty", "tail=10"
+        )) >= 1)
+        .is_some(),
+        "the warm-up call's END never reached the log"
+    );
     let mut follow = Follow::open(&s, "chatty", None);
     for i in 0..50 {
         assert_eq!(call(&s, "chatty", &format!("call-{i}")), 200);

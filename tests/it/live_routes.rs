@@ -213,33 +213,3 @@ fn change_committed_right_after_readiness_is_served() {
         );
     }
 }
-
-/// A store replaced on disk (`mv new.db corefn.db`) or deleted is noticed:
-/// said on stderr and shown in /metrics, while the routes keep coming from
-/// the file corefn opened.
-#[test]
-fn a_replaced_or_deleted_store_is_reported_and_the_last_routes_keep_serving() {
-    let s = Server::start(&[("GET:/old", &static_route("old file"))], &[]);
-    let replacement = s.dir().join("new.db");
-    create_db(&replacement, &[("GET:/new", &static_route("new file"))]);
-    std::fs::rename(&replacement, s.db_path()).expect("mv new.db over the store");
-    let said = |part: &str| {
-        wait_until(Duration::from_secs(5), || {
-            s.stderr_lines().iter().any(|l| l.contains(part))
-        })
-        .is_some()
-    };
-    assert!(said("now names another file"), "{:?}", s.stderr_lines());
-    let metrics = get(s.addr(), "/metrics").text();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "corefn_route_store_replaced 1"),
-        "{metrics}"
-    );
-    assert_eq!(get(s.addr(), "/old").text(), "old file");
-
-    std::fs::remove_file(s.db_path()).expect("rm the store");
-    assert!(said("is gone"), "{:?}", s.stderr_lines());
-    assert_eq!(get(s.addr(), "/old").text(), "old file");
-}

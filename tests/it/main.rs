@@ -5,9 +5,11 @@
 //!
 //! * HTTP gateway: `routing`, `keep_alive`, `pipelining`, `request_bodies`,
 //!   `error_statuses`, `slowloris` (header, body and idle timeouts),
-//!   `shutdown`, `access_log`, `admin` (endpoints under `/_/`).
+//!   `shutdown`, `access_log`, `admin` (endpoints under `/_/`),
+//!   `long_waits` (cores keep answering new connections whatever waits).
 //! * Routes in SQLite: `live_routes` (changes served while running),
-//!   `invalid_rows`.
+//!   `invalid_rows`, `store_replaced` (the file renamed over, deleted and
+//!   recreated, truncated, or not a store, while requests run).
 //! * Worker pool and wasm functions: `wasm_functions`, `function_errors`,
 //!   `function_deploy`, `function_concurrency` (`max_concurrency`),
 //!   `worker_lifecycle`, `scheduling` (metrics-driven dispatch).
@@ -64,6 +66,7 @@ mod invalid_rows;
 mod invocations;
 mod keep_alive;
 mod live_routes;
+mod long_waits;
 mod native_functions;
 mod node_functions;
 mod php_functions;
@@ -79,5 +82,6 @@ mod shutdown;
 mod slowloris;
 mod startup_checks;
 mod stats_api;
+mod store_replaced;
 mod wasm_functions;
 mod worker_lifecycle;
