@@ -259,16 +259,28 @@ function toResponse(result) {
 // --- Host --------------------------------------------------------------------
 
 let inFlight = false; // a request has been read and not yet answered
+// The id of the request being served, echoed in its reply: the worker takes
+// only the reply to the request it sent, so nothing a handler writes to fd 4
+// itself can pass for the answer to another request.
+let callId = null;
+
+// The answer to the request being served, carrying its id when it had one.
+function reply(meta, body) {
+  sendFrame(callId === null ? meta : { id: callId, ...meta }, body);
+}
 
 async function serve(handler, metaBytes, body) {
   let request;
+  callId = null;
   try {
-    request = new Request(JSON.parse(metaBytes.toString('utf8')), body);
+    const fields = JSON.parse(metaBytes.toString('utf8'));
+    callId = fields.id === undefined ? null : fields.id;
+    request = new Request(fields, body);
   } catch (err) {
     // A worker bug, but the frame was read whole: stay in sync, go on.
     const line = oneLine(`bad request meta: ${describe(err)}`);
     console.error(`corefn node host: ${line}`);
-    sendFrame({ error: line });
+    reply({ error: line });
     return;
   }
   inFlight = true;
@@ -278,16 +290,16 @@ async function serve(handler, metaBytes, body) {
   } catch (err) {
     if (err instanceof BadResult) {
       console.error(`corefn: ${err.message}`);
-      sendFrame({ error: oneLine(err.message) });
+      reply({ error: oneLine(err.message) });
     } else {
       console.error(err);
-      sendFrame({ error: oneLine(describe(err)) });
+      reply({ error: oneLine(describe(err)) });
     }
     return;
   } finally {
     inFlight = false;
   }
-  sendFrame({ status, headers }, data);
+  reply({ status, headers }, data);
 }
 
 // Pipes and socketpairs go through a libuv pipe handle (epoll, like piped
@@ -396,7 +408,7 @@ function onFatal(err, origin) {
   if (inFlight) {
     inFlight = false;
     try {
-      sendFrame({ error: oneLine(describe(err)) });
+      reply({ error: oneLine(describe(err)) });
     } catch (writeErr) {
       console.error(writeErr);
     }

@@ -421,6 +421,16 @@ test('JSON echo', T, async () => {
   });
 });
 
+test('a request id is echoed in its reply and in its error', T, async () => {
+  const host = await startReady(example('echo.js'));
+  host.send({ ...requestMeta({ method: 'POST' }), id: 'a1' }, Buffer.from('[]'));
+  assert.equal((await host.recv()).meta.id, 'a1');
+  host.send({ ...requestMeta({ method: 'POST' }), id: 'b2' }, Buffer.from('{not json'));
+  const { meta } = await host.recv();
+  assert.equal(meta.id, 'b2');
+  assert.match(meta.error, /^SyntaxError: /);
+});
+
 test('JSON echo of a bad body is an error frame', T, async () => {
   const host = await startReady(example('echo.js'));
   const { meta } = await host.request({ method: 'POST' }, '{not json');

@@ -184,6 +184,13 @@ def send_frame(meta, body=b""):
     _write_all(RESPONSE_FD, (_HEAD.pack(len(data), len(body)), data, body))
 
 
+def reply(call_id, meta, body=b""):
+    """The answer to one request, carrying its id when it had one."""
+    if call_id is not None:
+        meta = {"id": call_id, **meta}
+    send_frame(meta, body)
+
+
 def one_line(text):
     text = " ".join(text.split())
     if len(text) > ERROR_LIMIT:
@@ -429,14 +436,20 @@ def serve(handler):
         if frame is None:
             return 0
         meta, body = frame
+        call_id = None
         try:
-            request = Request(json.loads(meta), body)
+            fields = json.loads(meta)
+            # Echoed in the reply: the worker takes only the reply to the
+            # request it sent, so nothing a handler writes to fd 4 itself
+            # can pass for the answer to another request.
+            call_id = fields.get("id")
+            request = Request(fields, body)
         except Exception as exc:
             # A worker bug, but the frame was read whole, so stay in sync and
             # go on with the next one.
             line = one_line(f"bad request meta: {describe(exc)}")
             print(f"corefn python host: {line}", file=sys.stderr, flush=True)
-            send_frame({"error": line})
+            reply(call_id, {"error": line})
             continue
         try:
             result = handler(request)
@@ -445,19 +458,19 @@ def serve(handler):
             status, headers, data = to_response(result)
         except BadResult as exc:
             print(f"corefn: {exc}", file=sys.stderr, flush=True)
-            send_frame({"error": one_line(str(exc))})
+            reply(call_id, {"error": one_line(str(exc))})
             continue
         except BaseException as exc:
             # BaseException too: a handler calling sys.exit() must not take
             # the warm host down with it.
             print_traceback()
-            send_frame({"error": one_line(describe(exc))})
+            reply(call_id, {"error": one_line(describe(exc))})
             continue
         finally:
             # Prints from this request reach the log before the worker sees
             # the response, even without a trailing newline.
             _flush_stdout()
-        send_frame({"status": status, "headers": headers}, data)
+        reply(call_id, {"status": status, "headers": headers}, data)
 
 
 def main(argv):

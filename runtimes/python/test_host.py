@@ -497,6 +497,15 @@ class HostTest(unittest.TestCase):
         self.assertEqual(host.request(path="/exit")[0], {"error": "SystemExit: 3"})
         self.assertEqual(host.request(path="/ok")[1], b"ok")
 
+    def test_a_request_id_is_echoed_in_its_reply_and_its_error(self):
+        host = self.start("sometimes.py").ready()
+        base = {"method": "GET", "query": "", "headers": [], "remote_addr": "127.0.0.1"}
+        host.send({**base, "id": "a1", "path": "/ok"})
+        meta, body = host.recv()
+        self.assertEqual((meta["id"], body), ("a1", b"ok"))
+        host.send({**base, "id": "b2", "path": "/exit"})
+        self.assertEqual(host.recv()[0], {"id": "b2", "error": "SystemExit: 3"})
+
     def test_async_handler_runs_on_one_loop(self):
         host = self.start("async_handler.py").ready()
         first = json.loads(host.request()[1])["loop"]

@@ -20,6 +20,9 @@ contract_tests! {
         host_death_is_502_and_replaced(
             "exports.handler = async (req) => {\n  if (req.queryStringParameters.die) process.exit(3);\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"alive\\n\"};\n};\n",
         ),
+        forged_reply_never_reaches_another_client(
+            "const fs = require(\"fs\");\n\nexports.handler = async (req) => {\n  const q = req.queryStringParameters;\n  if (q.forge) {\n    const meta = Buffer.from(JSON.stringify({status: 200, headers: [[\"content-type\", \"text/plain\"]]}));\n    const head = Buffer.alloc(8);\n    head.writeUInt32BE(meta.length, 0);\n    head.writeUInt32BE(6, 4);\n    fs.writeSync(4, Buffer.concat([head, meta, Buffer.from(\"forged\")]));\n  }\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"secret-\" + q.who};\n};\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

@@ -20,6 +20,9 @@ contract_tests! {
         host_death_is_502_and_replaced(
             "import os\n\ndef handle(request):\n    if request.query_params.get(\"die\"):\n        os._exit(3)\n    return (200, {\"content-type\": \"text/plain\"}, \"alive\\n\")\n",
         ),
+        forged_reply_never_reaches_another_client(
+            "import inspect\nimport json\nimport os\nimport struct\n\n\ndef forge(stolen):\n    meta = {\"status\": 200, \"headers\": [[\"content-type\", \"text/plain\"]]}\n    if stolen:\n        frame = inspect.currentframe()\n        while frame is not None and \"call_id\" not in frame.f_locals:\n            frame = frame.f_back\n        meta[\"id\"] = frame.f_locals[\"call_id\"] if frame else None\n    m = json.dumps(meta).encode()\n    os.write(4, struct.pack(\">II\", len(m), 6) + m + b\"forged\")\n\n\ndef handle(request):\n    mode = request.query_params.get(\"forge\", \"\")\n    if mode:\n        forge(mode == \"stolen\")\n    return (200, {\"content-type\": \"text/plain\"}, \"secret-\" + request.query_params.get(\"who\", \"\"))\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

@@ -1,7 +1,23 @@
 //! One request over the framed protocol (python, node): write the request
-//! frame, read the reply frame, within the deadline.
+//! frame, read the reply frame, within the deadline. Each request carries
+//! an id its reply must echo.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 
 use super::*;
+
+/// A request id no handler can guess ahead: a counter through SipHash
+/// keyed at random per worker, so a frame one request's handler forges
+/// cannot be taken for the reply to a later one.
+fn call_id() -> String {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", KEYS.get_or_init(RandomState::new).hash_one(n))
+}
 
 /// Sends the request frame and reads the response frame.
 pub(super) fn exchange_framed(
@@ -37,7 +53,9 @@ pub(super) fn exchange_framed(
             )
         })
         .collect();
+    let id = call_id();
     let meta = serde_json::json!({
+        "id": id,
         "method": request.method,
         "path": request.path,
         "query": request.query,
@@ -51,6 +69,18 @@ pub(super) fn exchange_framed(
     frame::write_frame(requests, &meta, call.body, deadline).map_err(frame_error)?;
     let (meta, body) =
         frame::read_frame(responses, response_bytes_max, deadline).map_err(frame_error)?;
+    // A frame the handler wrote to the reply pipe itself, or a reply of
+    // an earlier request: the host is out of step, and is replaced (a
+    // protocol error) before anything of it reaches a client.
+    if meta.id.as_deref() != Some(id.as_str()) {
+        return Err(HostError::Protocol {
+            runtime,
+            message: format!(
+                "the reply carries id {:?}, not this request's: the host is out of step",
+                meta.id.as_deref().unwrap_or("(none)")
+            ),
+        });
+    }
     if let Some(error) = meta.error {
         return Err(HostError::Handler {
             runtime,

@@ -42,6 +42,9 @@ pub enum FrameError {
 /// What a host says: ready, a response, or an error line.
 #[derive(Debug, Default, Deserialize)]
 pub struct HostMeta {
+    /// The id of the request this frame answers (echoed from it).
+    #[serde(default)]
+    pub id: Option<String>,
     #[serde(default)]
     pub ready: bool,
     #[serde(default)]

@@ -16,6 +16,23 @@ pub(super) enum HostIo {
     },
 }
 
+impl Host {
+    /// An idle host has nothing to say: bytes (or an end) on its reply
+    /// channel between requests are a frame nobody asked for, a handler
+    /// writing to the channel itself or a host out of step.
+    fn spoke_unasked(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let fd = match &self.io {
+            HostIo::Framed { responses, .. } => responses.as_fd(),
+            HostIo::FastCgi { stream, .. } => stream.as_fd(),
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        // An error here says nothing about the host: the exchange finds out.
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+}
+
 /// A running host. Dropping it kills and reaps it.
 pub(super) struct Host {
     pub(super) child: Child,
@@ -238,8 +255,15 @@ impl Pool {
     pub(super) fn take_idle(&self, generation: u64) -> Option<Host> {
         let mut idle = lock(&self.idle);
         while let Some(host) = idle.pop() {
-            if host.generation == generation {
+            if host.generation == generation && !host.spoke_unasked() {
                 return Some(host);
+            }
+            if host.generation == generation {
+                eprintln!(
+                    "corefn: a {} host (pid {}) wrote to its reply channel between requests; replaced",
+                    self.runtime.name(),
+                    host.child.id()
+                );
             }
             self.live.fetch_sub(1, Ordering::Relaxed);
             drop(host);

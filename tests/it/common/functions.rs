@@ -562,6 +562,46 @@ pub fn check_host_death_is_502_and_replaced(s: &FunctionServer, source: &str) {
     }
 }
 
+/// A handler that writes a reply frame to its host's reply pipe itself
+/// (`?forge=plain`; `?forge=stolen` also copies the request's id out of
+/// the host where it can) gets its own client that frame or a 502; the
+/// host's real reply, `secret-WHO`, never goes to the next client.
+pub fn check_forged_reply_never_reaches_another_client(s: &FunctionServer, source: &str) {
+    let module = format!("forge.{}", s.lang.extension());
+    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
+    insert_route(
+        s.db_path(),
+        "GET:/forge",
+        &json!({"runtime": s.lang.runtime(), "module": module}).to_string(),
+    );
+    let served = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/forge?who=first").status == 200
+    });
+    assert!(served.is_some(), "the route is served");
+    let mut outcomes = BTreeSet::new();
+    for round in 0..24 {
+        let mode = ["", "plain", "stolen"][round % 3];
+        let r = get(s.addr(), &format!("/forge?who={round}&forge={mode}"));
+        let body = r.text();
+        let own = format!("secret-{round}");
+        match r.status {
+            200 => assert!(
+                body == own || (!mode.is_empty() && body == "forged"),
+                "round {round} ({mode:?}) got another client's answer: {body:?}"
+            ),
+            502 => assert!(
+                body.contains("out of step"),
+                "round {round}: a 502 says why: {body:?}"
+            ),
+            other => panic!("round {round}: status {other}: {body:?}"),
+        }
+        outcomes.insert((r.status, body == own));
+    }
+    eprintln!("forged replies: outcomes {outcomes:?}");
+    // A host out of step is replaced: a plain call is answered again.
+    assert_eq!(get(s.addr(), "/forge?who=last").text(), "secret-last");
+}
+
 /// SIGTERM or SIGKILL to the gateway: no host of `name` outlives it.
 pub fn check_no_host_outlives_the_gateway(mut s: FunctionServer, signal: i32) {
     assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
@@ -693,6 +733,13 @@ macro_rules! contract_tests {
         fn a_host_that_dies_mid_request_is_502_and_replaced() {
             use $crate::common::functions::*;
             check_host_death_is_502_and_replaced(&FunctionServer::start($lang), $source);
+        }
+    };
+    (@test $lang:expr, forged_reply_never_reaches_another_client($source:expr)) => {
+        #[test]
+        fn a_reply_frame_forged_by_the_handler_never_reaches_another_client() {
+            use $crate::common::functions::*;
+            check_forged_reply_never_reaches_another_client(&FunctionServer::start($lang), $source);
         }
     };
     (@test $lang:expr, no_host_outlives_the_gateway) => {
