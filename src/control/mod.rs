@@ -145,6 +145,7 @@ fn report(
         duration_us: started.elapsed().as_micros() as u64,
         failure: None,
         memory_kb_peak: 0,
+        written_bytes: written as u64,
     };
     if let Err(error) = send(
         channel.as_raw_fd(),

@@ -91,6 +91,7 @@ pub async fn serve(core: &CoreContext, stream: TcpStream, listening: Listening) 
         log_entries: Vec::new(),
         request_id: core.new_request_id(),
         serving: None,
+        socket_bytes: 0,
     };
     core.gateway_stats().connection_opened();
     let next = connection.serve_requests().await;
@@ -125,6 +126,11 @@ struct Connection<'c> {
     /// The function the current request is for, when the access log
     /// needs it (an `Arc` clone is a shared atomic: not made otherwise).
     serving: Option<Arc<FunctionStats>>,
+    /// Bytes written into the client socket by every holder of it so far,
+    /// as far as the core knows: its own writes, and what each worker's
+    /// completion says it wrote. Set against the kernel's count when a
+    /// call is stuck, it tells whether the worker wrote part of an answer.
+    socket_bytes: u64,
 }
 
 /// What the connection does after a response.
@@ -404,7 +410,9 @@ impl Connection<'_> {
         self.stream
             .write_all(CONTINUE)
             .await
-            .map_err(|_| BodyFailure::Connection)
+            .map_err(|_| BodyFailure::Connection)?;
+        self.socket_bytes += CONTINUE.len() as u64;
+        Ok(())
     }
 
     /// Where a request goes: decided from the core's snapshot `table`.
@@ -576,9 +584,6 @@ impl Connection<'_> {
         if let Some(shard) = stats {
             shard.enter();
         }
-        // What the socket carried before the worker got it: a stuck call
-        // is answered by the core only if the worker wrote nothing.
-        let written_before = bytes_written(self.stream.as_raw_fd());
         let outcome = handover
             .to
             .call(CallRequest {
@@ -601,6 +606,7 @@ impl Connection<'_> {
                 completion,
                 worker_id,
             }) => {
+                self.socket_bytes += completion.written_bytes;
                 let throttle = match completion.failure {
                     Some(FailureKind::Busy) => Some(Throttle::Busy),
                     _ => None,
@@ -662,7 +668,9 @@ impl Connection<'_> {
             }
             Err(CallError::Stuck) => {
                 let fd = self.stream.as_raw_fd();
-                let untouched = written_before.is_some() && bytes_written(fd) == written_before;
+                // The worker wrote nothing of an answer: the kernel's count
+                // is still what the core knew before the call.
+                let untouched = bytes_written(fd) == Some(self.socket_bytes);
                 eprintln!(
                     "corefn: core {}: no completion within {} ms (+ slack) for {}; {}",
                     self.core.index,
@@ -888,6 +896,9 @@ impl Connection<'_> {
     async fn flush(&mut self) -> io::Result<()> {
         let first_byte_at = self.core.access_log.as_ref().map(|_| Instant::now());
         let result = self.stream.write_all(&self.output).await;
+        if result.is_ok() {
+            self.socket_bytes += self.output.len() as u64;
+        }
         self.output.clear();
         if self.output.capacity() > OUTPUT_KEEP_BYTES_MAX {
             self.output = Vec::with_capacity(OUTPUT_INITIAL_BYTES);

@@ -135,7 +135,12 @@ fn watch(store: RouteStore, parts: WatchParts) {
                 }
                 now => {
                     detach(reading.store, now, &parts);
-                    Attachment::Detached(Waiting::default())
+                    // The file there now starts to settle at once.
+                    let path = parts.shared.path();
+                    Attachment::Detached(Waiting {
+                        seen: FileStamp::of(path).map(|stamp| (stamp, Instant::now())),
+                        failed: None,
+                    })
                 }
             },
             Attachment::Detached(mut waiting) => match attach(&mut waiting, &parts) {

@@ -16,13 +16,14 @@
 //! `call_id` is the core's own sequence number of the call; the request id
 //! is the `x-request-id` the client sees.
 //!
-//! Completion (worker → core), 40 bytes, no descriptors:
+//! Completion (worker → core), 48 bytes, no descriptors:
 //!
 //! ```text
-//! 0  u32 magic "CFC2"   4  u16 status       6  u16 flags
+//! 0  u32 magic "CFC3"   4  u16 status       6  u16 flags
 //! 8  u64 call_id        16 u64 body_bytes 24 u64 duration_us
 //! 32 u8 failure (0: none, else 1 + index in FailureKind::ALL)
 //! 33 u8 reserved        34 u16 reserved     36 u32 memory_kb_peak (0: unknown)
+//! 40 u64 written_bytes (head and body written to the client)
 //! ```
 
 use std::fs::File;
@@ -40,9 +41,9 @@ use crate::http::encode::ConnectionHeader;
 use crate::wire::{put_u16, put_u32, put_u64, u16_at, u32_at, u64_at};
 
 pub const DISPATCH_MAGIC: u32 = u32::from_le_bytes(*b"CFD2");
-pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC2");
+pub const COMPLETION_MAGIC: u32 = u32::from_le_bytes(*b"CFC3");
 pub const DISPATCH_HEADER_BYTES: usize = 40;
-pub const COMPLETION_BYTES: usize = 40;
+pub const COMPLETION_BYTES: usize = 48;
 /// Bodies up to this travel inside the dispatch message; larger ones in a
 /// sealed memfd, so a message always fits the socket buffer.
 pub const INLINE_BODY_BYTES_MAX: usize = 32 * 1024;
@@ -251,6 +252,11 @@ pub struct Completion {
     /// Peak memory of the call where the runtime knows it (wasm linear
     /// memory); 0 otherwise.
     pub memory_kb_peak: u32,
+    /// Every byte the worker wrote to the client for this call (head and
+    /// body): the core keeps count of what the socket carried, so that it
+    /// can tell a worker that wrote nothing from one cut mid-answer
+    /// without a syscall per call.
+    pub written_bytes: u64,
 }
 
 impl Completion {
@@ -264,6 +270,7 @@ impl Completion {
         put_u64(&mut bytes, 24, self.duration_us);
         bytes[32] = self.failure.map_or(0, |kind| kind.index() as u8 + 1);
         put_u32(&mut bytes, 36, self.memory_kb_peak);
+        put_u64(&mut bytes, 40, self.written_bytes);
         bytes
     }
 
@@ -290,6 +297,7 @@ impl Completion {
                 ),
             },
             memory_kb_peak: u32_at(bytes, 36),
+            written_bytes: u64_at(bytes, 40),
         })
     }
 
@@ -569,6 +577,7 @@ mod tests {
             duration_us: 456,
             failure: None,
             memory_kb_peak: 0,
+            written_bytes: 180,
         };
         assert_eq!(Completion::decode(&completion.encode()), Ok(completion));
         for kind in FailureKind::ALL {

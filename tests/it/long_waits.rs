@@ -137,3 +137,42 @@ fn long_waits_on_the_cores_never_stop_them_answering_new_connections() {
         "the pool did not serve again"
     );
 }
+
+/// The workers stopped with SIGSTOP while a call of theirs runs: past the
+/// route's timeout and the core's slack the core itself answers 504 (the
+/// worker wrote nothing), on a kept-alive connection the same worker
+/// answered before, so the core's count of what the socket carried must
+/// include the worker's earlier answer.
+#[test]
+fn a_stopped_workers_call_gets_a_504_from_the_core_on_a_kept_alive_connection() {
+    let s = FunctionServer::start(Lang::Python);
+    let pids = wait_for_workers(s.pid(), 2, Duration::from_secs(5));
+    let mut conn = Conn::connect(s.addr());
+    conn.write(get_req("/hello").as_bytes());
+    let first = conn.read_response();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let signal_workers = |signal| {
+        for pid in &pids {
+            // SAFETY: plain kill(2) on a worker process of the server under test.
+            unsafe { libc::kill(*pid as i32, signal) };
+        }
+    };
+    signal_workers(libc::SIGSTOP);
+    conn.write(get_req("/spin").as_bytes());
+    let stuck = conn.try_read_response(false);
+    signal_workers(libc::SIGCONT);
+    let stuck = stuck.unwrap_or_else(|e| panic!("no answer to the stuck call: {e}"));
+    assert_eq!(stuck.status, 504, "{}", stuck.text());
+    assert!(stuck.text().contains("did not answer"), "{}", stuck.text());
+    assert!(stuck.is_connection_close(), "the core closes after it");
+    assert!(
+        conn.is_closed_by_peer(Duration::from_secs(5)),
+        "nothing of the worker's late answer follows the 504"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || get(s.addr(), "/hello").status
+            == 200)
+        .is_some(),
+        "the worker serves again after SIGCONT"
+    );
+}

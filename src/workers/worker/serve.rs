@@ -132,10 +132,11 @@ impl Worker {
             status,
             flags,
             call_id: header.call_id,
-            body_bytes: protocol::body_bytes_written(&response, written.unwrap_or(0)),
+            body_bytes: protocol::body_bytes_written(&response, *written.as_ref().unwrap_or(&0)),
             duration_us,
             failure: failure.as_ref().map(|f| f.kind),
             memory_kb_peak,
+            written_bytes: *written.as_ref().unwrap_or(&0) as u64,
         };
         self.complete(channel, &completion);
         // Off the request's path: the client and the core have their answer.
@@ -188,10 +189,11 @@ impl Worker {
                 0
             },
             call_id: cut.header.call_id,
-            body_bytes: protocol::body_bytes_written(&response, written.unwrap_or(0)),
+            body_bytes: protocol::body_bytes_written(&response, *written.as_ref().unwrap_or(&0)),
             duration_us: 0,
             failure: Some(FailureKind::Internal),
             memory_kb_peak: 0,
+            written_bytes: *written.as_ref().unwrap_or(&0) as u64,
         };
         self.complete(channel, &completion);
     }
@@ -343,6 +345,7 @@ impl Worker {
                 duration_us: 0,
                 failure: None,
                 memory_kb_peak: 0,
+                written_bytes: 0,
             };
             for fd in all_channel_fds.iter().filter(|&&fd| fd != channel_fd) {
                 let _ = send(*fd, &notice.encode(), MsgFlags::MSG_NOSIGNAL);
