@@ -216,6 +216,7 @@ impl Runtimes {
                         request: invocation.request,
                         body,
                         timeout_ms,
+                        memory_mb: descriptor.memory_mb,
                         min_instances: descriptor.min_instances,
                         max_instances: descriptor.max_instances,
                     },

@@ -67,6 +67,52 @@ pub fn die_with_worker(command: &mut Command) {
     }
 }
 
+/// The largest file a function's process may write (`RLIMIT_FSIZE`): past
+/// it the write fails (SIGXFSZ is ignored in the child).
+pub const FUNCTION_FILE_BYTES_MAX: u64 = 256 << 20;
+/// Descriptors a function's process may hold at once (`RLIMIT_NOFILE`).
+pub const FUNCTION_FILES_MAX: u64 = 1024;
+
+/// What a function's long-lived process (a language host) may use, set in
+/// the child before it runs anything of the function's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildLimits {
+    /// The descriptor's `memory_mb`: `RLIMIT_DATA` (heap and private
+    /// writable mappings). Not `RLIMIT_AS`: V8 reserves gigabytes of
+    /// address space it never touches, and the reserve is not memory.
+    pub memory_mb: u64,
+}
+
+impl ChildLimits {
+    /// Adds the limits to `command`'s fork-time steps: memory, no core
+    /// dumps, the file size and descriptor bounds above.
+    pub fn apply_to(self, command: &mut Command) {
+        let memory_bytes = self.memory_mb.saturating_mul(1 << 20);
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe calls (setrlimit, signal); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for (resource, bytes) in [
+                    (libc::RLIMIT_DATA, memory_bytes),
+                    (libc::RLIMIT_CORE, 0),
+                    (libc::RLIMIT_FSIZE, FUNCTION_FILE_BYTES_MAX),
+                    (libc::RLIMIT_NOFILE, FUNCTION_FILES_MAX),
+                ] {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(resource, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+}
+
 /// SIGKILL to the child's whole process group, then reap it. Never fails:
 /// a child that is already gone is simply reaped.
 pub fn kill_and_reap(child: &mut Child) {

@@ -23,6 +23,9 @@ contract_tests! {
         forged_reply_never_reaches_another_client(
             "const fs = require(\"fs\");\n\nexports.handler = async (req) => {\n  const q = req.queryStringParameters;\n  if (q.forge) {\n    const meta = Buffer.from(JSON.stringify({status: 200, headers: [[\"content-type\", \"text/plain\"]]}));\n    const head = Buffer.alloc(8);\n    head.writeUInt32BE(meta.length, 0);\n    head.writeUInt32BE(6, 4);\n    fs.writeSync(4, Buffer.concat([head, meta, Buffer.from(\"forged\")]));\n  }\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"secret-\" + q.who};\n};\n",
         ),
+        memory_mb_is_enforced(
+            "exports.handler = async (req) => {\n  if (req.queryStringParameters.big) {\n    const b = Buffer.alloc(2 * 1024 ** 3, 1);\n    return {statusCode: 200, body: \"allocated \" + b.length};\n  }\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"small\"};\n};\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

@@ -17,6 +17,9 @@ contract_tests! {
         file_change,
         broken_module_then_fixed("<?php\necho 'unterminated\n", "Parse error"),
         large_body_echo,
+        memory_mb_is_enforced(
+            "<?php\nini_set(\"memory_limit\", \"-1\");\nif (isset($_GET[\"big\"])) {\n    $s = str_repeat(\"x\", 2 * 1024 * 1024 * 1024);\n    echo \"allocated \" . strlen($s);\n} else {\n    echo \"small\";\n}\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

@@ -23,6 +23,9 @@ contract_tests! {
         forged_reply_never_reaches_another_client(
             "import inspect\nimport json\nimport os\nimport struct\n\n\ndef forge(stolen):\n    meta = {\"status\": 200, \"headers\": [[\"content-type\", \"text/plain\"]]}\n    if stolen:\n        frame = inspect.currentframe()\n        while frame is not None and \"call_id\" not in frame.f_locals:\n            frame = frame.f_back\n        meta[\"id\"] = frame.f_locals[\"call_id\"] if frame else None\n    m = json.dumps(meta).encode()\n    os.write(4, struct.pack(\">II\", len(m), 6) + m + b\"forged\")\n\n\ndef handle(request):\n    mode = request.query_params.get(\"forge\", \"\")\n    if mode:\n        forge(mode == \"stolen\")\n    return (200, {\"content-type\": \"text/plain\"}, \"secret-\" + request.query_params.get(\"who\", \"\"))\n",
         ),
+        memory_mb_is_enforced(
+            "def handle(request):\n    if request.query_params.get(\"big\"):\n        data = bytearray(2 * 1024 ** 3)\n        return \"allocated %d\" % len(data)\n    return \"small\"\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

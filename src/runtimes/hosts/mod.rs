@@ -52,7 +52,7 @@ use thiserror::Error;
 use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
 use super::invoke::CallReport;
-use super::process::{self, kill_and_reap, set_nonblocking};
+use super::process::{self, kill_and_reap, set_nonblocking, ChildLimits};
 use crate::failure::{Failure, FailureKind};
 use crate::lru::LruMap;
 use crate::runtimes::descriptor::Runtime;
@@ -108,6 +108,8 @@ pub struct HostCall<'a> {
     pub request: &'a CgiRequest<'a>,
     pub body: &'a [u8],
     pub timeout_ms: u64,
+    /// The descriptor's `memory_mb`: each host's data limit.
+    pub memory_mb: u64,
     /// The descriptor's `min_instances` / `max_instances`, if set.
     pub min_instances: Option<u32>,
     pub max_instances: Option<u32>,

@@ -133,6 +133,7 @@ pub(super) struct Pool {
     pub(super) args: Vec<OsString>,
     pub(super) env: Vec<(String, String)>,
     pub(super) cwd: PathBuf,
+    pub(super) limits: ChildLimits,
     pub(super) file: WatchedFile,
     pub(super) idle: Mutex<Vec<Host>>,
     /// Hosts alive, idle or busy.
@@ -160,6 +161,8 @@ impl ScriptHosts {
             key.push('=');
             key.push_str(value);
         }
+        key.push('\0');
+        key.push_str(&call.memory_mb.to_string());
         for bound in [call.min_instances, call.max_instances] {
             key.push('\0');
             if let Some(bound) = bound {
@@ -224,6 +227,9 @@ impl ScriptHosts {
             args,
             env,
             cwd,
+            limits: ChildLimits {
+                memory_mb: call.memory_mb,
+            },
             file: WatchedFile::new(path),
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),

@@ -90,6 +90,7 @@ impl ScriptHosts {
         let (responses_read, responses_write) = pipe()?;
         let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
         process::die_with_worker(&mut command);
+        pool.limits.apply_to(&mut command);
         command.args(&pool.args).stdin(Stdio::null());
         let (host_in, host_out) = (requests_read.as_raw_fd(), responses_write.as_raw_fd());
         // SAFETY: runs between fork and exec; fcntl, dup2 and close are
@@ -157,6 +158,7 @@ impl ScriptHosts {
         })?;
         let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
         process::die_with_worker(&mut command);
+        pool.limits.apply_to(&mut command);
         command
             .args(&pool.args)
             .stdin(Stdio::from(OwnedFd::from(listener)));

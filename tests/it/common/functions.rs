@@ -602,6 +602,32 @@ pub fn check_forged_reply_never_reaches_another_client(s: &FunctionServer, sourc
     assert_eq!(get(s.addr(), "/forge?who=last").text(), "secret-last");
 }
 
+/// A function with `memory_mb: 64` that allocates 2 GiB (`?big=1`) fails
+/// inside its host (a 5xx, never the allocation), and then it and the other
+/// functions keep serving.
+pub fn check_memory_mb_is_enforced(s: &FunctionServer, source: &str) {
+    let module = format!("mem.{}", s.lang.extension());
+    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
+    insert_route(
+        s.db_path(),
+        "GET:/mem",
+        &json!({"runtime": s.lang.runtime(), "module": module, "memory_mb": 64}).to_string(),
+    );
+    let served = wait_until(Duration::from_secs(5), || {
+        get(s.addr(), "/mem").text() == "small"
+    });
+    assert!(served.is_some(), "the route is served");
+    let big = get(s.addr(), "/mem?big=1");
+    assert!(
+        (500..=502).contains(&big.status) && !big.text().contains("allocated"),
+        "2 GiB against memory_mb 64: {} {:?}",
+        big.status,
+        big.text()
+    );
+    assert_eq!(get(s.addr(), "/mem").text(), "small");
+    assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
+}
+
 /// SIGTERM or SIGKILL to the gateway: no host of `name` outlives it.
 pub fn check_no_host_outlives_the_gateway(mut s: FunctionServer, signal: i32) {
     assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
@@ -740,6 +766,13 @@ macro_rules! contract_tests {
         fn a_reply_frame_forged_by_the_handler_never_reaches_another_client() {
             use $crate::common::functions::*;
             check_forged_reply_never_reaches_another_client(&FunctionServer::start($lang), $source);
+        }
+    };
+    (@test $lang:expr, memory_mb_is_enforced($source:expr)) => {
+        #[test]
+        fn an_allocation_past_memory_mb_fails_inside_the_function_and_others_keep_serving() {
+            use $crate::common::functions::*;
+            check_memory_mb_is_enforced(&FunctionServer::start($lang), $source);
         }
     };
     (@test $lang:expr, no_host_outlives_the_gateway) => {
