@@ -53,6 +53,9 @@ pub struct FunctionConfig {
     /// Hosts per worker at most (python, node, php).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+    /// Python, node, php: the hosts may use the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
 }
 
 /// What a version is: code, entry point, routes and configuration.
@@ -179,6 +182,9 @@ fn descriptor_json(
     }
     if let Some(max) = config.max_instances {
         descriptor.insert("max_instances".into(), max.into());
+    }
+    if let Some(network) = config.network {
+        descriptor.insert("network".into(), network.into());
     }
     if let Some(rate_limit) = rate_limit.or(config.rate_limit) {
         descriptor.insert("rate_limit".into(), serde_json::to_value(rate_limit)?);

@@ -217,6 +217,7 @@ impl Runtimes {
                         body,
                         timeout_ms,
                         memory_mb: descriptor.memory_mb,
+                        network: descriptor.network,
                         min_instances: descriptor.min_instances,
                         max_instances: descriptor.max_instances,
                     },

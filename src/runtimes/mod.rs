@@ -16,8 +16,9 @@
 //!
 //! Shared by them: [`cgi`] (the CGI request environment and the response
 //! rules every runtime's output goes through), [`file_stamp`] (noticing a
-//! changed function file) and [`process`] (child processes with
-//! deadlines). What a call prints goes into its [`invoke::CallReport`];
+//! changed function file), [`process`] (child processes with
+//! deadlines and limits) and [`sandbox`] (the network namespace and seccomp
+//! filter of a host). What a call prints goes into its [`invoke::CallReport`];
 //! the worker logs it.
 //!
 //! [`settings`] declares the runtimes' flags. The runtimes use only the
@@ -32,6 +33,7 @@ pub mod hosts;
 pub mod invoke;
 pub mod native;
 pub mod process;
+pub mod sandbox;
 pub mod settings;
 pub mod static_response;
 pub mod wasm;

@@ -26,6 +26,12 @@ contract_tests! {
         memory_mb_is_enforced(
             "def handle(request):\n    if request.query_params.get(\"big\"):\n        data = bytearray(2 * 1024 ** 3)\n        return \"allocated %d\" % len(data)\n    return \"small\"\n",
         ),
+        network_is_off_unless_asked_for(
+            "import socket\n\n\ndef handle(request):\n    try:\n        socket.create_connection((\"127.0.0.1\", int(request.query_params[\"port\"])), timeout=2).close()\n        return \"connected\"\n    except OSError as exc:\n        return \"refused: %s\" % exc\n",
+        ),
+        escapes_are_denied(
+            "import ctypes\nimport os\nimport platform\nimport subprocess\nimport tempfile\n\nlibc = ctypes.CDLL(None, use_errno=True)\n\n\ndef attempt(result):\n    return \"ok\" if result != -1 else os.strerror(ctypes.get_errno())\n\n\ndef mount_tmpfs():\n    # Somewhere of its own: should the filter ever let it through, nothing\n    # else of the machine is covered, and it is undone at once.\n    target = tempfile.mkdtemp().encode()\n    result = libc.mount(b\"none\", target, b\"tmpfs\", 0, None)\n    if result == 0:\n        libc.umount2(target, 0)\n    return attempt(result)\n\n\ndef handle(request):\n    attempts = {\n        \"ptrace\": attempt(libc.ptrace(0, 0, None, None)),\n        \"unshare\": attempt(libc.unshare(0x10000000)),\n        \"mount\": mount_tmpfs(),\n        \"fork\": \"ok\" if subprocess.run([\"true\"]).returncode == 0 else \"failed\",\n    }\n    if platform.machine() == \"x86_64\":\n        attempts[\"keyctl\"] = attempt(libc.syscall(250, 0, -1, 0, 0, 0))\n        attempts[\"bpf\"] = attempt(libc.syscall(321, 0, None, 0))\n        attempts[\"io_uring_setup\"] = attempt(libc.syscall(425, 8, None))\n    return attempts\n",
+        ),
         no_host_outlives_the_gateway,
     }
 }

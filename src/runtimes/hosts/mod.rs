@@ -53,6 +53,7 @@ use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
 use super::invoke::CallReport;
 use super::process::{self, kill_and_reap, set_nonblocking, ChildLimits};
+use super::sandbox::Sandbox;
 use crate::failure::{Failure, FailureKind};
 use crate::lru::LruMap;
 use crate::runtimes::descriptor::Runtime;
@@ -110,6 +111,9 @@ pub struct HostCall<'a> {
     pub timeout_ms: u64,
     /// The descriptor's `memory_mb`: each host's data limit.
     pub memory_mb: u64,
+    /// The descriptor's `network`: hosts share the worker's network
+    /// instead of having none.
+    pub network: bool,
     /// The descriptor's `min_instances` / `max_instances`, if set.
     pub min_instances: Option<u32>,
     pub max_instances: Option<u32>,
@@ -218,6 +222,9 @@ pub struct ScriptHosts {
     next_socket_id: AtomicU64,
     /// Every live host's pid, for the worker's metrics.
     pids: Arc<Mutex<Vec<u32>>>,
+    /// Every host starts inside it; `None` only where seccomp filters
+    /// cannot be built (said once at start).
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl ScriptHosts {
@@ -237,12 +244,20 @@ impl ScriptHosts {
         ] {
             write_if_changed(&config.scripts_dir.join(name), text)?;
         }
+        let sandbox = match Sandbox::new() {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                eprintln!("corefn: language hosts run without a seccomp filter: {error}");
+                None
+            }
+        };
         Ok(ScriptHosts {
             config,
             pools: LruMap::new(POOLS_MAX),
             refill_wanted: AtomicBool::new(false),
             next_socket_id: AtomicU64::new(0),
             pids: Arc::new(Mutex::new(Vec::new())),
+            sandbox,
         })
     }
 

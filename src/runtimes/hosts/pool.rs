@@ -134,6 +134,7 @@ pub(super) struct Pool {
     pub(super) env: Vec<(String, String)>,
     pub(super) cwd: PathBuf,
     pub(super) limits: ChildLimits,
+    pub(super) network: bool,
     pub(super) file: WatchedFile,
     pub(super) idle: Mutex<Vec<Host>>,
     /// Hosts alive, idle or busy.
@@ -163,6 +164,7 @@ impl ScriptHosts {
         }
         key.push('\0');
         key.push_str(&call.memory_mb.to_string());
+        key.push_str(if call.network { "\0net" } else { "\0" });
         for bound in [call.min_instances, call.max_instances] {
             key.push('\0');
             if let Some(bound) = bound {
@@ -230,6 +232,7 @@ impl ScriptHosts {
             limits: ChildLimits {
                 memory_mb: call.memory_mb,
             },
+            network: call.network,
             file: WatchedFile::new(path),
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),

@@ -61,6 +61,14 @@ impl ScriptHosts {
         }
     }
 
+    /// The last fork-time step of every host: its network namespace and
+    /// seccomp filter.
+    fn confine(&self, pool: &Pool, command: &mut std::process::Command) {
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.apply_to(command, pool.network);
+        }
+    }
+
     /// Starts the host with its stdout and stderr on pipes (drained by
     /// [`Host::drain_output`] after each call).
     pub(super) fn spawn(
@@ -98,6 +106,7 @@ impl ScriptHosts {
         unsafe {
             command.pre_exec(move || place_host_fds(host_in, host_out));
         }
+        self.confine(pool, &mut command);
         let child = self.spawn(pool, &mut command)?;
         drop((requests_read, responses_write));
         let requests = File::from(requests_write);
@@ -159,6 +168,7 @@ impl ScriptHosts {
         let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
         process::die_with_worker(&mut command);
         pool.limits.apply_to(&mut command);
+        self.confine(pool, &mut command);
         command
             .args(&pool.args)
             .stdin(Stdio::from(OwnedFd::from(listener)));
