@@ -706,7 +706,7 @@ impl ControlState {
                 }
                 "POST" => {
                     caller.may(Some(Scope::Deploy))?;
-                    self.deploy(None, request)
+                    self.deploy(None, request, &caller)
                 }
                 _ => not_allowed("GET, POST"),
             },
@@ -718,7 +718,7 @@ impl ControlState {
                 }
                 "PUT" => {
                     caller.may(Some(Scope::Deploy))?;
-                    self.deploy(Some(name), request)
+                    self.deploy(Some(name), request, &caller)
                 }
                 "DELETE" => {
                     caller.may(Some(Scope::Deploy))?;
@@ -978,6 +978,7 @@ impl ControlState {
         &mut self,
         name_in_path: Option<&str>,
         request: &ApiRequest<'_>,
+        caller: &Caller,
     ) -> Result<(u16, Value), ApiError> {
         // JSON whatever the label (curl -d says form-urlencoded); multipart
         // (a code file and a descriptor field) and archives by their type.
@@ -1101,6 +1102,17 @@ impl ControlState {
             .runtime
             .or(previous.as_ref().map(|p| p.runtime))
             .ok_or_else(|| ApiError::new(ApiErrorKind::BadRequest, "\"runtime\" is required"))?;
+        // Native code runs inside the worker, unconfined: trusted code,
+        // which only an admin may bring.
+        if runtime == Runtime::Native {
+            caller.may(Some(Scope::Admin)).map_err(|_| {
+                ApiError::new(
+                    ApiErrorKind::Forbidden,
+                    "native code runs inside the worker with no sandbox: deploying it needs an \
+                     admin key",
+                )
+            })?;
+        }
         let code: Option<Vec<u8>> = match (&asked.code, &asked.code_base64) {
             _ if uploaded_code.is_some() => uploaded_code,
             (Some(_), Some(_)) => {

@@ -145,6 +145,25 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             what: format!("admin key in {}", admin_key_file.display()),
             source,
         })?;
+    let run_as = crate::workers::privileges::resolve(options.worker.run_as.as_deref())
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    if let Some(run_as) = run_as {
+        crate::workers::privileges::prepare(
+            run_as,
+            &options.db,
+            &options.worker.runtimes.cache_dir,
+        )
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+        eprintln!(
+            "corefn: workers and functions run as {} (uid {}); --run-as to choose another user",
+            options
+                .worker
+                .run_as
+                .as_deref()
+                .unwrap_or(crate::workers::privileges::RUN_AS_DEFAULT),
+            run_as.uid
+        );
+    }
     let telemetry = Arc::new(Telemetry::new(cpus.len()));
     let module_roots =
         (!options.trust_module_paths).then(|| ModuleRoots::new(&options.control.store_dir));

@@ -3,7 +3,8 @@
 //!
 //! * a network namespace of its own, with no interface up (not even
 //!   loopback), unless the function's config says `"network": true`: it
-//!   cannot reach the gateway, the workers' sockets or anything else;
+//!   cannot reach the gateway, the workers' sockets or anything else (made
+//!   inside a user namespace of its own when the worker is not root);
 //! * `no_new_privs`, and a seccomp filter (built with `seccompiler`) that
 //!   fails with EPERM the system calls no function needs and a sandbox
 //!   escape does: ptrace and reading other processes' memory, mount and
@@ -100,10 +101,6 @@ const NAMESPACE_FLAGS: &[libc::c_int] = &[
 pub struct Sandbox {
     denied: BpfProgram,
     clone3: BpfProgram,
-    /// A new network namespace needs CAP_SYS_ADMIN: a worker started by
-    /// root has it; others run their hosts on the worker's network, said
-    /// once when the worker starts.
-    network_isolation: bool,
 }
 
 impl Sandbox {
@@ -141,32 +138,29 @@ impl Sandbox {
             BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
             libc::ENOSYS as u32,
         )?;
-        // SAFETY: geteuid has no preconditions.
-        let network_isolation = unsafe { libc::geteuid() } == 0;
-        if !network_isolation {
-            eprintln!(
-                "corefn: worker not started by root: language hosts share the worker's network \
-                 (a network namespace needs CAP_SYS_ADMIN)"
-            );
-        }
-        Ok(Arc::new(Sandbox {
-            denied,
-            clone3,
-            network_isolation,
-        }))
+        Ok(Arc::new(Sandbox { denied, clone3 }))
     }
 
     /// Adds the confinement to `command`'s fork-time steps (after those
     /// already added: the limits and the descriptor moves come first).
     pub fn apply_to(self: &Arc<Self>, command: &mut Command, network: bool) {
         let sandbox = self.clone();
-        let isolate_network = !network && self.network_isolation;
+        // A network namespace needs CAP_SYS_ADMIN in the user namespace it
+        // is made in: root has it; a worker that dropped root makes a user
+        // namespace of its own first (its files stay its own: the process's
+        // uid outside does not change).
+        // SAFETY: geteuid has no preconditions.
+        let namespaces = match (network, unsafe { libc::geteuid() } == 0) {
+            (true, _) => 0,
+            (false, true) => libc::CLONE_NEWNET,
+            (false, false) => libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
+        };
         // SAFETY: the closure runs between fork and exec and makes only
         // async-signal-safe calls (unshare, prctl, seccomp); the filters
         // were built before the fork and nothing is allocated here.
         unsafe {
             command.pre_exec(move || {
-                if isolate_network && libc::unshare(libc::CLONE_NEWNET) != 0 {
+                if namespaces != 0 && libc::unshare(namespaces) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 // The denied list goes last: it forbids unshare itself.

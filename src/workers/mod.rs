@@ -7,6 +7,7 @@
 //! * [`supervisor`]: fork+exec, restart with backoff, channels to every core.
 //! * [`pool`]: the core side: links, choice, dispatch, completions.
 //! * [`protocol`]: the dispatch/completion wire format, SCM_RIGHTS.
+//! * [`privileges`]: who the workers run as when corefn is root.
 //! * [`worker`]: the worker process: receive, run through
 //!   [`crate::runtimes::invoke`], write the response, report.
 //!
@@ -14,6 +15,7 @@
 //! the routes (a worker gets the descriptor's text in each dispatch).
 
 pub mod pool;
+pub mod privileges;
 pub mod protocol;
 pub mod settings;
 pub mod supervisor;

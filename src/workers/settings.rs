@@ -37,6 +37,13 @@ pub struct WorkerSettings {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub log_call_lines: bool,
 
+    /// When corefn is started by root: the user the workers and every
+    /// function process run as (default `nobody`; `root` keeps root, for
+    /// setups whose every function is trusted).
+    #[arg(long)]
+    #[serde(default)]
+    pub run_as: Option<String>,
+
     /// What the runtimes inside each worker need.
     #[command(flatten)]
     pub runtimes: RuntimeSettings,

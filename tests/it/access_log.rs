@@ -119,7 +119,7 @@ fn check(lines: &[String], method: &str, target: &str, status: u16, bytes: usize
 
 #[test]
 fn access_log_file_has_common_log_format_lines() {
-    let log_dir = tempfile::tempdir().expect("tempdir for access log");
+    let log_dir = crate::common::tempdir().expect("tempdir for access log");
     let log = log_dir.path().join("access.log");
     let s = server(log.to_str().expect("utf-8 path"));
     let mut c = Conn::connect(s.addr());
@@ -156,7 +156,7 @@ fn access_log_file_has_common_log_format_lines() {
 
 #[test]
 fn json_access_log_names_the_function_its_worker_and_the_request_id() {
-    let log_dir = tempfile::tempdir().expect("tempdir for access log");
+    let log_dir = crate::common::tempdir().expect("tempdir for access log");
     let log = log_dir.path().join("access.json");
     let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/functions");
     let s = Server::start_with_demo(&[
@@ -201,7 +201,7 @@ fn json_access_log_names_the_function_its_worker_and_the_request_id() {
 
 #[test]
 fn access_log_flushed_at_exit() {
-    let log_dir = tempfile::tempdir().expect("tempdir for access log");
+    let log_dir = crate::common::tempdir().expect("tempdir for access log");
     let log = log_dir.path().join("access.log");
     let mut s = server(log.to_str().expect("utf-8 path"));
     let r = get(s.addr(), "/hello");
@@ -240,7 +240,7 @@ fn access_log_dash_writes_to_stdout() {
 
 #[test]
 fn head_request_logs_zero_body_bytes() {
-    let log_dir = tempfile::tempdir().expect("tempdir for access log");
+    let log_dir = crate::common::tempdir().expect("tempdir for access log");
     let log = log_dir.path().join("access.log");
     let s = server(log.to_str().expect("utf-8 path"));
     let mut c = Conn::connect(s.addr());

@@ -142,7 +142,7 @@ fn assert_counts_add_up(r: &serde_json::Value) {
 #[test]
 fn closed_and_open_loop_runs_count_every_request_and_classify_404s() {
     let _cpu = crate::common::cpu_heavy_test();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let server = start_server(dir.path());
     let url = format!("http://127.0.0.1:{}/", server.port);
     let pid = server.child.id().to_string();
@@ -247,7 +247,7 @@ fn closed_and_open_loop_runs_count_every_request_and_classify_404s() {
 
 #[test]
 fn a_closed_port_gives_connect_errors_not_a_hang() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let json = dir.path().join("refused.json");
     let url = format!("http://127.0.0.1:{}/hello", free_port());
     let out = bench(&[

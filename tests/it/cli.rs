@@ -185,7 +185,7 @@ fn invoke_until(cli: &Cli, args: &[&str], want: &str) -> Run {
 fn cli_deploys_a_directory_with_a_helper_module_and_corefn_json() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let dir = write_dir(
         src.path(),
         "greeter",
@@ -253,7 +253,7 @@ fn cli_deploys_a_directory_with_a_helper_module_and_corefn_json() {
 fn cli_deploy_refuses_links_and_shows_compile_errors() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let dir = write_dir(src.path(), "linked", &[("main.py", &python_says("x"))]);
     std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).expect("symlink");
     let run = cli.run(&["deploy", dir.to_str().expect("UTF-8")]);
@@ -280,7 +280,7 @@ fn cli_deploy_refuses_links_and_shows_compile_errors() {
 fn cli_invoke_sends_data_headers_methods_and_versions() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let echo = write_file(
         src.path(),
         "echo_fn.py",
@@ -347,7 +347,7 @@ fn cli_invoke_sends_data_headers_methods_and_versions() {
 fn cli_versions_rollback_and_canary() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let v1 = write_file(src.path(), "v1.py", &python_says("one\n"));
     let v2 = write_file(src.path(), "v2.py", &python_says("two\n"));
     cli.run(&["deploy", &v1, "--name", "flip"]).ok();
@@ -446,7 +446,7 @@ fn cli_exit_codes_say_who_said_no() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("key"), "{run:?}");
     // No key at all (run elsewhere, no key file): writes are refused.
-    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let elsewhere = crate::common::tempdir().expect("tempdir");
     let keyless = Cli {
         url: cli.url.clone(),
         cwd: elsewhere.path().to_path_buf(),
@@ -469,7 +469,7 @@ fn cli_exit_codes_say_who_said_no() {
 fn cli_stats_and_logs_with_tail_and_follow() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let talker = write_file(
         src.path(),
         "talker.py",
@@ -546,7 +546,7 @@ fn cli_stats_and_logs_with_tail_and_follow() {
 fn cli_schedule_schedules_and_unschedule() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let tick = write_file(src.path(), "tick.py", &python_says("tick"));
     cli.run(&["deploy", &tick]).ok();
     let run = cli.run(&["schedule", "tick", "--cron", "@every 1s"]).ok();
@@ -591,7 +591,7 @@ fn cli_schedule_schedules_and_unschedule() {
 fn cli_keys_create_list_and_revoke() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let locked = write_file(src.path(), "locked.py", &python_says("secret\n"));
     cli.run(&["deploy", &locked, "--auth", "key"]).ok();
     // Without a key given on purpose, a call carries none (the admin key
@@ -674,7 +674,7 @@ fn cli_completions_print_scripts() {
 fn cli_deploy_draws_progress_on_a_terminal() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     let dir = write_dir(src.path(), "tty-fn", &[("main.py", &python_says("tty\n"))]);
     let size = nix::pty::Winsize {
         ws_row: 24,
@@ -743,7 +743,7 @@ fn cli_bench_without_the_load_generator_says_how_to_build_it() {
     if std::fs::hard_link(bin, &alone).is_err() {
         std::fs::copy(bin, &alone).expect("copy corefn");
     }
-    let empty = tempfile::tempdir().expect("tempdir");
+    let empty = crate::common::tempdir().expect("tempdir");
     let mut command = Command::new(&alone);
     command
         .args(["bench", "--url", "http://127.0.0.1:9", "/hello", "-d", "1"])
@@ -799,7 +799,7 @@ fn deploy_async_echo(cli: &Cli, dir: &Path) {
 fn cli_invoke_async_prints_an_id_and_invocation_shows_the_answer() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     deploy_async_echo(&cli, src.path());
     let run = cli
         .run(&["invoke", "later", "--async", "--data", "queued"])
@@ -835,7 +835,7 @@ fn cli_invoke_async_prints_an_id_and_invocation_shows_the_answer() {
 fn cli_invocations_lists_by_function_and_state() {
     let s = ControlServer::start();
     let cli = Cli::of(&s);
-    let src = tempfile::tempdir().expect("tempdir");
+    let src = crate::common::tempdir().expect("tempdir");
     deploy_async_echo(&cli, src.path());
     let id = cli
         .run(&["invoke", "later", "--async", "--data", "a"])

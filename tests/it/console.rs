@@ -76,7 +76,7 @@ fn a_first_visit_deploys_invokes_reads_the_log_and_rolls_back_in_chromium() {
     assert_clean_console(&browser, "the first page");
 
     // GET /upload is the deploy page; a code file deploys through it.
-    let dir = tempfile::tempdir().expect("code dir");
+    let dir = crate::common::tempdir().expect("code dir");
     let main_py = dir.path().join("main.py");
     std::fs::write(&main_py, python_hello("v1")).expect("write main.py");
     deploy_through_form(

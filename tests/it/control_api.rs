@@ -305,6 +305,12 @@ fn writes_need_a_key_with_the_scope_and_reads_are_open_to_loopback() {
         403
     );
 
+    // Native code is trusted code: a deploy key may not bring it.
+    let native = json!({"name": "nat", "runtime": "native", "code_base64": "AA=="});
+    let r = s.call("POST", "functions", Some(&deploy_key), Some(&native));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("admin key"), "{}", r.text());
+
     let keys = s.admin("GET", "keys", None).json();
     assert!(
         !keys.to_string().contains(&deploy_key),
@@ -415,7 +421,7 @@ fn a_route_owned_by_a_hand_written_row_is_a_conflict() {
 fn a_database_of_the_previous_release_is_migrated_in_place_and_a_restart_keeps_everything() {
     // Database, key and store outlive both servers; each server runs in a
     // working directory of its own.
-    let keep = tempfile::tempdir().expect("tempdir");
+    let keep = crate::common::tempdir().expect("tempdir");
     let db = keep.path().join("old.db");
     let store = keep.path().join("store");
     let store_arg = store.to_str().expect("utf-8").to_string();
@@ -428,7 +434,7 @@ fn a_database_of_the_previous_release_is_migrated_in_place_and_a_restart_keeps_e
         )
         .expect("old schema");
     }
-    let cwd = tempfile::tempdir().expect("tempdir");
+    let cwd = crate::common::tempdir().expect("tempdir");
     let mut server = Server::start_with_db(cwd, db.clone(), &["--store-dir", &store_arg]);
     assert_eq!(get(server.addr(), "/old").text(), "still here\n");
     let version: i64 = rusqlite::Connection::open(&db)
@@ -462,7 +468,7 @@ fn a_database_of_the_previous_release_is_migrated_in_place_and_a_restart_keeps_e
     drop(server);
 
     // The same files, a new process: the function and the key are still there.
-    let cwd = tempfile::tempdir().expect("tempdir");
+    let cwd = crate::common::tempdir().expect("tempdir");
     let server = Server::start_with_db(cwd, db.clone(), &["--store-dir", &store_arg]);
     let served = wait_until(Duration::from_secs(5), || {
         get(server.addr(), "/fn/kept").text() == "kept\n"
@@ -484,7 +490,7 @@ fn a_database_of_the_previous_release_is_migrated_in_place_and_a_restart_keeps_e
 
 #[test]
 fn corefn_migrate_creates_the_schema_and_says_its_version() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("new.db");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_corefn"))
         .args(["migrate", "--db"])

@@ -8,7 +8,7 @@ use std::path::Path;
 
 #[test]
 fn demo_routes_of_every_runtime_answer() {
-    let functions = tempfile::tempdir().expect("functions tempdir");
+    let functions = crate::common::tempdir().expect("functions tempdir");
     let repo_functions = Path::new(env!("CARGO_MANIFEST_DIR")).join("functions");
     for entry in std::fs::read_dir(&repo_functions)
         .expect("functions/")

@@ -21,6 +21,9 @@ contract_tests! {
         concurrent_requests,
         file_change,
         large_body_echo,
+        runs_unprivileged(
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"uid=$(id -u)\"\nif cat \"$DB\" >/dev/null 2>&1; then echo db=ok; else echo db=denied; fi\nif cat \"$KEY\" >/dev/null 2>&1; then echo key=ok; else echo key=denied; fi\nif kill -0 \"$PID\" 2>/dev/null; then echo kill=ok; else echo kill=denied; fi\nif (echo x > \"$DIR/planted\") 2>/dev/null; then echo write=ok; else echo write=denied; fi\n",
+        ),
     }
 }
 

@@ -26,7 +26,7 @@ fn modified_hello_wat() -> String {
 
 /// A functions dir holding a copy of hello.wat, and a server on it.
 fn server_on_copy() -> (WorkerServer, tempfile::TempDir) {
-    let functions = tempfile::tempdir().expect("tempdir for --functions-dir");
+    let functions = crate::common::tempdir().expect("tempdir for --functions-dir");
     std::fs::write(functions.path().join("hello.wat"), hello_wat())
         .expect("copy hello.wat into the functions dir");
     let hello = wasm_route("hello.wat", json!(null));

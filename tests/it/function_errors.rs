@@ -222,7 +222,7 @@ fn route_to_a_missing_module_gets_502_naming_it() {
 
 #[test]
 fn module_that_does_not_compile_gets_502_and_others_carry_on() {
-    let functions = tempfile::tempdir().expect("tempdir for --functions-dir");
+    let functions = crate::common::tempdir().expect("tempdir for --functions-dir");
     std::fs::write(
         functions.path().join("broken.wat"),
         "(module (func $f (i32.add)))",

@@ -369,7 +369,7 @@ fn dashboard_queries_select_only_metrics_that_corefn_exposes() {
 #[test]
 fn dashboard_queries_parse_as_promql() {
     let promtool = required_program("promtool");
-    let dir = tempfile::tempdir().expect("tempdir for the rules file");
+    let dir = crate::common::tempdir().expect("tempdir for the rules file");
     // Each query as a recording rule, with Grafana's variables filled in.
     let mut rules = String::from("groups:\n  - name: corefn_dashboard\n    rules:\n");
     for (n, (_place, expr)) in queries(&dashboard()).iter().enumerate() {

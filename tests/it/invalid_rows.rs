@@ -255,7 +255,7 @@ fn rows_of_the_wrong_type_are_skipped_and_never_freeze_later_changes() {
 
 #[test]
 fn rows_of_the_wrong_type_at_start_are_skipped_and_the_rest_served() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("routes.db");
     create_db(&db, &[("GET:/valid", &static_route("valid route"))]);
     rusqlite::Connection::open(&db)

@@ -309,7 +309,7 @@ fn the_result_is_posted_to_the_callback_url() {
 #[test]
 fn accepted_invocations_survive_a_sigkill_and_restart() {
     let _cpu = cpu_heavy_test();
-    let keep = tempfile::tempdir().expect("tempdir");
+    let keep = crate::common::tempdir().expect("tempdir");
     let db = keep.path().join("corefn.db");
     let store = keep.path().join("store");
     let cache = keep.path().join("cache");
@@ -321,7 +321,8 @@ fn accepted_invocations_survive_a_sigkill_and_restart() {
         "--async-runners",
         "2",
     ];
-    let mut server = Server::start_with_db(tempfile::tempdir().expect("cwd"), db.clone(), &args);
+    let mut server =
+        Server::start_with_db(crate::common::tempdir().expect("cwd"), db.clone(), &args);
     let key = std::fs::read_to_string(db.with_extension("admin-key")).expect("key");
     let key = key.trim();
     let deploy = json!({"name": "steady", "runtime": "exec",
@@ -356,7 +357,7 @@ fn accepted_invocations_survive_a_sigkill_and_restart() {
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
     drop(server);
 
-    let server = Server::start_with_db(tempfile::tempdir().expect("cwd"), db.clone(), &args);
+    let server = Server::start_with_db(crate::common::tempdir().expect("cwd"), db.clone(), &args);
     let states = || -> Vec<(String, String)> {
         let conn = rusqlite::Connection::open(&db).expect("open");
         let mut select = conn

@@ -160,7 +160,7 @@ fn burst_of_changes_settles_on_final_state() {
 }
 
 fn early_insert_round(label: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("corefn.db");
     create_db(&db, &[("GET:/base", &static_route("base"))]);
     // Open the writer before the server starts so the commit lands as soon

@@ -154,7 +154,7 @@ impl Prometheus {
     }
 
     fn spawn(binary: &Path, target: SocketAddr) -> Prometheus {
-        let dir = tempfile::tempdir().expect("tempdir for prometheus");
+        let dir = crate::common::tempdir().expect("tempdir for prometheus");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,

@@ -33,6 +33,9 @@ contract_tests! {
             "import ctypes\nimport os\nimport platform\nimport subprocess\nimport tempfile\n\nlibc = ctypes.CDLL(None, use_errno=True)\n\n\ndef attempt(result):\n    return \"ok\" if result != -1 else os.strerror(ctypes.get_errno())\n\n\ndef mount_tmpfs():\n    # Somewhere of its own: should the filter ever let it through, nothing\n    # else of the machine is covered, and it is undone at once.\n    target = tempfile.mkdtemp().encode()\n    result = libc.mount(b\"none\", target, b\"tmpfs\", 0, None)\n    if result == 0:\n        libc.umount2(target, 0)\n    return attempt(result)\n\n\ndef handle(request):\n    attempts = {\n        \"ptrace\": attempt(libc.ptrace(0, 0, None, None)),\n        \"unshare\": attempt(libc.unshare(0x10000000)),\n        \"mount\": mount_tmpfs(),\n        \"fork\": \"ok\" if subprocess.run([\"true\"]).returncode == 0 else \"failed\",\n    }\n    if platform.machine() == \"x86_64\":\n        attempts[\"keyctl\"] = attempt(libc.syscall(250, 0, -1, 0, 0, 0))\n        attempts[\"bpf\"] = attempt(libc.syscall(321, 0, None, 0))\n        attempts[\"io_uring_setup\"] = attempt(libc.syscall(425, 8, None))\n    return attempts\n",
         ),
         no_host_outlives_the_gateway,
+        runs_unprivileged(
+            "import os\n\n\ndef attempt(action):\n    try:\n        action()\n        return \"ok\"\n    except OSError:\n        return \"denied\"\n\n\ndef plant():\n    with open(os.path.join(os.environ[\"DIR\"], \"planted\"), \"w\") as f:\n        f.write(\"x\")\n\n\ndef handle(request):\n    e = os.environ\n    return \"\\n\".join([\n        \"uid=%d\" % os.getuid(),\n        \"db=\" + attempt(lambda: open(e[\"DB\"], \"rb\").read(1)),\n        \"key=\" + attempt(lambda: open(e[\"KEY\"]).read()),\n        \"kill=\" + attempt(lambda: os.kill(int(e[\"PID\"]), 0)),\n        \"write=\" + attempt(plant),\n    ]) + \"\\n\"\n",
+        ),
     }
 }
 

@@ -166,7 +166,7 @@ fn write_script(dir: &Path, name: &str, body: &str) {
 
 #[test]
 fn an_invalid_or_missing_request_id_is_replaced() {
-    let functions = tempfile::tempdir().expect("functions tempdir");
+    let functions = crate::common::tempdir().expect("functions tempdir");
     write_script(
         functions.path(),
         "rid.sh",

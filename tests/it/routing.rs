@@ -274,7 +274,7 @@ fn demo_routes_from_embedded_init_sql() {
 /// not ask for.
 #[test]
 fn db_file_without_functions_table_gets_the_schema_but_no_demo_routes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("empty.db");
     {
         let c = rusqlite::Connection::open(&db).expect("create empty sqlite file");

@@ -202,7 +202,7 @@ fn a_tick_missed_while_down_runs_once_at_start_and_a_new_schedule_waits() {
     // The table as a stopped corefn left it: a yearly schedule that last ran
     // over a year ago (its tick fell while corefn was down), and one that
     // never ran. Written by hand, as the sqlite3 shell would.
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("corefn.db");
     {
         let mut conn = rusqlite::Connection::open(&db).expect("open");
@@ -216,7 +216,7 @@ fn a_tick_missed_while_down_runs_once_at_start_and_a_new_schedule_waits() {
         ))
         .expect("rows");
     }
-    let cwd = tempfile::tempdir().expect("tempdir");
+    let cwd = crate::common::tempdir().expect("tempdir");
     let server = Server::start_with_db(cwd, db.clone(), &[]);
     let runs_of = |id: i64| -> (i64, Option<i64>) {
         rusqlite::Connection::open(&db)

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::common::*;
 
 fn serve_fails_with(args: &[&str], message: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_corefn"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--db"])
@@ -48,6 +48,10 @@ fn out_of_range_flags_stop_serve_with_a_message_naming_the_flag() {
         "--host-min-instances 3",
     );
     serve_fails_with(&["--compile-timeout-ms", "0"], "--compile-timeout-ms 0");
+    serve_fails_with(
+        &["--run-as", "no-such-user-here"],
+        "--run-as no-such-user-here: no such user",
+    );
 }
 
 #[test]
@@ -100,7 +104,7 @@ fn a_function_descriptor_too_long_for_a_dispatch_is_skipped_and_reported() {
 fn under_a_low_open_files_limit_workers_start_and_the_connection_cap_is_stated() {
     let hello = wasm_route("hello.wat", json!(null));
     let functions = examples_dir();
-    let cache = tempfile::tempdir().expect("cache dir");
+    let cache = crate::common::tempdir().expect("cache dir");
     let args = [
         "--workers",
         "2",
@@ -152,7 +156,7 @@ fn under_a_low_open_files_limit_workers_start_and_the_connection_cap_is_stated()
 
 #[test]
 fn an_open_files_limit_too_low_for_corefn_itself_stops_it_with_a_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_corefn"));
     limit_open_files(&mut command, 64);
     let out = command
@@ -175,7 +179,7 @@ fn an_open_files_limit_too_low_for_corefn_itself_stops_it_with_a_message() {
 
 #[test]
 fn an_empty_route_store_at_start_is_an_error_naming_it_never_a_new_demo_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = crate::common::tempdir().expect("tempdir");
     let db = dir.path().join("corefn.db");
     std::fs::write(&db, b"").expect("a 0-byte store");
     let out = Command::new(env!("CARGO_BIN_EXE_corefn"))

@@ -576,7 +576,7 @@ const BUSY_CALLS: usize = 4;
 // function can cause, so it has no case here; it stays 0 everywhere.
 #[test]
 fn every_failure_kind_is_counted_under_its_kind() {
-    let functions = tempfile::tempdir().expect("functions tempdir");
+    let functions = crate::common::tempdir().expect("functions tempdir");
     let dir = functions.path();
     for name in ["trap.wat", "loop.wat", "membomb.wat"] {
         std::fs::copy(examples_dir().join(name), dir.join(name)).expect("copy wasm example");

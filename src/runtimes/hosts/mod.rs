@@ -461,7 +461,9 @@ fn write_if_changed(path: &Path, text: &str) -> io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
-/// An interpreter by name, looked up in this process's PATH, or as given.
+/// An interpreter by name: the first in this process's PATH that this
+/// process may execute (a worker that dropped root skips one under root's
+/// home, such as a version manager's shim), or the name as given.
 pub fn find_program(name: &Path) -> PathBuf {
     if name.components().count() > 1 {
         return name.to_path_buf();
@@ -469,6 +471,9 @@ pub fn find_program(name: &Path) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| {
+            candidate.is_file()
+                && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
         .unwrap_or_else(|| name.to_path_buf())
 }

@@ -18,6 +18,7 @@ mod proc_sample;
 mod serve;
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -27,6 +28,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use thiserror::Error;
 
+use super::privileges::{self, PrivilegeError};
 use super::settings::WorkerSettings;
 use crate::config::WorkerArgs;
 use crate::failure::{Failure, FailureKind};
@@ -64,6 +66,10 @@ pub enum WorkerError {
     Runtimes(#[from] StartError),
     #[error("worker: cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("worker: cannot connect to the metrics socket: {0}")]
+    Metrics(std::io::Error),
+    #[error("worker: {0}")]
+    Privileges(#[from] PrivilegeError),
 }
 
 /// Who this worker is, from its command line.
@@ -153,6 +159,41 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         None
     };
 
+    // Connected now: after the drop below the socket's path may be out of
+    // the worker user's reach. The runtimes start after it: their caches,
+    // host programs and interpreters are the worker user's.
+    let metrics = match &settings.metrics_socket {
+        Some(path) => {
+            let socket = UnixDatagram::unbound().map_err(WorkerError::Metrics)?;
+            socket.connect(path).map_err(WorkerError::Metrics)?;
+            Some(socket)
+        }
+        None => None,
+    };
+    if let Some(run_as) = privileges::resolve(settings.run_as.as_deref())? {
+        privileges::drop_to(run_as)?;
+        // A change of credentials clears the parent-death signal.
+        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if nix::unistd::getppid().as_raw() != identity.parent_pid {
+            return Err(WorkerError::Orphaned(identity.worker_id));
+        }
+        // Said at start rather than as every call's 502.
+        let functions = &settings.runtimes.functions_dir;
+        let readable = nix::unistd::access(
+            functions.as_path(),
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK,
+        );
+        if let (Err(error), 0) = (readable, identity.worker_id) {
+            eprintln!(
+                "corefn: the functions directory {} cannot be read by uid {}: {error}; its \
+                 functions will answer 502 (put it where that user can read it, or choose \
+                 another with --run-as)",
+                functions.display(),
+                run_as.uid
+            );
+        }
+    }
     let runtimes = Runtimes::start(
         &settings.runtimes,
         settings.threads,
@@ -168,7 +209,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         requests_done: AtomicU64::new(0),
         settings,
     });
-    if let Some(socket) = worker.settings.metrics_socket.clone() {
+    if let Some(socket) = metrics {
         let reporter = worker.clone();
         thread::Builder::new()
             .name("corefn-worker-metrics".into())

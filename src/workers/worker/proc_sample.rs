@@ -13,10 +13,9 @@ impl Worker {
     /// Sends a metrics datagram every interval until the process ends.
     /// Sends that fail (collector gone or busy) are dropped: metrics are
     /// advisory, requests are not.
-    pub(super) fn report_metrics(&self, socket_path: &std::path::Path) {
-        let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
-            return;
-        };
+    /// `socket` is connected to the collector (before the worker dropped
+    /// root: the socket's path need not be reachable by the worker's user).
+    pub(super) fn report_metrics(&self, socket: &std::os::unix::net::UnixDatagram) {
         let _ = socket.set_nonblocking(true);
         let ticks_per_s = procfs_ticks_per_second();
         let mut last = ProcSample::read(&self.runtimes.child_pids());
@@ -43,7 +42,7 @@ impl Worker {
                 io_bytes_per_s: io_bytes_per_s as u64,
                 requests_done: self.requests_done.load(Ordering::Relaxed),
             };
-            let _ = socket.send_to(&sample.encode(), socket_path);
+            let _ = socket.send(&sample.encode());
         }
     }
 }

@@ -28,7 +28,7 @@ impl ControlServer {
     }
 
     pub fn start_with(extra_args: &[&str]) -> ControlServer {
-        let functions = tempfile::tempdir().expect("functions dir");
+        let functions = crate::common::tempdir().expect("functions dir");
         let mut args = vec!["--store-dir", "store"];
         args.extend_from_slice(extra_args);
         let server = WorkerServer::start(&[], functions.path(), &args);

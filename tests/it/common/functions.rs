@@ -125,7 +125,7 @@ impl FunctionServer {
 
     /// [`FunctionServer::start`] with more `corefn serve` arguments.
     pub fn start_with(lang: Lang, extra_args: &[&str]) -> FunctionServer {
-        let functions = tempfile::tempdir().expect("functions tempdir");
+        let functions = crate::common::tempdir().expect("functions tempdir");
         let examples = example_dir(lang.runtime());
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&examples)
@@ -799,6 +799,13 @@ macro_rules! contract_tests {
             check_escapes_are_denied(&FunctionServer::start($lang), $source);
         }
     };
+    (@test $lang:expr, runs_unprivileged($source:expr)) => {
+        #[test]
+        fn a_function_runs_unprivileged_and_cannot_reach_the_gateway_s_secrets() {
+            use $crate::common::functions::*;
+            check_runs_unprivileged(&FunctionServer::start($lang), $source);
+        }
+    };
     (@test $lang:expr, no_host_outlives_the_gateway) => {
         #[test]
         fn no_host_outlives_a_stopped_or_killed_gateway() {
@@ -878,4 +885,71 @@ pub fn check_escapes_are_denied(s: &FunctionServer, source: &str) {
         };
         assert_eq!(outcome, want, "{call}: {attempts:?}");
     }
+}
+
+/// Started by root, a function runs as `nobody`: it cannot read the route
+/// database or the admin key file, signal the gateway, or write into the
+/// functions directory. `source` answers the lines `uid=N`, `db=…`,
+/// `key=…`, `kill=…` and `write=…` (`ok` or `denied`), from the paths and
+/// pid in its environment (`DB`, `KEY`, `PID`, `DIR`).
+pub fn check_runs_unprivileged(s: &FunctionServer, source: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the privilege drop happens only when corefn is started by root");
+        return;
+    }
+    let module = format!("whoami.{}", s.lang.extension());
+    let path = s.functions_dir().join(&module);
+    std::fs::write(&path, source).expect("write the module");
+    make_executable(&path);
+    let env = json!({
+        "DB": s.db_path(),
+        "KEY": s.db_path().with_extension("admin-key"),
+        "PID": s.pid().to_string(),
+        "DIR": s.functions_dir(),
+    });
+    insert_route(
+        s.db_path(),
+        "GET:/whoami",
+        &json!({"runtime": s.lang.runtime(), "module": module, "env": env}).to_string(),
+    );
+    let mut text = String::new();
+    let served = wait_until(Duration::from_secs(5), || {
+        let r = get(s.addr(), "/whoami");
+        text = r.text();
+        r.status == 200
+    });
+    assert!(served.is_some(), "served: {text:?}");
+    let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
+    let nobody = nix_uid_of("nobody");
+    let want: BTreeSet<String> = [
+        format!("uid={nobody}"),
+        "db=denied".into(),
+        "key=denied".into(),
+        "kill=denied".into(),
+        "write=denied".into(),
+    ]
+    .into();
+    let got: BTreeSet<String> = lines.iter().map(|l| l.to_string()).collect();
+    assert_eq!(got, want, "{text:?}");
+    assert!(
+        !s.functions_dir().join("planted").exists(),
+        "nothing was written into the functions directory"
+    );
+}
+
+fn nix_uid_of(name: &str) -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name)).then(|| fields[2].parse().expect("uid"))
+        })
+        .unwrap_or_else(|| panic!("no user {name}"))
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }

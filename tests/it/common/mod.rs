@@ -43,6 +43,17 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// A temporary directory others may enter (mode 0755): the workers of a
+/// server started by root run as another user (`nobody`) and must reach
+/// the functions below it. Files keep their own modes; corefn makes the
+/// database 0600 itself.
+pub fn tempdir() -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// Creates a database at `db` through corefn's own schema migrations and
 /// inserts the given route rows.
 pub fn create_db(db: &Path, routes: &[(&str, &str)]) {
@@ -162,7 +173,7 @@ enum Launch {
 impl Server {
     /// Starts `corefn serve` on a fresh SQLite file holding `routes`.
     pub fn start(routes: &[(&str, &str)], extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("create tempdir for server");
+        let dir = crate::common::tempdir().expect("create tempdir for server");
         let db = dir.path().join("corefn.db");
         create_db(&db, routes);
         Self::launch(dir, db, extra_args, None)
@@ -171,7 +182,7 @@ impl Server {
     /// Starts `corefn serve` with a db path that does not exist yet, so the
     /// server applies its embedded init.sql (schema + demo routes).
     pub fn start_with_demo(extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("create tempdir for server");
+        let dir = crate::common::tempdir().expect("create tempdir for server");
         let db = dir.path().join("fresh-demo.db");
         assert!(!db.exists(), "demo db path must not exist yet");
         Self::launch(dir, db, extra_args, None)
@@ -186,7 +197,7 @@ impl Server {
     /// As [`Server::start`], with the server's open-files limit (soft and
     /// hard) set to `nofile` before it runs.
     pub fn start_with_nofile(routes: &[(&str, &str)], extra_args: &[&str], nofile: u64) -> Server {
-        let dir = tempfile::tempdir().expect("create tempdir");
+        let dir = crate::common::tempdir().expect("create tempdir");
         let db = dir.path().join("routes.db");
         create_db(&db, routes);
         Self::launch(dir, db, extra_args, Some(nofile))
@@ -878,7 +889,7 @@ impl WorkerServer {
     /// Starts `corefn serve --workers 2 --functions-dir DIR --cache-dir TMP
     /// EXTRA...` on a fresh SQLite file holding `routes`.
     pub fn start(routes: &[(&str, &str)], functions_dir: &Path, extra_args: &[&str]) -> Self {
-        let cache_dir = tempfile::tempdir().expect("create tempdir for --cache-dir");
+        let cache_dir = crate::common::tempdir().expect("create tempdir for --cache-dir");
         let functions = functions_dir
             .to_str()
             .expect("functions dir path is UTF-8")
