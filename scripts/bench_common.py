@@ -91,6 +91,9 @@ class Run:
 
     def __init__(self, prefix="corefn-bench.", out=None):
         self.work = tempfile.mkdtemp(prefix=prefix)
+        # Started by root, corefn's workers run as nobody: they must reach
+        # the functions in here (the database is made 0600 by corefn).
+        os.chmod(self.work, 0o755)
         self.out = out
         self.stops = []
 

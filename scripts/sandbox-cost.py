@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""What the language hosts' sandbox costs: throughput and first-request
-latency of the python, node and php hello, for two binaries in one run.
+"""What the sandbox costs: throughput and first-request latency of the
+python, node, php and exec hello, for two binaries in one run (an exec
+function starts a process, and with it a network namespace, per request).
 
 --binary BEFORE,AFTER names a build without the sandbox (its commit built
 into a binary of its own) and the current one. For each binary, in
@@ -26,7 +27,7 @@ from bench_common import Failure
 
 PORT = 18195
 COLD_STARTS = 8
-RUNTIMES = [("python", "py"), ("node", "js"), ("php", "php")]
+RUNTIMES = [("python", "py"), ("node", "js"), ("php", "php"), ("exec", "sh")]
 
 
 def hello_routes(functions):

@@ -53,7 +53,8 @@ pub struct FunctionConfig {
     /// Hosts per worker at most (python, node, php).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
-    /// Python, node, php: the hosts may use the network.
+    /// Python, node, php, exec: the function's processes may use the
+    /// network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
 }

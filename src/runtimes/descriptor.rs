@@ -100,8 +100,9 @@ pub struct Descriptor {
     /// busy is a 503; default `--worker-threads`.
     #[serde(default)]
     pub max_instances: Option<u32>,
-    /// Python, node, php: the hosts share the worker's network; without
-    /// it they have a network namespace of their own with nothing in it.
+    /// Python, node, php, exec: the function's processes share the
+    /// worker's network; without it each has a network namespace of its
+    /// own with nothing in it.
     #[serde(default)]
     pub network: bool,
     #[serde(default)]

@@ -1,7 +1,10 @@
 //! The `exec` runtime: any executable under the CGI contract, one process
 //! per request. The request body is its stdin, the request its environment
 //! ([`super::cgi::environment`]), its stdout the CGI response; its stderr
-//! goes straight to the function's log file.
+//! goes straight to the function's log file. It starts under the same
+//! limits and sandbox as a language host ([`super::process::ChildLimits`],
+//! [`super::sandbox`]); without `network` it joins the worker's empty
+//! network namespace.
 //!
 //! The call owns the child from spawn to reap: stdin is written and stdout
 //! read in one poll loop (a child may answer before it reads its input, so
@@ -16,12 +19,14 @@ use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ChildStdin, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use thiserror::Error;
 
-use super::process::{self, kill_and_reap, poll_until};
+use super::process::{self, kill_and_reap, poll_until, ChildLimits};
+use super::sandbox::Sandbox;
 use crate::failure::{Failure, FailureKind};
 
 /// Bytes read from the child's stdout per read call.
@@ -39,6 +44,12 @@ pub struct ExecCall<'a> {
     pub stdout_bytes_max: usize,
     /// Where the child's stderr goes (the function's log); taken by the call.
     pub stderr: Option<File>,
+    /// The descriptor's `memory_mb`: the child's data limit.
+    pub memory_mb: u64,
+    /// The confinement the child starts in (`None` where no seccomp filter
+    /// could be built), and whether it keeps the worker's network.
+    pub sandbox: Option<&'a Arc<Sandbox>>,
+    pub network: bool,
 }
 
 #[derive(Debug, Error)]
@@ -77,6 +88,15 @@ impl From<ExecError> for Failure {
 pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
     let deadline = Instant::now() + Duration::from_millis(call.timeout_ms.max(1));
     let mut command = process::command(call.program, call.env, call.program.parent());
+    // Fork-time steps: the child is forked instead of spawned with
+    // posix_spawn, the price of starting it confined.
+    ChildLimits {
+        memory_mb: call.memory_mb,
+    }
+    .apply_to(&mut command);
+    if let Some(sandbox) = call.sandbox {
+        sandbox.apply_to_request(&mut command, call.network);
+    }
     command
         .arg0(call.module)
         .stdin(Stdio::piped())
@@ -244,6 +264,9 @@ mod tests {
             timeout_ms,
             stdout_bytes_max: 4 * 1024 * 1024,
             stderr: Some(tempfile::tempfile().expect("stderr file")),
+            memory_mb: 128,
+            sandbox: None,
+            network: true,
         }
     }
 

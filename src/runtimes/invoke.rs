@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cgi::{self, CgiRequest, CgiResponse};
@@ -18,6 +19,7 @@ use super::descriptor::{Descriptor, Runtime};
 use super::exec::{self, ExecCall};
 use super::hosts::{self, HostCall, HostsConfig, ScriptHosts};
 use super::native::{NativeCall, NativeRuntime, OnExpiry};
+use super::sandbox::Sandbox;
 use super::settings::RuntimeSettings;
 use super::wasm::{WasmCall, WasmConfig, WasmRuntime, MEMORY_MB_MAX_DEFAULT};
 use crate::failure::{Failure, FailureKind};
@@ -83,6 +85,8 @@ pub enum StartError {
 
 pub struct Runtimes {
     functions_dir_absolute: PathBuf,
+    /// What every exec child and host starts inside.
+    sandbox: Option<Arc<Sandbox>>,
     wasm: WasmRuntime,
     native: NativeRuntime,
     hosts: ScriptHosts,
@@ -107,22 +111,33 @@ impl Runtimes {
             stdout_bytes_max: RESPONSE_BYTES_MAX,
         })
         .map_err(|e| StartError::Wasm(e.to_string()))?;
-        let hosts = ScriptHosts::new(HostsConfig {
-            functions_dir: settings.functions_dir.clone(),
-            scripts_dir: work_dir.join("hosts"),
-            hosts_per_function_max: threads,
-            min_instances: settings.host_min_instances,
-            idle_ms: settings.host_idle_ms,
-            python: hosts::find_program(&settings.python),
-            node: hosts::find_program(&settings.node),
-            php_cgi: hosts::find_program(&settings.php_cgi),
-            response_bytes_max: RESPONSE_BYTES_MAX,
-        })
+        let sandbox = match Sandbox::new() {
+            Ok(sandbox) => Some(sandbox),
+            Err(error) => {
+                eprintln!("corefn: functions run without a seccomp filter: {error}");
+                None
+            }
+        };
+        let hosts = ScriptHosts::new(
+            HostsConfig {
+                functions_dir: settings.functions_dir.clone(),
+                scripts_dir: work_dir.join("hosts"),
+                hosts_per_function_max: threads,
+                min_instances: settings.host_min_instances,
+                idle_ms: settings.host_idle_ms,
+                python: hosts::find_program(&settings.python),
+                node: hosts::find_program(&settings.node),
+                php_cgi: hosts::find_program(&settings.php_cgi),
+                response_bytes_max: RESPONSE_BYTES_MAX,
+            },
+            sandbox.clone(),
+        )
         .map_err(StartError::Hosts)?;
         let functions_dir_absolute = std::path::absolute(&settings.functions_dir)
             .unwrap_or_else(|_| settings.functions_dir.clone());
         Ok(Runtimes {
             functions_dir_absolute,
+            sandbox,
             native: NativeRuntime::new(settings.functions_dir.clone(), work_dir.join("native")),
             wasm,
             hosts,
@@ -182,6 +197,9 @@ impl Runtimes {
                     timeout_ms,
                     stdout_bytes_max: RESPONSE_BYTES_MAX,
                     stderr: Some(stderr_copy),
+                    memory_mb: descriptor.memory_mb,
+                    sandbox: self.sandbox.as_ref(),
+                    network: descriptor.network,
                 });
                 read_output(stderr, &mut report.stderr);
                 cgi_reply(stdout?)

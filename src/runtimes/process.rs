@@ -3,9 +3,9 @@
 //!
 //! Every child gets a process group of its own (so that a timeout kills what
 //! it forked too) and only the descriptors it is given: everything of the
-//! worker's is close-on-exec. Long-lived children (language hosts) also die
-//! with the worker ([`die_with_worker`]); per-request children are started
-//! with `posix_spawn` instead, which a fork-time step would rule out.
+//! worker's is close-on-exec. Every child also gets [`ChildLimits`] and the
+//! [`super::sandbox`], set between fork and exec; long-lived children
+//! (language hosts) also die with the worker ([`die_with_worker`]).
 //! Nothing here decides an HTTP status.
 
 use std::io;
@@ -52,9 +52,7 @@ pub fn command(program: &Path, env: &[(String, String)], cwd: Option<&Path>) -> 
 /// Makes `command` a long-lived child's: SIGKILL when the worker dies
 /// (the thread that forked, in fact: start them from the request threads),
 /// and SIGINT back to its default (the worker ignores it, and exec keeps
-/// ignored signals ignored). Costs a fork instead of the `posix_spawn` that
-/// std uses for a command without a `pre_exec` step, which is why
-/// per-request children (exec functions) go without it.
+/// ignored signals ignored).
 pub fn die_with_worker(command: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe calls (prctl, signal); it allocates nothing.
@@ -73,8 +71,8 @@ pub const FUNCTION_FILE_BYTES_MAX: u64 = 256 << 20;
 /// Descriptors a function's process may hold at once (`RLIMIT_NOFILE`).
 pub const FUNCTION_FILES_MAX: u64 = 1024;
 
-/// What a function's long-lived process (a language host) may use, set in
-/// the child before it runs anything of the function's.
+/// What a function's process (a language host, an exec child) may use,
+/// set in the child before it runs anything of the function's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildLimits {
     /// The descriptor's `memory_mb`: `RLIMIT_DATA` (heap and private

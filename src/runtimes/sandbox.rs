@@ -20,9 +20,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -97,11 +98,28 @@ const NAMESPACE_FLAGS: &[libc::c_int] = &[
 ];
 
 /// The compiled filters and what this worker can do; shared by every host
-/// start.
+/// and exec start.
 pub struct Sandbox {
     denied: BpfProgram,
     clone3: BpfProgram,
+    /// The empty network namespace exec processes join, made at the first
+    /// one (`None` inside: it could not be made, and each makes its own).
+    offline: OnceLock<Option<Offline>>,
 }
+
+/// An empty network namespace, and for a worker that is not root the user
+/// namespace that owns it, made once per worker. An exec function starts a
+/// process per request: joining this one (two setns calls) instead of
+/// making a namespace each time kept exec throughput from falling to a
+/// third (PERFORMANCE.md). Exec processes of one worker share it: it has no
+/// interface up, so they cannot reach each other over IP either.
+struct Offline {
+    user: Option<OwnedFd>,
+    net: OwnedFd,
+}
+
+/// What holds the new namespaces while the worker opens them.
+const NAMESPACE_HOLDER: &str = "/bin/sleep";
 
 impl Sandbox {
     pub fn new() -> Result<Arc<Sandbox>, SandboxError> {
@@ -138,7 +156,53 @@ impl Sandbox {
             BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
             libc::ENOSYS as u32,
         )?;
-        Ok(Arc::new(Sandbox { denied, clone3 }))
+        Ok(Arc::new(Sandbox {
+            denied,
+            clone3,
+            offline: OnceLock::new(),
+        }))
+    }
+
+    /// [`Sandbox::apply_to`] for a process per request (exec): without
+    /// `network` it joins the worker's empty network namespace.
+    pub fn apply_to_request(self: &Arc<Self>, command: &mut Command, network: bool) {
+        let offline = match (network, self.offline()) {
+            (false, Some(offline)) => offline,
+            _ => return self.apply_to(command, network),
+        };
+        let user = offline.user.as_ref().map(AsRawFd::as_raw_fd);
+        let net = offline.net.as_raw_fd();
+        // SAFETY: runs between fork and exec; setns takes descriptors the
+        // worker holds open for its whole life; nothing is allocated.
+        unsafe {
+            command.pre_exec(move || {
+                if let Some(user) = user {
+                    if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if libc::setns(net, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.apply_to(command, true);
+    }
+
+    fn offline(&self) -> Option<&Offline> {
+        self.offline
+            .get_or_init(|| match make_offline() {
+                Ok(offline) => Some(offline),
+                Err(error) => {
+                    eprintln!(
+                        "corefn: cannot make the exec functions' shared network namespace \
+                         ({error}): each makes its own"
+                    );
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// Adds the confinement to `command`'s fork-time steps (after those
@@ -176,6 +240,47 @@ impl Sandbox {
             });
         }
     }
+}
+
+/// The namespaces of [`Offline`]: a holder process makes them between fork
+/// and exec, the worker opens them from /proc once the holder runs, and
+/// the holder goes (the open descriptors keep the namespaces).
+fn make_offline() -> io::Result<Offline> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let flags = if root {
+        libc::CLONE_NEWNET
+    } else {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+    };
+    let mut command = Command::new(NAMESPACE_HOLDER);
+    command
+        .arg("60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: unshare between fork and exec allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::unshare(flags) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut holder = command.spawn()?;
+    let pid = holder.id();
+    let open =
+        |kind: &str| std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).map(OwnedFd::from);
+    let opened = (|| {
+        Ok(Offline {
+            user: if root { None } else { Some(open("user")?) },
+            net: open("net")?,
+        })
+    })();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    opened
 }
 
 fn target_arch() -> Result<TargetArch, SandboxError> {

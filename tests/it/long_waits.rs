@@ -159,6 +159,11 @@ fn a_stopped_workers_call_gets_a_504_from_the_core_on_a_kept_alive_connection() 
     };
     signal_workers(libc::SIGSTOP);
     conn.write(get_req("/spin").as_bytes());
+    // The answer is due 1.5 s after the call (timeout + the core's slack);
+    // a machine busy with every other test once took past the usual 5 s.
+    conn.stream()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
     let stuck = conn.try_read_response(false);
     signal_workers(libc::SIGCONT);
     let stuck = stuck.unwrap_or_else(|e| panic!("no answer to the stuck call: {e}"));

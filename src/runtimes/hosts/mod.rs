@@ -231,7 +231,7 @@ impl ScriptHosts {
     /// Writes the host programs into `scripts_dir` (when their content
     /// differs) and resolves nothing else: an interpreter that is missing
     /// fails the calls of its runtime only.
-    pub fn new(mut config: HostsConfig) -> io::Result<ScriptHosts> {
+    pub fn new(mut config: HostsConfig, sandbox: Option<Arc<Sandbox>>) -> io::Result<ScriptHosts> {
         std::fs::create_dir_all(&config.scripts_dir)?;
         // Hosts run in their module's directory: every path they get is
         // absolute.
@@ -244,13 +244,6 @@ impl ScriptHosts {
         ] {
             write_if_changed(&config.scripts_dir.join(name), text)?;
         }
-        let sandbox = match Sandbox::new() {
-            Ok(sandbox) => Some(sandbox),
-            Err(error) => {
-                eprintln!("corefn: language hosts run without a seccomp filter: {error}");
-                None
-            }
-        };
         Ok(ScriptHosts {
             config,
             pools: LruMap::new(POOLS_MAX),

@@ -618,6 +618,7 @@ pub fn check_forged_reply_never_reaches_another_client(s: &FunctionServer, sourc
 pub fn check_memory_mb_is_enforced(s: &FunctionServer, source: &str) {
     let module = format!("mem.{}", s.lang.extension());
     std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
+    make_executable(&s.functions_dir().join(&module));
     insert_route(
         s.db_path(),
         "GET:/mem",
@@ -826,6 +827,7 @@ pub(crate) use contract_tests;
 pub fn check_network_is_off_unless_asked_for(s: &FunctionServer, source: &str) {
     let module = format!("net.{}", s.lang.extension());
     std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
+    make_executable(&s.functions_dir().join(&module));
     for (key, network) in [("GET:/net", false), ("GET:/net-on", true)] {
         insert_route(
             s.db_path(),
