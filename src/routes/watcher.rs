@@ -77,6 +77,9 @@ enum Attachment {
     Detached(Waiting),
 }
 
+/// What a table is built from: the route rows and the invoke keys.
+type Source = (StoredRows, HashMap<String, KeyGrant>);
+
 struct Reading {
     store: RouteStore,
     data_version: Option<i64>,
@@ -84,7 +87,7 @@ struct Reading {
     /// other table (schedule bookkeeping, the async queue) changes
     /// data_version too; a table built from the same rows and keys is not
     /// published again.
-    built_from: Option<(StoredRows, HashMap<String, KeyGrant>)>,
+    built_from: Option<Source>,
     last_error: Option<String>,
 }
 
@@ -164,17 +167,7 @@ fn read_changes(reading: &mut Reading, parts: &WatchParts) {
             reading.store.load_invoke_keys()?,
         );
         if reading.built_from.as_ref() != Some(&source) {
-            let previous = board.current();
-            let mut table = RouteTable::from_store(
-                board.version() + 1,
-                source.0.clone(),
-                Some(&previous),
-                parts.roots.as_ref(),
-            );
-            table.set_invoke_keys(source.1.clone());
-            table.attach_stats(&parts.telemetry.stats);
-            report_skipped(&table);
-            board.publish(table);
+            board.publish(next_table(&source, parts));
             reading.built_from = Some(source);
         }
         reading.data_version = Some(version);
@@ -277,16 +270,7 @@ fn attach(waiting: &mut Waiting, parts: &WatchParts) -> Option<Reading> {
             return None;
         }
     };
-    let previous = parts.board.current();
-    let mut table = RouteTable::from_store(
-        parts.board.version() + 1,
-        source.0.clone(),
-        Some(&previous),
-        parts.roots.as_ref(),
-    );
-    table.set_invoke_keys(source.1.clone());
-    table.attach_stats(&parts.telemetry.stats);
-    report_skipped(&table);
+    let table = next_table(&source, parts);
     eprintln!(
         "corefn: route store {}: switched to the new file: route table v{} ({} routes)",
         path.display(),
@@ -303,6 +287,22 @@ fn attach(waiting: &mut Waiting, parts: &WatchParts) -> Option<Reading> {
         built_from: Some(source),
         last_error: None,
     })
+}
+
+/// The table after the published one, built from the store's rows and keys
+/// (each skipped row said on stderr).
+fn next_table(source: &Source, parts: &WatchParts) -> RouteTable {
+    let previous = parts.board.current();
+    let mut table = RouteTable::from_store(
+        parts.board.version() + 1,
+        source.0.clone(),
+        Some(&previous),
+        parts.roots.as_ref(),
+    );
+    table.set_invoke_keys(source.1.clone());
+    table.attach_stats(&parts.telemetry.stats);
+    report_skipped(&table);
+    table
 }
 
 fn report_skipped(table: &RouteTable) {
