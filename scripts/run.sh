@@ -29,4 +29,14 @@ if command -v cc >/dev/null 2>&1; then
 else
     echo "corefn: no C compiler; the native demo route needs examples/native/hello.so (make -C examples/native)" >&2
 fi
-exec cargo run --release -- "$@"
+# Started by root, corefn runs functions as nobody; a checkout under a
+# directory nobody may enter (root's home) would leave the demo's exec,
+# python, node and php routes unreachable, so the demo keeps them as root
+# there, and says so.
+args=()
+if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null 2>&1 \
+    && ! runuser -u nobody -- test -x "$PWD/functions" 2>/dev/null; then
+    echo "corefn: nobody cannot reach $PWD (a directory above it is closed): the demo runs its functions as root (--run-as root); move the checkout to run them as nobody" >&2
+    args+=(--run-as root)
+fi
+exec cargo run --release -- "${args[@]}" "$@"

@@ -154,15 +154,27 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             &options.worker.runtimes.cache_dir,
         )
         .map_err(|e| ServeError::Config(e.to_string()))?;
+        let user = options
+            .worker
+            .run_as
+            .as_deref()
+            .unwrap_or(crate::workers::privileges::RUN_AS_DEFAULT);
         eprintln!(
-            "corefn: workers and functions run as {} (uid {}); --run-as to choose another user",
-            options
-                .worker
-                .run_as
-                .as_deref()
-                .unwrap_or(crate::workers::privileges::RUN_AS_DEFAULT),
+            "corefn: workers and functions run as {user} (uid {}); --run-as to choose another user",
             run_as.uid
         );
+        let functions = &options.worker.runtimes.functions_dir;
+        if !crate::workers::privileges::can_enter(run_as, functions) {
+            eprintln!(
+                "corefn: warning: {user} cannot reach the functions directory {} (a directory above \
+                 it is not searchable, such as root's home): its exec, python, node and php \
+                 functions will answer 502. Put it where {user} can read it, or start with \
+                 --run-as root if every function is trusted",
+                std::path::absolute(functions)
+                    .unwrap_or_else(|_| functions.clone())
+                    .display()
+            );
+        }
     }
     let telemetry = Arc::new(Telemetry::new(cpus.len()));
     let module_roots =

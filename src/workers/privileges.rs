@@ -129,6 +129,23 @@ pub fn prepare(run_as: RunAs, db: &Path, cache_dir: &Path) -> Result<(), Privile
     give_tree(cache_dir, run_as).map_err(|e| failed(cache_dir, e))
 }
 
+/// Whether `run_as` can enter `dir` by its absolute path (every directory
+/// above it searchable): asked of the shell's `test -x` run as that user, since root
+/// passes every check itself. A functions directory under root's home
+/// fails this, and its functions would answer 502.
+pub fn can_enter(run_as: RunAs, dir: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // The shell's own `test`, whatever PATH holds.
+    std::process::Command::new("/bin/sh")
+        .args(["-c", "test -x \"$1\"", "sh"])
+        .arg(&dir)
+        .uid(run_as.uid)
+        .gid(run_as.gid)
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// `dir` and everything below it owned by `run_as` (links themselves, not
 /// what they point to).
 fn give_tree(dir: &Path, run_as: RunAs) -> io::Result<()> {

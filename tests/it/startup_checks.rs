@@ -198,3 +198,33 @@ fn an_empty_route_store_at_start_is_an_error_naming_it_never_a_new_demo_store() 
     let len = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(u64::MAX);
     assert_eq!(len, 0, "the store was left as it was, not seeded");
 }
+
+/// Started by root with its functions under a directory the workers' user
+/// cannot enter (like root's home), corefn says so at start, naming the
+/// directory and the way out, instead of leaving every call to find out.
+#[test]
+fn functions_out_of_the_workers_users_reach_are_reported_at_start() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the privilege drop happens only when corefn is started by root");
+        return;
+    }
+    // A directory only root may enter, as root's home is.
+    let closed = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        closed.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod 700");
+    let functions = closed.path().join("functions");
+    std::fs::create_dir(&functions).expect("functions dir");
+    let s = Server::start(&[], &["--functions-dir", &functions.to_string_lossy()]);
+    let said = wait_until(std::time::Duration::from_secs(5), || {
+        s.stderr_lines().iter().any(|line| {
+            line.contains("nobody cannot reach the functions directory")
+                && line.contains(&*functions.to_string_lossy())
+                && line.contains("--run-as root")
+        })
+    });
+    assert!(said.is_some(), "{:?}", s.stderr_lines());
+}

@@ -43,10 +43,10 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// A temporary directory others may enter (mode 0755): the workers of a
-/// server started by root run as another user (`nobody`) and must reach
-/// the functions below it. Files keep their own modes; corefn makes the
-/// database 0600 itself.
+/// A temporary directory others may enter (mode 0755, whatever the
+/// umask): the workers of a server started by root run as another user
+/// (`nobody`) and must reach the functions below it. Files keep their own
+/// modes; corefn makes the database 0600 itself.
 pub fn tempdir() -> io::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir()?;
