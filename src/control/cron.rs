@@ -79,13 +79,7 @@ fn run(store: &StoreHandle, settings: CronSettings) {
     let mut last_error: Option<String> = None;
     loop {
         if last_reload.is_none_or(|at| at.elapsed() >= RELOAD_INTERVAL) {
-            let listed =
-                store
-                    .connect()
-                    .map_err(|error| error.to_string())
-                    .and_then(|connection| {
-                        schedules::list(&connection, None).map_err(|error| error.to_string())
-                    });
+            let listed = with_store(store, |connection| schedules::list(connection, None));
             match listed {
                 Ok(list) => {
                     arm(&mut armed, &list, first_load && settings.catch_up);
@@ -117,12 +111,8 @@ fn run(store: &StoreHandle, settings: CronSettings) {
             let overlaps = entry.running.load(Ordering::Acquire);
             let full = in_flight.load(Ordering::Acquire) >= RUNS_IN_FLIGHT_MAX;
             if (overlaps && schedule.overlap == Overlap::Skip) || full {
-                let recorded = store
-                    .connect()
-                    .map_err(|e| e.to_string())
-                    .and_then(|connection| {
-                        schedules::record_skip(&connection, *id).map_err(|e| e.to_string())
-                    });
+                let recorded =
+                    with_store(store, |connection| schedules::record_skip(connection, *id));
                 if let Err(error) = recorded {
                     eprintln!("corefn: cron: cannot count a skipped tick of {id}: {error}");
                 }
@@ -169,20 +159,15 @@ fn run(store: &StoreHandle, settings: CronSettings) {
             let left = wake.saturating_duration_since(Instant::now());
             match done_rx.recv_timeout(left) {
                 Ok(done) => {
-                    let recorded =
-                        store
-                            .connect()
-                            .map_err(|e| e.to_string())
-                            .and_then(|connection| {
-                                schedules::record_run(
-                                    &connection,
-                                    done.id,
-                                    done.started_unix_us,
-                                    done.status,
-                                    done.duration_us,
-                                )
-                                .map_err(|e| e.to_string())
-                            });
+                    let recorded = with_store(store, |connection| {
+                        schedules::record_run(
+                            connection,
+                            done.id,
+                            done.started_unix_us,
+                            done.status,
+                            done.duration_us,
+                        )
+                    });
                     if let Err(error) = recorded {
                         eprintln!("corefn: cron: cannot record a run of {}: {error}", done.id);
                     }
@@ -192,6 +177,16 @@ fn run(store: &StoreHandle, settings: CronSettings) {
             }
         }
     }
+}
+
+/// One use of the cron thread's connection; a store being switched and a
+/// failed statement both come back as their text, said by the caller.
+fn with_store<T, E: std::fmt::Display>(
+    store: &StoreHandle,
+    use_it: impl FnOnce(&rusqlite::Connection) -> Result<T, E>,
+) -> Result<T, String> {
+    let connection = store.connect().map_err(|error| error.to_string())?;
+    use_it(&connection).map_err(|error| error.to_string())
 }
 
 /// Brings the armed set in line with the table: new schedules get their

@@ -235,7 +235,9 @@ impl Sidecars {
     }
 }
 
-fn sidecar_path(db: &Path, suffix: &str) -> PathBuf {
+/// `db` with `suffix` (`-wal`, `-shm`) appended to its file name, where
+/// SQLite keeps that sidecar.
+pub fn sidecar_path(db: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(db.as_os_str());
     name.push(suffix);
     PathBuf::from(name)

@@ -66,7 +66,7 @@ impl Telemetry {
             store: Mutex::new(StoreStatus {
                 state: StoreState::Open,
                 detail: None,
-                since_unix_ms: crate::clock::unix_now_us() / 1_000,
+                since_unix_ms: now_unix_ms(),
                 switches: 0,
             }),
         }
@@ -82,7 +82,7 @@ impl Telemetry {
         let mut status = lock(&self.store);
         if status.state != state {
             status.state = state;
-            status.since_unix_ms = crate::clock::unix_now_us() / 1_000;
+            status.since_unix_ms = now_unix_ms();
         }
         status.detail = detail;
     }
@@ -93,7 +93,7 @@ impl Telemetry {
         status.switches += 1;
         status.state = StoreState::Open;
         status.detail = None;
-        status.since_unix_ms = crate::clock::unix_now_us() / 1_000;
+        status.since_unix_ms = now_unix_ms();
     }
 
     /// Read by an admin request or a metrics scrape (the watcher holds the
@@ -107,4 +107,8 @@ impl Telemetry {
         let read = self.watcher_read_unix_us.load(Ordering::Relaxed);
         crate::clock::unix_now_us().saturating_sub(read) as f64 / 1e6
     }
+}
+
+fn now_unix_ms() -> u64 {
+    crate::clock::unix_now_us() / 1_000
 }

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid, User};
 use thiserror::Error;
 
+use crate::schema::file::sidecar_path;
+
 /// The user a root-started corefn runs its workers as unless told.
 pub const RUN_AS_DEFAULT: &str = "nobody";
 
@@ -116,9 +118,7 @@ pub fn prepare(run_as: RunAs, db: &Path, cache_dir: &Path) -> Result<(), Privile
         source,
     };
     for suffix in ["", "-wal", "-shm"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        let path = PathBuf::from(name);
+        let path = sidecar_path(db, suffix);
         match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}

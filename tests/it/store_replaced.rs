@@ -133,9 +133,7 @@ fn said(s: &Server, part: &str) -> bool {
 }
 
 fn sidecar(s: &Server, suffix: &str) -> std::path::PathBuf {
-    let mut name = s.db_path().as_os_str().to_owned();
-    name.push(suffix);
-    name.into()
+    corefn::schema::file::sidecar_path(s.db_path(), suffix)
 }
 
 /// The new file serves, live, and is a sound database holding its own

@@ -567,17 +567,8 @@ pub fn check_host_death_is_502_and_replaced(s: &FunctionServer, source: &str) {
 /// the host where it can) gets its own client that frame or a 502; the
 /// host's real reply, `secret-WHO`, never goes to the next client.
 pub fn check_forged_reply_never_reaches_another_client(s: &FunctionServer, source: &str) {
-    let module = format!("forge.{}", s.lang.extension());
-    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
-    insert_route(
-        s.db_path(),
-        "GET:/forge",
-        &json!({"runtime": s.lang.runtime(), "module": module}).to_string(),
-    );
-    let served = wait_until(Duration::from_secs(5), || {
-        get(s.addr(), "/forge?who=first").status == 200
-    });
-    assert!(served.is_some(), "the route is served");
+    add_function(s, "forge", source, &[("GET:/forge", json!({}))]);
+    answered(s, "/forge?who=first");
     let mut outcomes = BTreeSet::new();
     for round in 0..24 {
         let mode = ["", "plain", "stolen"][round % 3];
@@ -616,14 +607,7 @@ pub fn check_forged_reply_never_reaches_another_client(s: &FunctionServer, sourc
 /// inside its host (a 5xx, never the allocation), and then it and the other
 /// functions keep serving.
 pub fn check_memory_mb_is_enforced(s: &FunctionServer, source: &str) {
-    let module = format!("mem.{}", s.lang.extension());
-    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
-    make_executable(&s.functions_dir().join(&module));
-    insert_route(
-        s.db_path(),
-        "GET:/mem",
-        &json!({"runtime": s.lang.runtime(), "module": module, "memory_mb": 64}).to_string(),
-    );
+    add_function(s, "mem", source, &[("GET:/mem", json!({"memory_mb": 64}))]);
     let served = wait_until(Duration::from_secs(5), || {
         get(s.addr(), "/mem").text() == "small"
     });
@@ -825,27 +809,17 @@ pub(crate) use contract_tests;
 /// namespace with nothing in it) unless its config says `"network": true`.
 /// `source` answers `?port=N` with "connected" or the error it got.
 pub fn check_network_is_off_unless_asked_for(s: &FunctionServer, source: &str) {
-    let module = format!("net.{}", s.lang.extension());
-    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
-    make_executable(&s.functions_dir().join(&module));
-    for (key, network) in [("GET:/net", false), ("GET:/net-on", true)] {
-        insert_route(
-            s.db_path(),
-            key,
-            &json!({"runtime": s.lang.runtime(), "module": module, "network": network}).to_string(),
-        );
-    }
+    add_function(
+        s,
+        "net",
+        source,
+        &[
+            ("GET:/net", json!({"network": false})),
+            ("GET:/net-on", json!({"network": true})),
+        ],
+    );
     let port = s.addr().port();
-    let answer = |path: &str| {
-        let mut text = String::new();
-        let served = wait_until(Duration::from_secs(5), || {
-            let r = get(s.addr(), &format!("{path}?port={port}"));
-            text = r.text();
-            r.status == 200
-        });
-        assert!(served.is_some(), "{path} is served: {text:?}");
-        text
-    };
+    let answer = |path: &str| answered(s, &format!("{path}?port={port}")).text();
     let off = answer("/net");
     assert!(!off.contains("connected"), "without network: {off:?}");
     assert_eq!(answer("/net-on"), "connected", "with \"network\": true");
@@ -855,28 +829,8 @@ pub fn check_network_is_off_unless_asked_for(s: &FunctionServer, source: &str) {
 /// (ptrace, unshare, mount, ...) and the error it got, and `"fork"` of
 /// starting a child process, which still works.
 pub fn check_escapes_are_denied(s: &FunctionServer, source: &str) {
-    let module = format!("escape.{}", s.lang.extension());
-    std::fs::write(s.functions_dir().join(&module), source).expect("write the module");
-    insert_route(
-        s.db_path(),
-        "GET:/escape",
-        &json!({"runtime": s.lang.runtime(), "module": module}).to_string(),
-    );
-    let mut answer = None;
-    let served = wait_until(Duration::from_secs(5), || {
-        let r = get(s.addr(), "/escape");
-        let ok = r.status == 200;
-        answer = Some(r);
-        ok
-    });
-    let answer = answer.expect("asked at least once");
-    assert!(
-        served.is_some(),
-        "served: {} {:?}",
-        answer.status,
-        answer.text()
-    );
-    let attempts = answer.json();
+    add_function(s, "escape", source, &[("GET:/escape", json!({}))]);
+    let attempts = answered(s, "/escape").json();
     let attempts = attempts.as_object().expect("a JSON object");
     assert!(attempts.len() > 2, "{attempts:?}");
     for (call, outcome) in attempts {
@@ -900,28 +854,14 @@ pub fn check_runs_unprivileged(s: &FunctionServer, source: &str) {
         eprintln!("skipped: the privilege drop happens only when corefn is started by root");
         return;
     }
-    let module = format!("whoami.{}", s.lang.extension());
-    let path = s.functions_dir().join(&module);
-    std::fs::write(&path, source).expect("write the module");
-    make_executable(&path);
     let env = json!({
         "DB": s.db_path(),
         "KEY": s.db_path().with_extension("admin-key"),
         "PID": s.pid().to_string(),
         "DIR": s.functions_dir(),
     });
-    insert_route(
-        s.db_path(),
-        "GET:/whoami",
-        &json!({"runtime": s.lang.runtime(), "module": module, "env": env}).to_string(),
-    );
-    let mut text = String::new();
-    let served = wait_until(Duration::from_secs(5), || {
-        let r = get(s.addr(), "/whoami");
-        text = r.text();
-        r.status == 200
-    });
-    assert!(served.is_some(), "served: {text:?}");
+    add_function(s, "whoami", source, &[("GET:/whoami", json!({"env": env}))]);
+    let text = answered(s, "/whoami").text();
     let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
     let nobody = nix_uid_of("nobody");
     let want: BTreeSet<String> = [
@@ -949,6 +889,47 @@ fn nix_uid_of(name: &str) -> u32 {
             (fields.first() == Some(&name)).then(|| fields[2].parse().expect("uid"))
         })
         .unwrap_or_else(|| panic!("no user {name}"))
+}
+
+/// Writes `source` as `NAME.<ext>` (executable, as exec needs) into the
+/// server's functions directory and routes each key to it, with the
+/// descriptor fields given beside it.
+fn add_function(
+    s: &FunctionServer,
+    name: &str,
+    source: &str,
+    routes: &[(&str, serde_json::Value)],
+) {
+    let module = format!("{name}.{}", s.lang.extension());
+    let path = s.functions_dir().join(&module);
+    std::fs::write(&path, source).expect("write the module");
+    make_executable(&path);
+    for (key, fields) in routes {
+        let mut descriptor = fields.clone();
+        descriptor["runtime"] = json!(s.lang.runtime());
+        descriptor["module"] = json!(module);
+        insert_route(s.db_path(), key, &descriptor.to_string());
+    }
+}
+
+/// GET `path` until it answers 200 (the watcher publishes within
+/// milliseconds); that answer.
+fn answered(s: &FunctionServer, path: &str) -> Response {
+    let mut last = None;
+    let served = wait_until(Duration::from_secs(5), || {
+        let r = get(s.addr(), path);
+        let ok = r.status == 200;
+        last = Some(r);
+        ok
+    });
+    let last = last.expect("asked at least once");
+    assert!(
+        served.is_some(),
+        "{path} is not served: {} {:?}",
+        last.status,
+        last.text()
+    );
+    last
 }
 
 fn make_executable(path: &Path) {
