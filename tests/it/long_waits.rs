@@ -151,6 +151,21 @@ fn a_stopped_workers_call_gets_a_504_from_the_core_on_a_kept_alive_connection() 
     conn.write(get_req("/hello").as_bytes());
     let first = conn.read_response();
     assert_eq!(first.status, 200, "{}", first.text());
+    // The worker writes the answer before it reports the call done: until
+    // the core has the report it does not read the next request, and a
+    // worker stopped in between would hold /spin behind /hello's own
+    // deadline. The stats count a call once the core has its report.
+    let reported = wait_until(Duration::from_secs(10), || {
+        let stats = get(s.addr(), "/_/api/v1/stats?window=5m").json();
+        stats["functions"].as_array().is_some_and(|functions| {
+            functions.iter().any(|f| {
+                f["function"] == "GET:/hello"
+                    && f["count"].as_u64() == Some(1)
+                    && f["in_flight"].as_u64() == Some(0)
+            })
+        })
+    });
+    assert!(reported.is_some(), "the core never counted the first call");
     let signal_workers = |signal| {
         for pid in &pids {
             // SAFETY: plain kill(2) on a worker process of the server under test.
