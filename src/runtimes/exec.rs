@@ -3,14 +3,15 @@
 //! ([`super::cgi::environment`]), its stdout the CGI response; its stderr
 //! goes straight to the function's log file. It starts under the same
 //! limits and sandbox as a language host ([`super::process::ChildLimits`],
-//! [`super::sandbox`]); without `network` it joins the worker's empty
-//! network namespace.
+//! [`super::sandbox`]): its own view and pid namespace, and without
+//! `network` the worker's empty network namespace.
 //!
 //! The call owns the child from spawn to reap: stdin is written and stdout
 //! read in one poll loop (a child may answer before it reads its input, so
 //! neither side can block the other), and past the deadline or the stdout
-//! cap the child's whole process group is killed and reaped. No zombie and
-//! no stray grandchild outlives a call. Never writes to the client, never
+//! cap the child's whole process group is killed and reaped; confined, the
+//! call's pid namespace ends with it, taking what left the group along.
+//! No zombie and no stray grandchild outlives a call. Never writes to the client, never
 //! decides an HTTP status.
 
 use std::fs::File;
@@ -26,7 +27,7 @@ use nix::poll::PollFlags;
 use thiserror::Error;
 
 use super::process::{self, kill_and_reap, poll_until, ChildLimits};
-use super::sandbox::Sandbox;
+use super::sandbox::{Lifetime, Sandbox, ViewRequest};
 use crate::failure::{Failure, FailureKind};
 
 /// Bytes read from the child's stdout per read call.
@@ -87,7 +88,30 @@ impl From<ExecError> for Failure {
 /// Runs the program to completion; returns its stdout.
 pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
     let deadline = Instant::now() + Duration::from_millis(call.timeout_ms.max(1));
-    let mut command = process::command(call.program, call.env, call.program.parent());
+    let not_found = || ExecError::NotFound {
+        module: call.module.to_string(),
+    };
+    // Confined, the program is started by its real path: the view holds
+    // its directory there (a symbolic link's own directory is not in it).
+    let (program, view) = match call.sandbox {
+        Some(sandbox) => {
+            let real = std::fs::canonicalize(call.program).map_err(|_| not_found())?;
+            let cwd = real.parent().unwrap_or(Path::new("/"));
+            let view = sandbox
+                .plan_view(&ViewRequest {
+                    module: &real,
+                    extra: &[],
+                    cwd,
+                })
+                .map_err(|e| ExecError::Spawn {
+                    module: call.module.to_string(),
+                    message: format!("cannot prepare the function's view: {e}"),
+                })?;
+            (real, view)
+        }
+        None => (call.program.to_path_buf(), None),
+    };
+    let mut command = process::command(&program, call.env, program.parent());
     // Fork-time steps: the child is forked instead of spawned with
     // posix_spawn, the price of starting it confined.
     ChildLimits {
@@ -95,7 +119,7 @@ pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
     }
     .apply_to(&mut command);
     if let Some(sandbox) = call.sandbox {
-        sandbox.apply_to_request(&mut command, call.network);
+        sandbox.apply_to(&mut command, call.network, view, Lifetime::Call);
     }
     command
         .arg0(call.module)
@@ -105,9 +129,7 @@ pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
             io::Error::other("exec call without a stderr file")
         })?));
     let mut child = command.spawn().map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => ExecError::NotFound {
-            module: call.module.to_string(),
-        },
+        io::ErrorKind::NotFound => not_found(),
         _ => ExecError::Spawn {
             module: call.module.to_string(),
             message: error.to_string(),

@@ -111,7 +111,7 @@ impl Runtimes {
             stdout_bytes_max: RESPONSE_BYTES_MAX,
         })
         .map_err(|e| StartError::Wasm(e.to_string()))?;
-        let sandbox = match Sandbox::new() {
+        let sandbox = match Sandbox::new(&work_dir) {
             Ok(sandbox) => Some(sandbox),
             Err(error) => {
                 eprintln!("corefn: functions run without a seccomp filter: {error}");

@@ -24,6 +24,9 @@ contract_tests! {
         runs_unprivileged(
             "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"uid=$(id -u)\"\nif cat \"$DB\" >/dev/null 2>&1; then echo db=ok; else echo db=denied; fi\nif cat \"$KEY\" >/dev/null 2>&1; then echo key=ok; else echo key=denied; fi\nif kill -0 \"$PID\" 2>/dev/null; then echo kill=ok; else echo kill=denied; fi\nif (echo x > \"$DIR/planted\") 2>/dev/null; then echo write=ok; else echo write=denied; fi\n",
         ),
+        confined,
+        fork_bomb_is_stopped,
+        background_children_end_with_their_process,
         network_is_off_unless_asked_for(
             "#!/bin/bash\nprintf 'Content-Type: text/plain\\n\\n'\nport=\"${QUERY_STRING#port=}\"\nif (exec 3<>\"/dev/tcp/127.0.0.1/$port\") 2>/dev/null; then printf connected; else printf refused; fi\n",
         ),

@@ -26,6 +26,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "exports.handler = async (req) => {\n  if (req.queryStringParameters.big) {\n    const b = Buffer.alloc(2 * 1024 ** 3, 1);\n    return {statusCode: 200, body: \"allocated \" + b.length};\n  }\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"small\"};\n};\n",
         ),
+        confined,
+        fork_bomb_is_stopped,
+        background_children_end_with_their_process,
         network_is_off_unless_asked_for(
             "const net = require(\"net\");\n\nexports.handler = (req) => new Promise((resolve) => {\n  const socket = net.connect({host: \"127.0.0.1\", port: Number(req.queryStringParameters.port)});\n  socket.setTimeout(2000, () => { socket.destroy(); resolve(\"refused: timeout\"); });\n  socket.on(\"connect\", () => { socket.end(); resolve(\"connected\"); });\n  socket.on(\"error\", (err) => resolve(\"refused: \" + err.code));\n});\n",
         ),

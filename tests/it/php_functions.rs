@@ -20,6 +20,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "<?php\nini_set(\"memory_limit\", \"-1\");\nif (isset($_GET[\"big\"])) {\n    $s = str_repeat(\"x\", 2 * 1024 * 1024 * 1024);\n    echo \"allocated \" . strlen($s);\n} else {\n    echo \"small\";\n}\n",
         ),
+        confined,
+        fork_bomb_is_stopped,
+        background_children_end_with_their_process,
         network_is_off_unless_asked_for(
             "<?php\n$socket = @fsockopen(\"127.0.0.1\", (int) $_GET[\"port\"], $errno, $errstr, 2);\nif ($socket) {\n    fclose($socket);\n    echo \"connected\";\n} else {\n    echo \"refused: $errstr\";\n}\n",
         ),

@@ -26,6 +26,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "def handle(request):\n    if request.query_params.get(\"big\"):\n        data = bytearray(2 * 1024 ** 3)\n        return \"allocated %d\" % len(data)\n    return \"small\"\n",
         ),
+        confined,
+        fork_bomb_is_stopped,
+        background_children_end_with_their_process,
         network_is_off_unless_asked_for(
             "import socket\n\n\ndef handle(request):\n    try:\n        socket.create_connection((\"127.0.0.1\", int(request.query_params[\"port\"])), timeout=2).close()\n        return \"connected\"\n    except OSError as exc:\n        return \"refused: %s\" % exc\n",
         ),

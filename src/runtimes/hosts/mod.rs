@@ -53,7 +53,7 @@ use super::cgi::{self, CgiRequest, CgiResponse};
 use super::file_stamp::WatchedFile;
 use super::invoke::CallReport;
 use super::process::{self, kill_and_reap, set_nonblocking, ChildLimits};
-use super::sandbox::Sandbox;
+use super::sandbox::{Lifetime, Sandbox, View, ViewRequest};
 use crate::failure::{Failure, FailureKind};
 use crate::lru::LruMap;
 use crate::runtimes::descriptor::Runtime;
@@ -336,7 +336,7 @@ impl ScriptHosts {
                 stream,
                 next_request_id,
                 call,
-                pool.file.path(),
+                &host.script,
                 self.config.response_bytes_max,
                 deadline,
                 report,

@@ -38,6 +38,9 @@ pub(super) struct Host {
     pub(super) child: Child,
     pub(super) generation: u64,
     pub(super) io: HostIo,
+    /// The module's path as the host sees it (its real path inside the
+    /// host's view).
+    pub(super) script: PathBuf,
     /// When it last finished a request (or started).
     pub(super) idle_since: Instant,
     /// Where its pid is listed while it lives.
@@ -93,6 +96,7 @@ impl Host {
         mut child: Child,
         generation: u64,
         io: HostIo,
+        script: PathBuf,
         pids: &Arc<Mutex<Vec<u32>>>,
     ) -> Host {
         lock(pids).push(child.id());
@@ -102,6 +106,7 @@ impl Host {
             child,
             generation,
             io,
+            script,
             idle_since: Instant::now(),
             pids: pids.clone(),
             stdout,
@@ -131,6 +136,9 @@ pub(super) struct Pool {
     pub(super) module: String,
     pub(super) program: PathBuf,
     pub(super) args: Vec<OsString>,
+    /// Which of `args` is the module's path (python, node), given as the
+    /// host sees it at each start.
+    pub(super) module_arg: Option<usize>,
     pub(super) env: Vec<(String, String)>,
     pub(super) cwd: PathBuf,
     pub(super) limits: ChildLimits,
@@ -227,6 +235,7 @@ impl ScriptHosts {
             module: call.module.to_string(),
             program,
             args,
+            module_arg: (call.runtime != Runtime::Php).then_some(1),
             env,
             cwd,
             limits: ChildLimits {

@@ -61,12 +61,62 @@ impl ScriptHosts {
         }
     }
 
-    /// The last fork-time step of every host: its network namespace and
-    /// seccomp filter.
-    fn confine(&self, pool: &Pool, command: &mut std::process::Command) {
-        if let Some(sandbox) = &self.sandbox {
-            sandbox.apply_to(command, pool.network);
+    /// The command of a host of `pool`, and the module's path as the host
+    /// will see it. Confined, the module is named by its real path (a
+    /// symbolic link to it is resolved: the link's directory is not in the
+    /// host's view) and the view holds the module's directory, the host
+    /// programs and the interpreter; the confinement is the command's last
+    /// fork-time step, added by [`Confined::finish`].
+    fn host_command(&self, pool: &Pool) -> Result<Confined, HostError> {
+        let module = pool.file.path().to_path_buf();
+        let view = match &self.sandbox {
+            Some(sandbox) => {
+                let extra = [self.config.scripts_dir.as_path(), pool.program.as_path()];
+                let cwd = std::fs::canonicalize(&module)
+                    .ok()
+                    .and_then(|real| real.parent().map(Path::to_path_buf))
+                    .unwrap_or_else(|| pool.cwd.clone());
+                sandbox
+                    .plan_view(&ViewRequest {
+                        module: &module,
+                        extra: &extra,
+                        cwd: &cwd,
+                    })
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::NotFound => HostError::ModuleNotFound {
+                            runtime: pool.runtime.name(),
+                            module: pool.module.clone(),
+                        },
+                        _ => HostError::Load {
+                            runtime: pool.runtime.name(),
+                            module: pool.module.clone(),
+                            message: format!("cannot prepare the function's view: {e}"),
+                        },
+                    })?
+            }
+            None => None,
+        };
+        let script = match &view {
+            Some(_) => std::fs::canonicalize(&module).unwrap_or(module),
+            None => module,
+        };
+        let cwd = match &view {
+            Some(_) => script.parent().map(Path::to_path_buf).unwrap_or_default(),
+            None => pool.cwd.clone(),
+        };
+        let mut args = pool.args.clone();
+        if let Some(slot) = pool.module_arg.and_then(|i| args.get_mut(i)) {
+            *slot = script.clone().into_os_string();
         }
+        let mut command = process::command(&pool.program, &pool.env, Some(&cwd));
+        process::die_with_worker(&mut command);
+        pool.limits.apply_to(&mut command);
+        command.args(&args);
+        Ok(Confined {
+            command,
+            script,
+            view,
+        })
     }
 
     /// Starts the host with its stdout and stderr on pipes (drained by
@@ -96,18 +146,16 @@ impl ScriptHosts {
         };
         let (requests_read, requests_write) = pipe()?;
         let (responses_read, responses_write) = pipe()?;
-        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
-        process::die_with_worker(&mut command);
-        pool.limits.apply_to(&mut command);
-        command.args(&pool.args).stdin(Stdio::null());
+        let mut confined = self.host_command(pool)?;
+        let command = &mut confined.command;
+        command.stdin(Stdio::null());
         let (host_in, host_out) = (requests_read.as_raw_fd(), responses_write.as_raw_fd());
         // SAFETY: runs between fork and exec; fcntl, dup2 and close are
         // async-signal-safe and nothing is allocated.
         unsafe {
             command.pre_exec(move || place_host_fds(host_in, host_out));
         }
-        self.confine(pool, &mut command);
-        let child = self.spawn(pool, &mut command)?;
+        let (child, script) = confined.finish(self, pool)?;
         drop((requests_read, responses_write));
         let requests = File::from(requests_write);
         let mut responses = File::from(responses_read);
@@ -122,6 +170,7 @@ impl ScriptHosts {
                 requests,
                 responses,
             },
+            script,
             &self.pids,
         );
         match ready {
@@ -165,14 +214,9 @@ impl ScriptHosts {
             runtime: "php",
             detail: format!("cannot make the FastCGI socket: {e}"),
         })?;
-        let mut command = process::command(&pool.program, &pool.env, Some(&pool.cwd));
-        process::die_with_worker(&mut command);
-        pool.limits.apply_to(&mut command);
-        self.confine(pool, &mut command);
-        command
-            .args(&pool.args)
-            .stdin(Stdio::from(OwnedFd::from(listener)));
-        let child = self.spawn(pool, &mut command)?;
+        let mut confined = self.host_command(pool)?;
+        confined.command.stdin(Stdio::from(OwnedFd::from(listener)));
+        let (child, script) = confined.finish(self, pool)?;
         // The listener's backlog takes the connection before php-cgi is up;
         // FCGI_GET_VALUES tells when it serves.
         let stream = UnixStream::connect_addr(&address).map_err(|e| HostError::Died {
@@ -186,6 +230,7 @@ impl ScriptHosts {
                 stream,
                 next_request_id: 1,
             },
+            script,
             &self.pids,
         );
         if let HostIo::FastCgi { stream, .. } = &mut host.io {
@@ -202,6 +247,24 @@ impl ScriptHosts {
             })?;
         }
         Ok(host)
+    }
+}
+
+/// A host's command before its last fork-time step.
+pub(super) struct Confined {
+    command: std::process::Command,
+    script: PathBuf,
+    view: Option<View>,
+}
+
+impl Confined {
+    /// Adds the sandbox (network namespace, view, filter) and starts it.
+    fn finish(mut self, hosts: &ScriptHosts, pool: &Pool) -> Result<(Child, PathBuf), HostError> {
+        if let Some(sandbox) = &hosts.sandbox {
+            sandbox.apply_to(&mut self.command, pool.network, self.view, Lifetime::Host);
+        }
+        let child = hosts.spawn(pool, &mut self.command)?;
+        Ok((child, self.script))
     }
 }
 

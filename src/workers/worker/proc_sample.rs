@@ -47,6 +47,10 @@ impl Worker {
     }
 }
 
+/// Processes of one host's tree read per sample at most (a function may
+/// run up to [`crate::runtimes::sandbox::FUNCTION_TASKS_MAX`] tasks).
+const HOST_TREE_PROCESSES_MAX: usize = 160;
+
 /// This process's counters from /proc (zeros where a file is unreadable).
 #[derive(Debug, Clone, Copy, Default)]
 struct ProcSample {
@@ -61,11 +65,31 @@ impl ProcSample {
     /// count through `cutime`/`cstime` once reaped.
     fn read(host_pids: &[u32]) -> ProcSample {
         let mut sample = ProcSample::of("/proc/self");
-        for pid in host_pids {
-            let host = ProcSample::of(&format!("/proc/{pid}"));
-            sample.cpu_ticks += host.cpu_ticks;
-            sample.rss_bytes += host.rss_bytes;
-            sample.io_bytes += host.io_bytes;
+        for &pid in host_pids {
+            // A confined host is a chain (relay, the first process of its
+            // pid namespace, the interpreter) with the function's own
+            // children below: the whole tree is the host's load.
+            let mut pending = vec![pid];
+            let mut seen = 0;
+            while let Some(pid) = pending.pop() {
+                let process = ProcSample::of(&format!("/proc/{pid}"));
+                sample.cpu_ticks += process.cpu_ticks;
+                sample.rss_bytes += process.rss_bytes;
+                sample.io_bytes += process.io_bytes;
+                seen += 1;
+                if seen >= HOST_TREE_PROCESSES_MAX {
+                    break;
+                }
+                if let Ok(children) =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                {
+                    pending.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
         }
         sample
     }

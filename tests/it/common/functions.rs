@@ -784,6 +784,27 @@ macro_rules! contract_tests {
             check_escapes_are_denied(&FunctionServer::start($lang), $source);
         }
     };
+    (@test $lang:expr, confined) => {
+        #[test]
+        fn a_function_sees_only_its_own_files_and_writes_only_its_tmp() {
+            use $crate::common::functions::*;
+            check_confined(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, fork_bomb_is_stopped) => {
+        #[test]
+        fn a_fork_bomb_is_stopped_and_the_gateway_keeps_serving() {
+            use $crate::common::functions::*;
+            check_fork_bomb_is_stopped(&FunctionServer::start($lang));
+        }
+    };
+    (@test $lang:expr, background_children_end_with_their_process) => {
+        #[test]
+        fn a_setsid_child_ends_with_its_function_s_process() {
+            use $crate::common::functions::*;
+            check_background_children_end_with_their_process(&FunctionServer::start($lang));
+        }
+    };
     (@test $lang:expr, runs_unprivileged($source:expr)) => {
         #[test]
         fn a_function_runs_unprivileged_and_cannot_reach_the_gateway_s_secrets() {
@@ -935,4 +956,228 @@ fn answered(s: &FunctionServer, path: &str) -> Response {
 fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The shell script a confined function runs (as a child of its own
+/// process: namespaces, the view, limits and the filter are inherited, so
+/// what the script can reach the function can too, and the reverse). It
+/// prints `name=ok|denied` per attempt, from the paths in its environment.
+const CONFINEMENT_PROBE: &str = r#"
+attempt() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=ok"; else echo "$name=denied"; fi; }
+attempt db cat "$DB"
+attempt key cat "$KEY"
+attempt cache cat "$CACHE/secret"
+echo x 2>/dev/null > "$CACHE/planted"
+attempt neighbor cat "$NEIGHBOR"
+attempt symlink cat "$OWN_DIR/escape"
+attempt own cat "$OWN_DIR/own.txt"
+attempt write_own sh -c 'echo x > "$OWN_DIR/planted"'
+attempt write_root sh -c 'echo x > /planted'
+attempt write_tmp sh -c 'echo x > /tmp/t && test "$(cat /tmp/t)" = x'
+attempt kill_gateway kill -0 "$PID"
+for worker in $WORKERS; do attempt kill_worker kill -0 "$worker"; done
+attempt few_processes test "$(ls -d /proc/[0-9]* | wc -l)" -le 8
+"#;
+
+/// The handler of each runtime that runs `$SCRIPT` with `/bin/sh` and
+/// answers its output as text (exec functions are the script).
+fn script_runner(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Python => {
+            "import os\nimport subprocess\n\n\ndef handle(request):\n    run = subprocess.run([\"/bin/sh\", os.environ[\"SCRIPT\"]], capture_output=True, text=True)\n    return run.stdout + run.stderr\n"
+        }
+        Lang::Node => {
+            "'use strict';\nconst { spawnSync } = require('child_process');\nexports.handler = async () => {\n  const run = spawnSync('/bin/sh', [process.env.SCRIPT]);\n  return { statusCode: 200, headers: { 'content-type': 'text/plain' }, body: String(run.stdout) + String(run.stderr) + String(run.error || '') };\n};\n"
+        }
+        Lang::Php => {
+            "<?php\nheader('Content-Type: text/plain');\necho shell_exec('/bin/sh ' . escapeshellarg($_SERVER['SCRIPT']) . ' 2>&1');\n"
+        }
+        other => panic!("no script runner for {other:?}"),
+    }
+}
+
+/// Writes `script` and routes `GET:/NAME` to a function of its own
+/// directory (`NAME/`) that runs it; returns that directory.
+fn add_script_function(
+    s: &FunctionServer,
+    name: &str,
+    script: &str,
+    fields: serde_json::Value,
+) -> PathBuf {
+    let dir = s.functions_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("function dir");
+    let script_path = dir.join("script.sh");
+    let mut fields = fields;
+    fields["env"]["SCRIPT"] = json!(script_path);
+    if s.lang == Lang::Exec {
+        let cgi = format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n{script}");
+        add_function(
+            s,
+            &format!("{name}/{name}"),
+            &cgi,
+            &[(&format!("GET:/{name}"), fields)],
+        );
+    } else {
+        std::fs::write(&script_path, script).expect("write the script");
+        let runner = script_runner(s.lang);
+        add_function(
+            s,
+            &format!("{name}/{name}"),
+            runner,
+            &[(&format!("GET:/{name}"), fields)],
+        );
+    }
+    dir
+}
+
+/// A function sees only the system's directories, its own (read-only)
+/// and a private `/tmp`: not the route database, the key file, the module
+/// cache or another function's files, even through a symbolic link in its
+/// own directory; it cannot write anywhere but `/tmp`, and cannot signal
+/// the gateway or a worker (it sees only its own processes).
+pub fn check_confined(s: &FunctionServer) {
+    let neighbor = s.functions_dir().join("neighbor");
+    std::fs::create_dir_all(&neighbor).expect("neighbor dir");
+    std::fs::write(neighbor.join("secret.txt"), "secret").expect("neighbor file");
+    let own = s.functions_dir().join("confined");
+    std::fs::create_dir_all(&own).expect("own dir");
+    std::fs::write(own.join("own.txt"), "own").expect("own file");
+    std::os::unix::fs::symlink(s.db_path(), own.join("escape")).expect("symlink");
+    std::fs::write(s.cache_dir().join("secret"), "secret").expect("cache file");
+    let workers: Vec<String> = worker_pids(s.pid()).iter().map(u32::to_string).collect();
+    assert!(!workers.is_empty(), "workers run");
+    let env = json!({
+        "DB": s.db_path(),
+        "KEY": s.db_path().with_extension("admin-key"),
+        "CACHE": s.cache_dir(),
+        "NEIGHBOR": neighbor.join("secret.txt"),
+        "OWN_DIR": own,
+        "PID": s.pid().to_string(),
+        "WORKERS": workers.join(" "),
+    });
+    add_script_function(s, "confined", CONFINEMENT_PROBE, json!({"env": env}));
+    let text = answered(s, "/confined").text();
+    let got: BTreeSet<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    let want: BTreeSet<String> = [
+        "db=denied",
+        "key=denied",
+        "cache=denied",
+        "neighbor=denied",
+        "symlink=denied",
+        "own=ok",
+        "write_own=denied",
+        "write_root=denied",
+        "write_tmp=ok",
+        "kill_gateway=denied",
+        "kill_worker=denied",
+        "few_processes=ok",
+    ]
+    .iter()
+    .map(|l| l.to_string())
+    .collect();
+    assert_eq!(got, want, "{text}");
+    // Below a writable /tmp of its own, the cache's path may be written
+    // to: the real cache must not change.
+    assert!(!own.join("planted").exists(), "nothing written in its dir");
+    assert!(
+        !s.cache_dir().join("planted").exists(),
+        "nothing written in the module cache"
+    );
+}
+
+/// 200 background children at once: `RLIMIT_NPROC` (counted in the
+/// function's own user namespace) stops the shell before it has them all,
+/// and the gateway and the function's runtime go on serving.
+pub fn check_fork_bomb_is_stopped(s: &FunctionServer) {
+    let marker = format!("29.{}", s.addr().port());
+    let script = format!(
+        "i=0\nwhile [ $i -lt 200 ]; do sleep {marker} </dev/null >/dev/null 2>&1 & i=$((i+1)); done\necho started-all-200\n"
+    );
+    add_script_function(s, "bomb", &script, json!({}));
+    let r = routed(s, "/bomb");
+    let body = r.text();
+    assert!(
+        !body.contains("started-all-200"),
+        "200 children were started: {} {body:?}",
+        r.status
+    );
+    eprintln!("fork bomb: {} {:?}", r.status, body.trim());
+    assert_eq!(get(s.addr(), "/hello").text(), s.lang.hello_body());
+    let sleepers = processes_named_with_arg("sleep", &marker);
+    assert!(
+        sleepers.len() < 200,
+        "{} of the bomb's children run",
+        sleepers.len()
+    );
+    if s.lang == Lang::Exec {
+        // Its pid namespace ended with the call: so did every child.
+        let gone = wait_until(Duration::from_secs(5), || {
+            processes_named_with_arg("sleep", &marker).is_empty()
+        });
+        assert!(gone.is_some(), "the bomb's children outlived the call");
+    }
+}
+
+/// A child that leaves its process group and session (`setsid`) in the
+/// background ends with the call (exec) or with the host it was started by
+/// when that host is killed at its timeout (python, node, php).
+pub fn check_background_children_end_with_their_process(s: &FunctionServer) {
+    for (route, hang, timeout_ms) in [("bg", "0", 5_000), ("bg-hang", "1", 1_000)] {
+        let marker = format!("28.{}{hang}", s.addr().port());
+        let script = format!(
+            "setsid sleep {marker} </dev/null >/dev/null 2>&1 &\nsleep 0.2\necho started\n\
+             case \"$HANG\" in 1) sleep 30 ;; esac\n"
+        );
+        add_script_function(
+            s,
+            route,
+            &script,
+            json!({"env": {"HANG": hang}, "timeout_ms": timeout_ms}),
+        );
+        let r = routed(s, &format!("/{route}"));
+        match hang {
+            "0" if s.lang == Lang::Exec => assert_eq!(r.status, 200, "{}", r.text()),
+            "0" => {
+                // A host outlives its call: the child lives with it.
+                assert_eq!(r.status, 200, "{}", r.text());
+                continue;
+            }
+            _ => assert_eq!(r.status, 504, "{}", r.text()),
+        }
+        let gone = wait_until(Duration::from_secs(5), || {
+            processes_named_with_arg("sleep", &marker).is_empty()
+        });
+        assert!(
+            gone.is_some(),
+            "{route}: the setsid child outlived its function's process: {:?}",
+            processes_named_with_arg("sleep", &marker)
+        );
+    }
+}
+
+/// GET `path` until it is routed (not 404); that answer.
+fn routed(s: &FunctionServer, path: &str) -> Response {
+    let mut last = None;
+    wait_until(Duration::from_secs(5), || {
+        let r = get(s.addr(), path);
+        let routed = r.status != 404;
+        last = Some(r);
+        routed
+    });
+    last.expect("asked at least once")
+}
+
+/// Live processes whose command is `name` with an argument `arg`.
+fn processes_named_with_arg(name: &str, arg: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let parts: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                parts.first().is_some_and(|p| p.ends_with(name.as_bytes()))
+                    && parts.contains(&arg.as_bytes())
+            })
+        })
+        .filter(|&pid| proc_state(pid).is_some_and(|(state, _)| state != 'Z'))
+        .collect()
 }

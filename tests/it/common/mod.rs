@@ -916,6 +916,13 @@ impl WorkerServer {
     }
 }
 
+impl WorkerServer {
+    /// The server's `--cache-dir` (compiled modules, host programs).
+    pub fn cache_dir(&self) -> &Path {
+        self._cache_dir.path()
+    }
+}
+
 impl std::ops::Deref for WorkerServer {
     type Target = Server;
     fn deref(&self) -> &Server {
