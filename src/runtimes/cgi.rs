@@ -207,6 +207,13 @@ pub enum CgiError {
     InvalidStatus { value: String },
     #[error("function output has more than one Status header")]
     DuplicateStatus,
+    #[error(
+        "function output says Content-Length {declared:?} but its body is {actual_bytes} bytes"
+    )]
+    ContentLengthMismatch {
+        declared: String,
+        actual_bytes: usize,
+    },
 }
 
 /// A parsed CGI response. The body is not copied: it is a range of the
@@ -228,8 +235,11 @@ pub struct CgiResponse {
 ///   and anything else 200. A `Location` that is a local path is not
 ///   followed internally as RFC 3875 §6.2.2 allows: the client gets the 302.
 /// * Headers the gateway owns (Content-Length, Date, Transfer-Encoding,
-///   Connection and the other hop-by-hop ones) are dropped silently: the
-///   body is framed by its real length and that cannot be contradicted.
+///   Connection and the other hop-by-hop ones) are dropped: the body is
+///   framed by its real length and that cannot be contradicted. A
+///   Content-Length that disagrees with the body is an error all the same
+///   ([`CgiError::ContentLengthMismatch`]): the function is wrong about
+///   what it sent, and a client that trusted it would misread the stream.
 /// * A non-empty body without Content-Type gets [`CONTENT_TYPE_DEFAULT`].
 /// * 204 and 304 responses carry no body: whatever followed is dropped.
 /// * Output without a blank line in its first [`HEADER_BYTES_MAX`] bytes has
@@ -249,7 +259,7 @@ pub fn parse_response(stdout: &[u8]) -> Result<CgiResponse, CgiError> {
         })?;
         section.add(name, value)?;
     }
-    Ok(section.finish(body_start..stdout.len()))
+    section.finish(body_start..stdout.len())
 }
 
 /// The same response rules as [`parse_response`] for a runtime that hands
@@ -280,7 +290,7 @@ pub fn response_from_parts<'h>(
         }
         section.add(name, value.trim().as_bytes())?;
     }
-    Ok(section.finish(0..body_len))
+    section.finish(0..body_len)
 }
 
 /// Headers collected under the CGI rules, shared by both ways of building a
@@ -290,6 +300,8 @@ struct HeaderSection {
     status: Option<u16>,
     has_location: bool,
     has_content_type: bool,
+    /// The function's own Content-Length, checked against the body.
+    declared_length: Option<String>,
     headers: Vec<(String, String)>,
 }
 
@@ -303,6 +315,8 @@ impl HeaderSection {
                 return Err(CgiError::DuplicateStatus);
             }
             self.status = Some(parse_status(value)?);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            self.declared_length = Some(value.to_string());
         } else if !rules::is_gateway_owned_header(name) {
             self.has_location |= name.eq_ignore_ascii_case("location");
             self.has_content_type |= name.eq_ignore_ascii_case("content-type");
@@ -311,24 +325,34 @@ impl HeaderSection {
         Ok(())
     }
 
-    fn finish(mut self, body: Range<usize>) -> CgiResponse {
+    fn finish(mut self, body: Range<usize>) -> Result<CgiResponse, CgiError> {
         let status = self
             .status
             .unwrap_or(if self.has_location { 302 } else { 200 });
         let body = if status == 204 || status == 304 {
+            // No body goes out, and a 304's length is the entity's.
+            self.declared_length = None;
             body.start..body.start
         } else {
             body
         };
+        if let Some(declared) = self.declared_length.take() {
+            if declared.trim().parse::<usize>().ok() != Some(body.len()) {
+                return Err(CgiError::ContentLengthMismatch {
+                    declared,
+                    actual_bytes: body.len(),
+                });
+            }
+        }
         if !self.has_content_type && !body.is_empty() {
             self.headers
                 .push(("content-type".to_string(), CONTENT_TYPE_DEFAULT.to_string()));
         }
-        CgiResponse {
+        Ok(CgiResponse {
             status,
             headers: self.headers,
             body,
-        }
+        })
     }
 }
 
@@ -439,7 +463,7 @@ mod tests {
             201,
             [
                 ("X-A", "b"),
-                ("Content-Length", "99"),
+                ("Content-Length", "5"),
                 ("connection", "close"),
             ],
             5,
@@ -643,7 +667,7 @@ mod tests {
 
     #[test]
     fn gateway_owned_headers_are_dropped() {
-        let out = b"Content-Length: 999\nDate: yesterday\nTransfer-Encoding: chunked\n\
+        let out = b"Content-Length: 2\nDate: yesterday\nTransfer-Encoding: chunked\n\
                     Connection: close\nContent-Type: text/plain\n\nok";
         let response = parse_response(out).expect("valid");
         assert_eq!(
@@ -651,6 +675,22 @@ mod tests {
             vec![("Content-Type".to_string(), "text/plain".to_string())]
         );
         assert_eq!(&out[response.body], b"ok");
+    }
+
+    #[test]
+    fn a_content_length_that_disagrees_with_the_body_is_an_error() {
+        assert_eq!(
+            parse_response(b"Content-Length: 999\n\nok"),
+            Err(CgiError::ContentLengthMismatch {
+                declared: "999".into(),
+                actual_bytes: 2
+            })
+        );
+        assert!(parse_response(b"Content-Length: 2x\n\nok").is_err());
+        assert!(response_from_parts(200, [("content-length", "3")], 2).is_err());
+        assert!(response_from_parts(200, [("content-length", "2")], 2).is_ok());
+        // A 304 sends no body; its length is the entity's.
+        assert!(parse_response(b"Status: 304\nContent-Length: 999\n\n").is_ok());
     }
 
     #[test]

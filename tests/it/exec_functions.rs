@@ -24,6 +24,9 @@ contract_tests! {
         runs_unprivileged(
             "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"uid=$(id -u)\"\nif cat \"$DB\" >/dev/null 2>&1; then echo db=ok; else echo db=denied; fi\nif cat \"$KEY\" >/dev/null 2>&1; then echo key=ok; else echo key=denied; fi\nif kill -0 \"$PID\" 2>/dev/null; then echo kill=ok; else echo kill=denied; fi\nif (echo x > \"$DIR/planted\") 2>/dev/null; then echo write=ok; else echo write=denied; fi\n",
         ),
+        bad_response_headers_are_502(
+            "#!/bin/sh\ncase \"$QUERY_STRING\" in\n  *bad=crlf*) printf 'X-A: a\\rX-Injected: 1\\n\\nbody' ;;\n  *bad=name*) printf 'Bad Name: v\\n\\nbody' ;;\n  *bad=status*) printf 'Status: 600\\n\\nbody' ;;\n  *bad=length*) printf 'Content-Length: 999\\n\\nbody' ;;\n  *) printf 'Content-Type: text/plain\\n\\nfine' ;;\nesac\n",
+        ),
         confined,
         fork_bomb_is_stopped,
         background_children_end_with_their_process,

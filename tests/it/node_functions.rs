@@ -26,6 +26,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "exports.handler = async (req) => {\n  if (req.queryStringParameters.big) {\n    const b = Buffer.alloc(2 * 1024 ** 3, 1);\n    return {statusCode: 200, body: \"allocated \" + b.length};\n  }\n  return {statusCode: 200, headers: {\"content-type\": \"text/plain\"}, body: \"small\"};\n};\n",
         ),
+        bad_response_headers_are_502(
+            "'use strict';\nexports.handler = async (req) => {\n  const bad = (req.queryStringParameters || {}).bad || '';\n  const headers = { crlf: { 'x-a': 'a\\r\\nx-injected: 1' }, name: { 'bad name': 'v' }, length: { 'content-length': '999' } }[bad] || { 'content-type': 'text/plain' };\n  return { statusCode: bad === 'status' ? 600 : 200, headers, body: bad ? 'body' : 'fine' };\n};\n",
+        ),
         confined,
         fork_bomb_is_stopped,
         background_children_end_with_their_process,

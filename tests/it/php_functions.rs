@@ -20,6 +20,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "<?php\nini_set(\"memory_limit\", \"-1\");\nif (isset($_GET[\"big\"])) {\n    $s = str_repeat(\"x\", 2 * 1024 * 1024 * 1024);\n    echo \"allocated \" . strlen($s);\n} else {\n    echo \"small\";\n}\n",
         ),
+        bad_response_headers_are_502(
+            "<?php\n$bad = $_GET['bad'] ?? '';\nif ($bad === 'crlf') { header(\"X-A: a\\r\\nX-Injected: 1\"); }\nelseif ($bad === 'name') { header('Bad Name: v'); }\nelseif ($bad === 'status') { http_response_code(600); }\nelseif ($bad === 'length') { header('Content-Length: 999'); }\nheader('Content-Type: text/plain');\necho $bad === '' ? 'fine' : 'body';\n",
+        ),
         confined,
         fork_bomb_is_stopped,
         background_children_end_with_their_process,

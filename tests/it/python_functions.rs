@@ -26,6 +26,9 @@ contract_tests! {
         memory_mb_is_enforced(
             "def handle(request):\n    if request.query_params.get(\"big\"):\n        data = bytearray(2 * 1024 ** 3)\n        return \"allocated %d\" % len(data)\n    return \"small\"\n",
         ),
+        bad_response_headers_are_502(
+            "def handle(request):\n    bad = request.query_params.get(\"bad\", \"\")\n    if bad == \"crlf\":\n        return (200, {\"x-a\": \"a\\r\\nx-injected: 1\"}, \"body\")\n    if bad == \"name\":\n        return (200, {\"bad name\": \"v\"}, \"body\")\n    if bad == \"status\":\n        return (600, {}, \"body\")\n    if bad == \"length\":\n        return (200, {\"content-length\": \"999\"}, \"body\")\n    return (200, {\"content-type\": \"text/plain\"}, \"fine\")\n",
+        ),
         confined,
         fork_bomb_is_stopped,
         background_children_end_with_their_process,

@@ -791,6 +791,13 @@ macro_rules! contract_tests {
             check_confined(&FunctionServer::start($lang));
         }
     };
+    (@test $lang:expr, bad_response_headers_are_502($source:expr)) => {
+        #[test]
+        fn bad_response_headers_are_502_and_the_stream_stays_well_formed() {
+            use $crate::common::functions::*;
+            check_bad_response_headers_are_502(&FunctionServer::start($lang), $source);
+        }
+    };
     (@test $lang:expr, fork_bomb_is_stopped) => {
         #[test]
         fn a_fork_bomb_is_stopped_and_the_gateway_keeps_serving() {
@@ -1180,4 +1187,49 @@ fn processes_named_with_arg(name: &str, arg: &str) -> Vec<u32> {
         })
         .filter(|&pid| proc_state(pid).is_some_and(|(state, _)| state != 'Z'))
         .collect()
+}
+
+/// A function's answer that would put something other than one response on
+/// the wire (`source` answers `?bad=crlf`: a header value with CR/LF,
+/// `name`: a header name that is not a token, `status`: 600, `length`: a
+/// Content-Length that disagrees with its body) is a 502 naming the
+/// problem, or, where the runtime itself refuses to send it (PHP's
+/// `header()` drops a value with a line break), an answer without it. On
+/// the same kept-alive connection the next request then gets its own answer:
+/// nothing the function wrote is read as a response of its own.
+pub fn check_bad_response_headers_are_502(s: &FunctionServer, source: &str) {
+    add_function(s, "badheaders", source, &[("GET:/badheaders", json!({}))]);
+    assert_eq!(answered(s, "/badheaders").text(), "fine");
+    let mut conn = Conn::connect(s.addr());
+    for (bad, says) in [
+        ("crlf", "control characters"),
+        ("name", "not a"),
+        ("status", "600"),
+        ("length", "Content-Length"),
+    ] {
+        conn.write(get_req(&format!("/badheaders?bad={bad}")).as_bytes());
+        let r = conn.read_response();
+        let text = r.text();
+        let refused_by_runtime = s.lang == Lang::Php && bad == "crlf" && r.status == 200;
+        if refused_by_runtime {
+            assert!(r.header("x-injected").is_none(), "{bad}: {:?}", r.headers);
+        } else {
+            assert_eq!(r.status, 502, "{bad}: {text}");
+            assert!(
+                text.contains(says),
+                "{bad}: the 502 names the problem: {text}"
+            );
+        }
+        assert!(r.header("x-injected").is_none(), "{bad}: {:?}", r.headers);
+        if r.is_connection_close() {
+            conn = Conn::connect(s.addr());
+        }
+        conn.write(get_req("/badheaders").as_bytes());
+        let next = conn.read_response();
+        assert_eq!(
+            (next.status, next.text().as_str()),
+            (200, "fine"),
+            "after {bad}"
+        );
+    }
 }
