@@ -5,7 +5,7 @@
 # WebAssembly compilers (clang, lld, wasi-libc; deploys of C code need
 # them) are installed when missing and this is a Debian machine with root,
 # the example native library is built with the system C compiler, then
-# `cargo run --release` starts corefn with any arguments given here.
+# a release build starts corefn with any arguments given here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,4 +39,7 @@ if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null 2>&1 \
     echo "corefn: nobody cannot reach $PWD (a directory above it is closed): the demo runs its functions as root (--run-as root); move the checkout to run them as nobody" >&2
     args+=(--run-as root)
 fi
-exec cargo run --release -- "${args[@]}" "$@"
+# Every binary: corefn, and corefn-relay that its language hosts' waiting
+# processes run.
+cargo build --release --bins
+exec target/release/corefn "${args[@]}" "$@"

@@ -10,13 +10,6 @@ use corefn::config::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // The outer process of a confined language host: nothing else runs.
-    if std::env::args_os()
-        .next()
-        .is_some_and(|name| name == corefn::runtimes::sandbox::RELAY_NAME)
-    {
-        corefn::runtimes::sandbox::relay();
-    }
     // With transparent huge pages set to "always", every 2 MiB of mimalloc's
     // eagerly committed arena that a thread touches becomes resident: the
     // idle gateway held 26 MB instead of 11 MB, with no throughput gained

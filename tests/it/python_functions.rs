@@ -86,3 +86,31 @@ fn hosts_started_for_a_burst_are_stopped_when_idle() {
     assert!(now >= 1, "the warm minimum stays: {now}");
     assert_eq!(get(s.addr(), "/slow?ms=0").text(), "slept\n");
 }
+
+/// A confined host's two waiting processes (the one its worker holds, and
+/// the first of its pid namespace) are the small `corefn-relay`, not copies
+/// of the worker's memory.
+#[test]
+fn a_host_waits_in_two_small_relays_not_in_copies_of_its_worker() {
+    use crate::common::*;
+    let s = FunctionServer::start(Lang::Python);
+    assert_eq!(get(s.addr(), "/hello").text(), Lang::Python.hello_body());
+    let hosts = processes_with_marker(&s.marker("hello"));
+    assert_eq!(hosts.len(), 1, "one warm host: {hosts:?}");
+    let host = hosts[0].0;
+    let parent = |pid: u32| proc_state(pid).map(|(_, parent)| parent).expect("alive");
+    let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    let first = parent(host);
+    let outer = parent(first);
+    for relay in [first, outer] {
+        assert!(
+            exe(relay).ends_with("corefn-relay"),
+            "{relay} runs {:?}",
+            exe(relay)
+        );
+    }
+    assert!(
+        worker_pids(s.pid()).contains(&parent(outer)),
+        "the outer relay is a worker's child"
+    );
+}

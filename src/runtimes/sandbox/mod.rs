@@ -129,8 +129,8 @@ pub const FUNCTION_TASKS_MAX: u64 = 128;
 pub enum Lifetime {
     /// One call (exec): the outer process waits as it is, for milliseconds.
     Call,
-    /// A language host, for minutes or hours: the outer process becomes
-    /// corefn's small relay ([`relay`]) instead of keeping a copy of the
+    /// A language host, for minutes or hours: the two processes of ours
+    /// become `corefn-relay` ([`relay`]) instead of keeping copies of the
     /// worker's memory alive.
     Host,
 }
@@ -178,7 +178,7 @@ enum Chain {
 
 /// What holds the new namespaces while the worker opens them.
 const NAMESPACE_HOLDER: &str = "/bin/sleep";
-/// The name the relay runs under; `main` checks for it before anything.
+/// The relay program, installed next to corefn.
 pub const RELAY_NAME: &str = "corefn-relay";
 
 impl Sandbox {
@@ -548,19 +548,28 @@ fn wait_and_end_as(child: libc::pid_t) -> ! {
     }
 }
 
-/// This program, opened for [`Lifetime::Host`]'s relay: only when it is
-/// corefn itself (a test binary would run its tests instead).
+/// `corefn-relay` next to this program, opened for [`Lifetime::Host`]:
+/// without it (a build of the `corefn` binary alone) the waiting processes
+/// stay forks of the worker, said once per worker.
 fn relay_program() -> Option<OwnedFd> {
     let exe = std::fs::read_link("/proc/self/exe").ok()?;
-    if exe.file_name()? != "corefn" {
-        return None;
+    let relay = exe.with_file_name(RELAY_NAME);
+    match std::fs::File::open(&relay) {
+        Ok(file) => Some(OwnedFd::from(file)),
+        Err(error) => {
+            eprintln!(
+                "corefn: no {} ({error}): each language host keeps two copies of its \
+                 worker waiting (cargo build --release --bins builds it)",
+                relay.display()
+            );
+            None
+        }
     }
-    std::fs::File::open(exe).ok().map(OwnedFd::from)
 }
 
-/// `corefn-relay PID`: a process of a language host's chain (see
-/// [`Lifetime::Host`]), run by `main` before anything else: waits for its
-/// child PID and ends as it ended.
+/// `corefn-relay PID` (`src/relay.rs`): a process of a language host's
+/// chain (see [`Lifetime::Host`]): waits for its child PID and ends as it
+/// ended.
 pub fn relay() -> ! {
     let child = std::env::args()
         .nth(1)
@@ -569,6 +578,7 @@ pub fn relay() -> ! {
     wait_and_end_as(child)
 }
 
+/// A system call's 0-or-error result as an `io::Result`.
 fn check(result: libc::c_int) -> io::Result<()> {
     if result != 0 {
         return Err(io::Error::last_os_error());

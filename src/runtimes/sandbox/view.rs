@@ -16,6 +16,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::check;
+
 /// Directories of the system a function's process sees read-only (those
 /// this machine has; a symbolic link such as `/bin -> usr/bin` is copied
 /// as a link).
@@ -306,13 +308,6 @@ unsafe fn read_only_tree(target: &CString) -> io::Result<()> {
             std::mem::size_of::<MountAttr>(),
         )
     } as libc::c_int)
-}
-
-fn check(result: libc::c_int) -> io::Result<()> {
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Whether `module` is named like an artifact of the content-addressed
