@@ -5,7 +5,7 @@
 # WebAssembly compilers (clang, lld, wasi-libc; deploys of C code need
 # them) are installed when missing and this is a Debian machine with root,
 # the example native library is built with the system C compiler, then
-# a release build starts corefn with any arguments given here.
+# a release build runs `corefn serve` with any serve flags given here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,4 +42,4 @@ fi
 # Every binary: corefn, and corefn-relay that its language hosts' waiting
 # processes run.
 cargo build --release --bins
-exec target/release/corefn "${args[@]}" "$@"
+exec target/release/corefn serve "${args[@]}" "$@"

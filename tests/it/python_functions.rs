@@ -114,3 +114,32 @@ fn a_host_waits_in_two_small_relays_not_in_copies_of_its_worker() {
         "the outer relay is a worker's child"
     );
 }
+
+/// An interpreter outside the system's directories (a version manager's
+/// shim, a `PREFIX/bin/python3`) runs in the host's view with the
+/// installation it comes from: this one refuses to start without the
+/// `../lib` next to its `bin`.
+#[test]
+fn an_interpreter_outside_the_system_s_directories_runs_with_its_installation() {
+    use crate::common::*;
+    use std::os::unix::fs::PermissionsExt;
+    let installation = tempdir().expect("tempdir");
+    let bin = installation.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::create_dir_all(installation.path().join("lib")).expect("lib");
+    std::fs::write(installation.path().join("lib/needed"), "x").expect("lib file");
+    let python = bin.join("python3");
+    std::fs::write(
+        &python,
+        "#!/bin/sh\nhere=$(dirname \"$0\")\ntest -f \"$here/../lib/needed\" || exit 9\nexec /usr/bin/python3 \"$@\"\n",
+    )
+    .expect("write the interpreter");
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let s = FunctionServer::start_with(
+        Lang::Python,
+        &["--python", python.to_str().expect("UTF-8 path")],
+    );
+    let r = get(s.addr(), "/hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), Lang::Python.hello_body());
+}

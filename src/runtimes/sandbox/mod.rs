@@ -170,12 +170,6 @@ struct Offline {
     net: OwnedFd,
 }
 
-/// The processes a confined start forks, in order.
-enum Chain {
-    FirstOfNamespace,
-    Function,
-}
-
 /// What holds the new namespaces while the worker opens them.
 const NAMESPACE_HOLDER: &str = "/bin/sleep";
 /// The relay program, installed next to corefn.
@@ -371,7 +365,7 @@ impl Sandbox {
                     // namespace's first (ours: it reaps orphans, and when
                     // it ends the kernel kills every process left in the
                     // namespace, setsid or not), and the function's.
-                    for _ in [Chain::FirstOfNamespace, Chain::Function] {
+                    for _forked in 0..2 {
                         let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
                         if pid < 0 {
                             return Err(io::Error::last_os_error());

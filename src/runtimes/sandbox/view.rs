@@ -41,8 +41,9 @@ pub struct ViewRequest<'a> {
     /// it is a content-addressed artifact (named by its SHA-256) whose
     /// directory holds other functions' artifacts.
     pub module: &'a Path,
-    /// Further paths bound read-only at the same place (the host program,
-    /// an interpreter outside the system's directories).
+    /// Further paths bound read-only at the same place: the host programs'
+    /// directory, and the interpreter (outside the system's directories,
+    /// the whole installation it is in).
     pub extra: &'a [&'a Path],
     /// The working directory inside the view.
     pub cwd: &'a Path,
@@ -154,9 +155,17 @@ impl View {
             let Ok(extra) = std::fs::canonicalize(extra) else {
                 continue;
             };
-            if !system.covers(&extra) {
-                plan.bind(&extra, extra.is_dir())?;
+            if system.covers(&extra) {
+                continue;
             }
+            // An interpreter outside the system's directories comes with
+            // its installation: `PREFIX/bin/node` needs `PREFIX/lib`, a
+            // version manager's `ROOT/shims/python3` needs `ROOT`.
+            let installation = match extra.parent().and_then(Path::parent) {
+                Some(prefix) if !extra.is_dir() && prefix.parent().is_some() => prefix,
+                _ => &extra,
+            };
+            plan.bind(installation, installation.is_dir())?;
         }
         plan.dir(&Path::new("/").join(OLD_ROOT))?;
         Ok(View {
