@@ -29,7 +29,11 @@ fn call(s: &ControlServer, name: &str, request_id: &str) -> u16 {
     let raw = format!(
         "GET /fn/{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nx-request-id: {request_id}\r\n\r\n"
     );
-    send(s.server.addr(), raw.as_bytes()).status
+    let r = send(s.server.addr(), raw.as_bytes());
+    if r.status != 200 {
+        eprintln!("/fn/{name} ({request_id}): {} {}", r.status, r.text());
+    }
+    r.status
 }
 
 fn log_lines(s: &ControlServer, name: &str, query: &str) -> Vec<Value> {

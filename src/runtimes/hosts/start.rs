@@ -52,9 +52,17 @@ impl ScriptHosts {
             }
             Err(error) => {
                 pool.live.fetch_sub(1, Ordering::Relaxed);
-                if matches!(error, HostError::Load { .. }) {
-                    eprintln!("corefn: {error}");
-                    *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));
+                match error {
+                    HostError::Load { .. } => {
+                        eprintln!("corefn: {error}");
+                        *lock(&pool.failed) = Some((generation, error.clone(), Instant::now()));
+                    }
+                    // This start's own failure (the machine's, not the
+                    // code's): said, and the next call tries again.
+                    HostError::Spawn { .. } | HostError::Died { .. } => {
+                        eprintln!("corefn: {error}")
+                    }
+                    _ => {}
                 }
                 Err(error)
             }
