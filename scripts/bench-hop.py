@@ -28,7 +28,7 @@ import subprocess
 
 import bench_common as common
 
-PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382}
+PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382, "corefn-alt": 18383}
 ROUTES = [
     ("GET:/hello", '{"runtime":"static","body":"Hello, world!\\n"}'),
     ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}'),
@@ -78,7 +78,13 @@ def main():
     p = common.parser(__doc__)
     common.add_wrk_rounds(p)
     p.add_argument("--perf", action="store_true", help="also count events with perf stat")
+    common.add_option(p, "--alt-worker-threads", type=common.positive_int,
+                      help="also a second corefn with this --worker-threads (wasm and native)")
     args = p.parse_args()
+    if args.alt_worker_threads:
+        for label, path in (("wasm hello", "/wasm/hello"), ("native hello", "/native/hello")):
+            ITEMS.append((f"corefn {label}, {args.alt_worker_threads} worker threads",
+                          "corefn-alt", path))
     common.require_tool("wrk")
     if args.perf:
         common.require_tool("perf", "linux-perf")
@@ -109,6 +115,14 @@ def main():
                 "--functions-dir", functions, "--cache-dir", run.path("cache"),
                 "--logs-dir", run.path("logs")),
         }
+        if args.alt_worker_threads:
+            alt_db = run.path("bench-alt.db")
+            common.make_route_db(alt_db, ROUTES)
+            servers["corefn-alt"] = run.start_corefn(
+                args.binary, PORTS["corefn-alt"], run.path("corefn-alt.log"), "--db", alt_db,
+                "--functions-dir", functions, "--cache-dir", run.path("cache-alt"),
+                "--logs-dir", run.path("logs-alt"),
+                "--worker-threads", str(args.alt_worker_threads))
 
         def wrk(item, duration):
             _, server, path = item
