@@ -13,15 +13,17 @@
 //! HTTP handling and routing cost; the ceiling itself tells how much of the
 //! result is the machine, the kernel and the load generator.
 
+#[path = "pinned.rs"]
+mod pinned;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
+use pinned::run_pinned;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,97 +64,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let cpus = select_cpus(args.cores)?;
-
-    // Executors bind one at a time: the first one resolves the address (a
-    // port of 0 becomes a real port), the others bind the same address.
-    let mut addr = args.listen;
-    let mut handles = Vec::with_capacity(cpus.len());
-    for (index, &cpu) in cpus.iter().enumerate() {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
-        let bind_addr = addr;
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("ceiling-{index}"))
-            .spawn(move || serve(bind_addr, cpu, ready_tx))
-            .map_err(|e| format!("cannot start executor on cpu {cpu}: {e}"))?;
-        match ready_rx.recv() {
-            Ok(Ok(bound)) => addr = bound,
-            Ok(Err(msg)) => return Err(msg),
-            Err(_) => {
-                return Err(match handle.join() {
-                    Ok(Err(msg)) => msg,
-                    Ok(Ok(())) => format!("executor on cpu {cpu} stopped before binding"),
-                    Err(e) => format!("executor on cpu {cpu} failed: {e}"),
-                })
-            }
-        }
-        handles.push((cpu, handle));
-    }
-
-    println!("corefn-ceiling listening on http://{addr}");
-
-    for (cpu, handle) in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(msg),
-            Err(e) => return Err(format!("executor on cpu {cpu} failed: {e}")),
-        }
-    }
-    Ok(())
+    let cpus = pinned::select_cpus(args.cores)?;
+    run_pinned("corefn-ceiling", &cpus, args.listen, |_| serve)
 }
 
-/// The CPUs to pin executors to: the first `cores` of those this process may
-/// run on.
-fn select_cpus(cores: Option<usize>) -> Result<Vec<usize>, String> {
-    let mut ids: Vec<usize> = core_affinity::get_core_ids()
-        .ok_or("cannot list the CPUs this process may run on")?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    if ids.is_empty() {
-        return Err("no CPU available".to_string());
-    }
-    match cores {
-        None => Ok(ids),
-        Some(0) => Err("--cores must be at least 1".to_string()),
-        Some(n) if n > ids.len() => Err(format!(
-            "--cores {n} asked, but only {} CPUs are available",
-            ids.len()
-        )),
-        Some(n) => {
-            ids.truncate(n);
-            Ok(ids)
-        }
-    }
-}
-
-/// One executor: bind, report the bound address, accept forever.
-async fn serve(
-    addr: SocketAddr,
-    cpu: usize,
-    ready: mpsc::Sender<Result<SocketAddr, String>>,
-) -> Result<(), String> {
-    let bound = TcpListener::bind(addr)
-        .map_err(|e| format!("cannot bind {addr} on cpu {cpu}: {e}"))
-        .and_then(|listener| {
-            let local = listener
-                .local_addr()
-                .map_err(|e| format!("cannot read the bound address on cpu {cpu}: {e}"))?;
-            Ok((listener, local))
-        });
-    let listener = match bound {
-        Ok((listener, local)) => {
-            // The receiver only goes away if main is already failing.
-            let _ = ready.send(Ok(local));
-            listener
-        }
-        Err(msg) => {
-            let _ = ready.send(Err(msg.clone()));
-            return Err(msg);
-        }
-    };
-    drop(ready);
-
+/// One executor: accept forever.
+async fn serve(listener: TcpListener, cpu: usize) -> Result<(), String> {
     loop {
         match listener.accept().await {
             Ok(stream) => {

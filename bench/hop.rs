@@ -14,6 +14,9 @@
 //! (`scripts/bench-hop.py`): what is left between the two is corefn's own
 //! work, the rest is what the architecture costs on this machine.
 
+#[path = "pinned.rs"]
+mod pinned;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,18 +27,17 @@ use std::os::unix::process::CommandExt;
 use std::pin::Pin;
 use std::process::{Command, ExitCode};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use clap::Parser;
 use futures_lite::io::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream, UnixStream};
-use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
+use pinned::run_pinned;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let cpus = select_cpus(args.cores)?;
+    let cpus = pinned::select_cpus(args.cores)?;
     // One channel per core: the core's end stays here, the other goes to
     // the second process at fd 3 + core.
     let mut core_ends = Vec::with_capacity(cpus.len());
@@ -130,54 +132,19 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot start the second process: {e}"))?;
     drop(worker_ends);
 
-    let mut addr = args.listen;
-    let mut handles = Vec::with_capacity(cpus.len());
-    for ((index, &cpu), channel) in cpus.iter().enumerate().zip(core_ends) {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
-        let bind_addr = addr;
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("hop-{index}"))
-            .spawn(move || serve(bind_addr, cpu, channel, ready_tx))
-            .map_err(|e| format!("cannot start executor on cpu {cpu}: {e}"))?;
-        match ready_rx.recv() {
-            Ok(Ok(bound)) => addr = bound,
-            Ok(Err(msg)) => return Err(msg),
-            Err(_) => return Err(format!("executor on cpu {cpu} stopped before binding")),
+    let mut channels = core_ends.into_iter();
+    let served = run_pinned("corefn-hop", &cpus, args.listen, |_| {
+        let channel = channels.next();
+        move |listener, cpu| async move {
+            match channel {
+                Some(channel) => serve(listener, cpu, channel).await,
+                None => Err(format!("no channel for cpu {cpu}")),
+            }
         }
-        handles.push((cpu, handle));
-    }
-    println!("corefn-hop listening on http://{addr}");
-    for (cpu, handle) in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(msg),
-            Err(e) => return Err(format!("executor on cpu {cpu} failed: {e}")),
-        }
-    }
+    });
     let _ = worker.kill();
     let _ = worker.wait();
-    Ok(())
-}
-
-/// The CPUs to pin executors to: the first `cores` of those this process may
-/// run on.
-fn select_cpus(cores: Option<usize>) -> Result<Vec<usize>, String> {
-    let mut ids: Vec<usize> = core_affinity::get_core_ids()
-        .ok_or("cannot list the CPUs this process may run on")?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    match cores {
-        _ if ids.is_empty() => Err("no CPU available".to_string()),
-        None => Ok(ids),
-        Some(n) if n == 0 || n > ids.len() => {
-            Err(format!("--cores {n}: between 1 and {} here", ids.len()))
-        }
-        Some(n) => {
-            ids.truncate(n);
-            Ok(ids)
-        }
-    }
+    served
 }
 
 /// Calls of one core waiting for their completion, by id.
@@ -207,26 +174,7 @@ impl Future for Completed {
     }
 }
 
-async fn serve(
-    addr: SocketAddr,
-    cpu: usize,
-    channel: OwnedFd,
-    ready: mpsc::Sender<Result<SocketAddr, String>>,
-) -> Result<(), String> {
-    let listener = match TcpListener::bind(addr) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let msg = format!("cannot bind {addr} on cpu {cpu}: {e}");
-            let _ = ready.send(Err(msg.clone()));
-            return Err(msg);
-        }
-    };
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    let _ = ready.send(Ok(local));
-    drop(ready);
-
+async fn serve(listener: TcpListener, cpu: usize, channel: OwnedFd) -> Result<(), String> {
     let pending = Rc::new(Pending::default());
     let sender = channel
         .try_clone()

@@ -27,7 +27,7 @@ use nix::poll::PollFlags;
 use thiserror::Error;
 
 use super::process::{self, kill_and_reap, poll_until, ChildLimits};
-use super::sandbox::{Lifetime, Sandbox, ViewRequest};
+use super::sandbox::{Lifetime, Sandbox, View, ViewRequest};
 use crate::failure::{Failure, FailureKind};
 
 /// Bytes read from the child's stdout per read call.
@@ -93,25 +93,23 @@ pub fn run(mut call: ExecCall<'_>) -> Result<Vec<u8>, ExecError> {
     };
     // Confined, the program is started by its real path: the view holds
     // its directory there (a symbolic link's own directory is not in it).
-    let (program, view) = match call.sandbox {
-        Some(sandbox) => {
-            let real = std::fs::canonicalize(call.program).map_err(|_| not_found())?;
-            let cwd = real.parent().unwrap_or(Path::new("/"));
-            let view = sandbox
-                .plan_view(&ViewRequest {
-                    module: &real,
-                    extra: &[],
-                    cwd,
-                })
-                .map_err(|e| ExecError::Spawn {
+    let view = match call.sandbox {
+        Some(sandbox) => sandbox
+            .plan_view(&ViewRequest {
+                module: call.program,
+                extra: &[],
+            })
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => not_found(),
+                _ => ExecError::Spawn {
                     module: call.module.to_string(),
                     message: format!("cannot prepare the function's view: {e}"),
-                })?;
-            (real, view)
-        }
-        None => (call.program.to_path_buf(), None),
+                },
+            })?,
+        None => None,
     };
-    let mut command = process::command(&program, call.env, program.parent());
+    let program = view.as_ref().map_or(call.program, View::module);
+    let mut command = process::command(program, call.env, program.parent());
     // Fork-time steps: the child is forked instead of spawned with
     // posix_spawn, the price of starting it confined.
     ChildLimits {

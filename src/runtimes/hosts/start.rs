@@ -76,19 +76,13 @@ impl ScriptHosts {
     /// programs and the interpreter; the confinement is the command's last
     /// fork-time step, added by [`Confined::finish`].
     fn host_command(&self, pool: &Pool) -> Result<Confined, HostError> {
-        let module = pool.file.path().to_path_buf();
         let view = match &self.sandbox {
             Some(sandbox) => {
                 let extra = [self.config.scripts_dir.as_path(), pool.program.as_path()];
-                let cwd = std::fs::canonicalize(&module)
-                    .ok()
-                    .and_then(|real| real.parent().map(Path::to_path_buf))
-                    .unwrap_or_else(|| pool.cwd.clone());
                 sandbox
                     .plan_view(&ViewRequest {
-                        module: &module,
+                        module: pool.file.path(),
                         extra: &extra,
-                        cwd: &cwd,
                     })
                     .map_err(|e| match e.kind() {
                         io::ErrorKind::NotFound => HostError::ModuleNotFound {
@@ -104,13 +98,9 @@ impl ScriptHosts {
             }
             None => None,
         };
-        let script = match &view {
-            Some(_) => std::fs::canonicalize(&module).unwrap_or(module),
-            None => module,
-        };
-        let cwd = match &view {
-            Some(_) => script.parent().map(Path::to_path_buf).unwrap_or_default(),
-            None => pool.cwd.clone(),
+        let (script, cwd) = match &view {
+            Some(view) => (view.module().to_path_buf(), view.cwd().to_path_buf()),
+            None => (pool.file.path().to_path_buf(), pool.cwd.clone()),
         };
         let mut args = pool.args.clone();
         if let Some(slot) = pool.module_arg.and_then(|i| args.get_mut(i)) {

@@ -259,7 +259,6 @@ impl Sandbox {
             .plan_view(&ViewRequest {
                 module: program,
                 extra: &[],
-                cwd: Path::new("/"),
             })
             .map_err(|e| format!("cannot plan a view: {e}"))?;
         let mut command = Command::new(program);
@@ -312,35 +311,32 @@ impl Sandbox {
         lifetime: Lifetime,
     ) {
         let sandbox = self.clone();
-        let offline = match (network, lifetime) {
-            (false, Lifetime::Call) => self
+        let confined = self.namespaces && view.is_some();
+        let offline = match (confined, network, lifetime) {
+            (true, false, Lifetime::Call) => self
                 .offline()
                 .map(|o| (o.user.as_ref().map(AsRawFd::as_raw_fd), o.net.as_raw_fd())),
             _ => None,
         };
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        let namespaces = match (self.namespaces, view.is_some()) {
-            (true, true) => {
-                let own_net = !network && offline.is_none();
-                libc::CLONE_NEWUSER
-                    | libc::CLONE_NEWNS
-                    | libc::CLONE_NEWPID
-                    | libc::CLONE_NEWIPC
-                    | libc::CLONE_NEWUTS
-                    | if own_net { libc::CLONE_NEWNET } else { 0 }
-            }
+        let namespaces = if confined {
+            let own_net = !network && offline.is_none();
+            libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | if own_net { libc::CLONE_NEWNET } else { 0 }
+        } else if network {
+            0
+        } else if root {
             // No view: the network namespace alone, inside a user
             // namespace of its own when the worker is not root (a network
             // namespace needs CAP_SYS_ADMIN where it is made).
-            _ if network => 0,
-            _ if root => libc::CLONE_NEWNET,
-            _ => libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
-        };
-        let offline = if namespaces & libc::CLONE_NEWPID != 0 {
-            offline
+            libc::CLONE_NEWNET
         } else {
-            None
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNET
         };
         // SAFETY: the closure runs between fork and exec and makes only
         // async-signal-safe system calls (setns, unshare, open/write,
@@ -701,7 +697,6 @@ mod tests {
                 .plan_view(&ViewRequest {
                     module: Path::new("/bin/sh"),
                     extra: &[],
-                    cwd: Path::new("/"),
                 })
                 .expect("plan")
                 .expect("a view");

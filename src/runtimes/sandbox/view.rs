@@ -45,8 +45,6 @@ pub struct ViewRequest<'a> {
     /// directory, and the interpreter (outside the system's directories,
     /// the whole installation it is in).
     pub extra: &'a [&'a Path],
-    /// The working directory inside the view.
-    pub cwd: &'a Path,
 }
 
 /// One step of building the view, in order; every path is inside the
@@ -67,6 +65,10 @@ pub struct View {
     old_root_in_stage: CString,
     old_root: CString,
     steps: Vec<Step>,
+    /// The module's real path (symbolic links resolved): the one that
+    /// exists inside the view, and the one the process is given.
+    module: PathBuf,
+    /// Its directory, the process's working directory.
     cwd: CString,
 }
 
@@ -173,8 +175,19 @@ impl View {
             old_root_in_stage: c_path(&stage.join(OLD_ROOT))?,
             old_root: c_path(&Path::new("/").join(OLD_ROOT))?,
             steps: plan.steps,
-            cwd: c_path(request.cwd)?,
+            cwd: c_path(module.parent().unwrap_or(Path::new("/")))?,
+            module,
         })
+    }
+
+    /// The module's path inside the view (its real path).
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
+    /// The process's working directory inside the view: the module's.
+    pub fn cwd(&self) -> &Path {
+        self.module.parent().unwrap_or(Path::new("/"))
     }
 
     /// In the child, in its new mount namespace (and before the pid
@@ -426,7 +439,6 @@ mod tests {
             &ViewRequest {
                 module: &module,
                 extra: &[],
-                cwd: &functions,
             },
         )
         .expect("plan");
