@@ -5,11 +5,19 @@ Starts, on one machine and in one run: `corefn-ceiling` (a glommio server
 answering every request itself), `corefn-hop` (bench/hop.rs: the same
 executors parse each request and pass the client's socket to a second
 process, which writes a fixed answer and completes: only the hop), and
-`corefn serve` with a static hello, the wasm hello and the native hello.
+`corefn serve` with a static hello, the wasm hello, the native hello and
+the python hello (with --before, a second `corefn serve` of an earlier
+build with the same routes, measured in the same rounds).
 wrk runs against each, REPEATS rounds with the order rotating; the report
 gives per server and route the median req/s, p50/p99 and server CPU per
 request (the server's whole process tree), with the ratios that matter:
 wasm / static, wasm / hop floor, hop floor / ceiling.
+
+With --open-loop, corefn-bench (open loop, latency from each request's
+intended send time, so coordinated omission is corrected) loads the wasm
+hello of each corefn at half of its median wrk throughput and at 1,000
+req/s, giving p50/p99/p99.9 and server CPU per request there, and the
+server's CPU while idle.
 
 Then, with --perf, one more run per item under `perf stat` (attached to
 every process of the server's tree, not measured for throughput: the
@@ -22,17 +30,21 @@ compiler (the native hello), release builds of the workspace
 127.0.0.1 is used; every wrk run is bounded by --duration.
 """
 
+import json
 import os
 import re
 import subprocess
+import time
 
 import bench_common as common
 
-PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382, "corefn-alt": 18383}
+PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382, "corefn-alt": 18383,
+         "corefn-before": 18384}
 ROUTES = [
     ("GET:/hello", '{"runtime":"static","body":"Hello, world!\\n"}'),
     ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}'),
     ("GET:/native/hello", '{"runtime":"native","module":"hello.so"}'),
+    ("GET:/python/hello", '{"runtime":"python","module":"hello.py"}'),
 ]
 # (label, server, path)
 ITEMS = [
@@ -41,7 +53,10 @@ ITEMS = [
     ("corefn static", "corefn", "/hello"),
     ("corefn wasm hello", "corefn", "/wasm/hello"),
     ("corefn native hello", "corefn", "/native/hello"),
+    ("corefn python hello", "corefn", "/python/hello"),
 ]
+# The corefn items again, against the --before build.
+COREFN_ITEMS = [item for item in ITEMS if item[1] == "corefn"]
 PERF_EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter"]
 
 
@@ -74,13 +89,55 @@ def perf_counts(pids, run_load):
     return counts, result
 
 
+OPEN_LOOP_CONNECTIONS = 32
+OPEN_LOOP_LOW_RPS = 1000
+
+
+def measure_open_loop(run, servers, results, bench_bin, args):
+    """corefn-bench at half of each corefn's wasm peak and at 1,000 req/s,
+    and each corefn's idle CPU; one row each."""
+    rows = []
+    for server_name in ("corefn", "corefn-before"):
+        if server_name not in servers:
+            continue
+        server = servers[server_name]
+        peak = [common.median(runs, "rps") for item, runs in results.items()
+                if item[1] == server_name and item[2] == "/wasm/hello"][0]
+        for rate in (peak / 2, OPEN_LOOP_LOW_RPS):
+            out = run.path(f"open-{server_name}-{rate:.0f}.json")
+            common.run_tool(
+                [bench_bin, server.url("/wasm/hello"), "-c", str(OPEN_LOOP_CONNECTIONS),
+                 "--rate", f"{rate:.0f}", "--warmup", "1", "-d", str(args.duration),
+                 "--server-pid", str(server.pid), "--json", out],
+                f"corefn-bench at {rate:.0f} req/s", timeout_s=args.duration + 30)
+            with open(out) as f:
+                report = json.load(f)
+            rows.append({"server": server_name, "rate": rate,
+                         "throughput": report["throughput_rps"],
+                         "latency_us": report["latency_us"],
+                         "cpu_us": (report.get("server_cpu") or {}).get("cpu_us_per_request", 0)})
+        before = common.tree_cpu_seconds(server.pid)
+        time.sleep(args.duration)
+        idle_s = common.tree_cpu_seconds(server.pid) - before
+        rows.append({"server": server_name, "rate": None,
+                     "idle_cpu_pct": idle_s * 100 / args.duration})
+    return rows
+
+
 def main():
     p = common.parser(__doc__)
     common.add_wrk_rounds(p)
     p.add_argument("--perf", action="store_true", help="also count events with perf stat")
     common.add_option(p, "--alt-worker-threads", type=common.positive_int,
                       help="also a second corefn with this --worker-threads (wasm and native)")
+    p.add_argument("--open-loop", action="store_true",
+                   help="also the wasm hello at half of peak and at 1,000 req/s with corefn-bench")
+    common.add_option(p, "--before", help="also a corefn of an earlier build (its binary), "
+                      "same routes, same rounds")
     args = p.parse_args()
+    if args.before:
+        common.require_binary(args.before)
+        ITEMS.extend((f"before: {label}", "corefn-before", path) for label, _, path in COREFN_ITEMS)
     if args.alt_worker_threads:
         for label, path in (("wasm hello", "/wasm/hello"), ("native hello", "/native/hello")):
             ITEMS.append((f"corefn {label}, {args.alt_worker_threads} worker threads",
@@ -89,7 +146,8 @@ def main():
     if args.perf:
         common.require_tool("perf", "linux-perf")
     bin_dir = os.path.dirname(args.binary)
-    binaries = {name: os.path.join(bin_dir, name) for name in ("corefn-ceiling", "corefn-hop")}
+    binaries = {name: os.path.join(bin_dir, name)
+                for name in ("corefn-ceiling", "corefn-hop", "corefn-bench")}
     for path in [args.binary, *binaries.values()]:
         common.require_binary(path)
 
@@ -97,8 +155,9 @@ def main():
     with common.Run() as run:
         functions = run.path("functions")
         os.makedirs(functions)
-        os.symlink(os.path.join(common.ROOT, "examples/wasm/hello.wat"),
-                   os.path.join(functions, "hello.wat"))
+        for source in ("examples/wasm/hello.wat", "examples/python/hello.py"):
+            os.symlink(os.path.join(common.ROOT, source),
+                       os.path.join(functions, os.path.basename(source)))
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
                         os.path.join(common.ROOT, "examples/native/hello.c")], check=True)
         db = run.path("bench.db")
@@ -115,6 +174,13 @@ def main():
                 "--functions-dir", functions, "--cache-dir", run.path("cache"),
                 "--logs-dir", run.path("logs")),
         }
+        if args.before:
+            before_db = run.path("bench-before.db")
+            common.make_route_db(before_db, ROUTES)
+            servers["corefn-before"] = run.start_corefn(
+                args.before, PORTS["corefn-before"], run.path("corefn-before.log"), "--db", before_db,
+                "--functions-dir", functions, "--cache-dir", run.path("cache-before"),
+                "--logs-dir", run.path("logs-before"))
         if args.alt_worker_threads:
             alt_db = run.path("bench-alt.db")
             common.make_route_db(alt_db, ROUTES)
@@ -140,6 +206,9 @@ def main():
             return {**result, "cpu_us": (after - before) * 1e6 / max(result["requests"], 1)}
 
         results = common.rounds(ITEMS, args.repeats, measure)
+        open_loop = []
+        if args.open_loop:
+            open_loop = measure_open_loop(run, servers, results, binaries["corefn-bench"], args)
         events = {}
         if args.perf:
             for item in ITEMS:
@@ -175,9 +244,33 @@ def main():
         f"- wasm / static: {pair('corefn wasm hello', 'corefn static')}",
         f"- wasm / hop floor: {pair('corefn wasm hello', 'hop floor')}",
         f"- native / hop floor: {pair('corefn native hello', 'hop floor')}",
+        f"- python / static: {pair('corefn python hello', 'corefn static')}",
         f"- hop floor / ceiling: {pair('hop floor', 'ceiling')}",
         f"- static / ceiling: {pair('corefn static', 'ceiling')}",
     ]
+    if args.before:
+        lines += [f"- {label}, this build / before: {pair(label, 'before: ' + label)}"
+                  for label, _, _ in COREFN_ITEMS]
+    if open_loop:
+        lines += [
+            "",
+            f"Open loop (corefn-bench -c {OPEN_LOOP_CONNECTIONS} -d {args.duration} after a 1 s "
+            "warm-up; latency from the intended send time), wasm hello; idle: server CPU over "
+            f"{args.duration} s with no load:",
+            "",
+            "| server | rate req/s | achieved | p50 ms | p99 ms | p99.9 ms | server CPU µs/req |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in open_loop:
+            if row["rate"] is None:
+                lines.append(f"| {row['server']} | idle | | | | | "
+                             f"{row['idle_cpu_pct']:.2f} % of a core |")
+                continue
+            latency = row["latency_us"]
+            lines.append(
+                f"| {row['server']} | {row['rate']:.0f} | {row['throughput']:.0f} "
+                f"| {common.ms(latency['p50_us'])} | {common.ms(latency['p99_us'])} "
+                f"| {common.ms(latency['p999_us'])} | {row['cpu_us']:.1f} |")
     if events:
         lines += [
             "",

@@ -183,7 +183,7 @@ fn serve(channels: &[OwnedFd], state: &mut api::ControlState, intake: &invocatio
         for event in &events[..ready] {
             let index = event.data() as usize;
             let channel = channels[index].as_fd();
-            match protocol::recv_dispatch(channel, &mut buffer) {
+            match protocol::recv_dispatch(channel, &mut buffer, protocol::RecvMode::DontWait) {
                 Ok(Received::Cut(cut)) => {
                     let failure = cut.failure();
                     eprintln!("corefn: control plane: bad dispatch on channel {index}: {failure}");

@@ -49,6 +49,13 @@ impl Runtime {
         }
     }
 
+    /// Its calls run on the worker thread that took them (wasm, native):
+    /// the thread computes rather than waits. The others wait on a process
+    /// of their own (a language host, an exec call) for the whole call.
+    pub fn runs_on_the_calling_thread(self) -> bool {
+        matches!(self, Runtime::Wasm | Runtime::Native | Runtime::Static)
+    }
+
     /// The largest `memory_mb` this runtime can honour. A wasm instance
     /// lives in a pooled slot reserved at worker start, so its cap is the
     /// slot size; the process runtimes take any value up to

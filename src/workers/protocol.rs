@@ -395,20 +395,34 @@ pub fn send_dispatch(
     Ok(())
 }
 
-/// Receives one dispatch into `buffer` without blocking (`EAGAIN` when
-/// another reader took it). Received descriptors are close-on-exec.
+/// Whether a receive waits for a message (on a blocking channel end) or
+/// returns `EAGAIN` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvMode {
+    Wait,
+    DontWait,
+}
+
+/// Receives one dispatch into `buffer`; with [`RecvMode::DontWait`],
+/// `EAGAIN` when there is none (another reader took it). Received
+/// descriptors are close-on-exec.
 pub fn recv_dispatch<'m>(
     channel: BorrowedFd<'_>,
     buffer: &'m mut [u8],
+    mode: RecvMode,
 ) -> Result<Received<'m>, ProtocolError> {
     let mut control = nix::cmsg_space!([RawFd; 2]);
+    let wait_flag = match mode {
+        RecvMode::Wait => MsgFlags::empty(),
+        RecvMode::DontWait => MsgFlags::MSG_DONTWAIT,
+    };
     let (len, truncated, fds) = {
         let mut iov = [std::io::IoSliceMut::new(buffer)];
         let message = recvmsg::<()>(
             channel.as_raw_fd(),
             &mut iov,
             Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+            MsgFlags::MSG_CMSG_CLOEXEC | wait_flag,
         )
         .map_err(ProtocolError::Socket)?;
         let mut fds: Vec<OwnedFd> = Vec::with_capacity(2);
@@ -605,7 +619,8 @@ mod tests {
         let header = DispatchHeader::for_parts(FLAG_KEEP_ALIVE, 42, 3, &parts, 3);
         send_dispatch(core_end.as_fd(), &header, &parts, client.as_raw_fd(), None).expect("send");
         let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
-        let Ok(Received::Dispatch(dispatch)) = recv_dispatch(worker_end.as_fd(), &mut buffer)
+        let Ok(Received::Dispatch(dispatch)) =
+            recv_dispatch(worker_end.as_fd(), &mut buffer, RecvMode::DontWait)
         else {
             panic!("a whole dispatch");
         };
@@ -640,7 +655,7 @@ mod tests {
             None,
         )
         .expect("send the lying dispatch");
-        match recv_dispatch(worker_end.as_fd(), &mut buffer) {
+        match recv_dispatch(worker_end.as_fd(), &mut buffer, RecvMode::DontWait) {
             Ok(Received::Cut(cut)) => {
                 assert_eq!(cut.header.call_id, 42);
                 assert_eq!(cut.reason, ProtocolError::Lengths);
@@ -663,7 +678,7 @@ mod tests {
         drop(core_end);
         let mut buffer = vec![0u8; 64];
         assert!(matches!(
-            recv_dispatch(worker_end.as_fd(), &mut buffer),
+            recv_dispatch(worker_end.as_fd(), &mut buffer, RecvMode::DontWait),
             Err(ProtocolError::Closed)
         ));
     }

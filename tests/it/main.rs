@@ -54,6 +54,7 @@ mod cli;
 mod console;
 mod control_api;
 mod demo_functions;
+mod descriptors;
 mod error_statuses;
 mod exec_functions;
 mod function_concurrency;

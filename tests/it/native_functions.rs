@@ -91,3 +91,70 @@ fn a_missing_symbol_is_502_naming_it() {
     assert_eq!(r.status, 502, "body {:?}", r.text());
     assert!(r.text().contains("no_such_symbol"), "{:?}", r.text());
 }
+
+/// A worker's thread that owns a core's channel runs what comes on it; a
+/// slow call there must not hold the calls queued behind it. One core, one
+/// worker, two threads: the owner and one spare. Both ways a native call
+/// gets the spare are taken: one that runs long after its function's last
+/// call was brief (the watcher arms the spare once it has run a while),
+/// and the next call of that function (armed at once). Each time a
+/// `/hello` sent while the slow call sleeps is answered before it.
+#[test]
+fn a_slow_call_does_not_hold_the_calls_behind_it_on_its_channel() {
+    let functions = tempdir().expect("functions tempdir");
+    for name in ["slow", "hello"] {
+        compile_native(
+            &example_dir("native").join(format!("{name}.c")),
+            &functions.path().join(format!("{name}.so")),
+            &[],
+        );
+    }
+    let dir = functions.path().to_str().expect("UTF-8 path").to_string();
+    let s = Server::start(
+        &[
+            (
+                "GET:/slow",
+                r#"{"runtime":"native","module":"slow.so","timeout_ms":20000}"#,
+            ),
+            ("GET:/hello", r#"{"runtime":"native","module":"hello.so"}"#),
+        ],
+        &[
+            "--cores",
+            "1",
+            "--workers",
+            "1",
+            "--worker-threads",
+            "2",
+            "--functions-dir",
+            &dir,
+        ],
+    );
+    assert_eq!(get(s.addr(), "/hello").status, 200);
+    assert_eq!(
+        get(s.addr(), "/slow?ms=0").status,
+        200,
+        "a brief call first"
+    );
+    for case in ["after a brief call", "after a long call"] {
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let slow = {
+            let (addr, order) = (s.addr(), order.clone());
+            thread::spawn(move || {
+                let r = get(addr, "/slow?ms=2500");
+                order.lock().expect("order").push("slow");
+                r.status
+            })
+        };
+        // The slow call is running (sleeping) on the owner by then.
+        thread::sleep(Duration::from_millis(400));
+        let hello = get(s.addr(), "/hello");
+        order.lock().expect("order").push("hello");
+        assert_eq!(hello.status, 200, "{case}: /hello {:?}", hello.text());
+        assert_eq!(slow.join().expect("slow client"), 200, "{case}");
+        assert_eq!(
+            *order.lock().expect("order"),
+            ["hello", "slow"],
+            "{case}: /hello was answered while the slow call held the channel's owner"
+        );
+    }
+}

@@ -5,18 +5,23 @@
 //!
 //! * this file: process setup (signals, channels, runtimes, threads) and
 //!   the worker's shared state;
+//! * [`lanes`]: which thread takes which dispatch (an owner per channel,
+//!   spares for slow calls);
 //! * [`serve`]: a thread's loop, one dispatch from receipt to completion;
 //! * [`proc_sample`]: the metrics datagram, sampled from /proc.
 //!
-//! Threads: `threads` identical loops, each polling every core channel and
-//! taking whichever dispatch arrives (seqpacket delivers each message to one
-//! reader), so a slow function holds one thread while the others go on.
+//! Threads: `threads` loops; with at least one per channel, thread `c` owns
+//! channel `c` and the rest are spares that help a channel whose owner is
+//! held by a slow call (seqpacket delivers each message to one reader), so
+//! a slow function holds one thread while the others go on ([`lanes`]).
 //! The worker never reads from the client socket and never closes it for
 //! the gateway: it writes one response and drops its own copy.
 
+mod lanes;
 mod proc_sample;
 mod serve;
 
+use std::os::fd::AsFd;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -36,6 +41,7 @@ use crate::lru::LruMap;
 use crate::runtimes::descriptor::Descriptor;
 use crate::runtimes::invoke::{Runtimes, StartError};
 use crate::telemetry::logs::LogSender;
+use lanes::{Lanes, SPILL_AFTER};
 
 /// Set by SIGUSR1, which the supervisor sends when the gateway starts
 /// shutting down: responses written from then on carry `connection: close`.
@@ -66,6 +72,8 @@ pub enum WorkerError {
     Runtimes(#[from] StartError),
     #[error("worker: cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("worker: cannot set up the channels' lanes: {0}")]
+    Lanes(std::io::Error),
     #[error("worker: cannot connect to the metrics socket: {0}")]
     Metrics(std::io::Error),
     #[error("worker: {0}")]
@@ -86,7 +94,8 @@ struct Worker {
     /// Where function log lines go (the gateway's log thread).
     logs: Option<LogSender>,
     runtimes: Runtimes,
-    descriptors: LruMap<Box<[u8]>, Descriptor>,
+    lanes: Lanes,
+    descriptors: LruMap<Box<[u8]>, CachedDescriptor>,
     in_flight: AtomicU32,
     requests_done: AtomicU64,
 }
@@ -140,6 +149,9 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
             // channel: the gateway tells a dead worker by its channels closing.
             // SAFETY: F_SETFD only changes the descriptor's flags.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            // Blocking: an owner waits in recv (spares pass MSG_DONTWAIT).
+            // SAFETY: F_SETFL with 0 only clears the status flags (O_NONBLOCK).
+            unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
             // SAFETY: the supervisor placed our end of channel c here for us alone.
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         })
@@ -199,9 +211,13 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         settings.threads,
         settings.runtimes.cache_dir.clone(),
     )?;
+    let channel_fds: Vec<_> = channels.iter().map(AsFd::as_fd).collect();
+    let lanes = Lanes::new(&channel_fds, settings.threads).map_err(WorkerError::Lanes)?;
+    drop(channel_fds);
     let worker = Arc::new(Worker {
         identity,
         channels,
+        lanes,
         logs,
         runtimes,
         descriptors: LruMap::new(DESCRIPTOR_CACHE_MAX),
@@ -233,7 +249,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
         let worker = worker.clone();
         let handle = thread::Builder::new()
             .name(format!("corefn-worker-{index}"))
-            .spawn(move || worker.serve_channels())
+            .spawn(move || worker.serve_thread(index))
             .map_err(WorkerError::Thread)?;
         handles.push(handle);
     }
@@ -245,15 +261,42 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
 
 impl Worker {
     /// The dispatch's descriptor, parsed once per distinct text.
-    fn descriptor(&self, json: &[u8]) -> Result<Arc<Descriptor>, Failure> {
+    fn descriptor(&self, json: &[u8]) -> Result<Arc<CachedDescriptor>, Failure> {
         if let Some(descriptor) = self.descriptors.get(json) {
             return Ok(descriptor);
         }
         let invalid = |message: String| Failure::new(FailureKind::Internal, message);
         let text =
             std::str::from_utf8(json).map_err(|_| invalid("descriptor is not UTF-8".into()))?;
-        let descriptor = Arc::new(Descriptor::parse(text).map_err(|e| invalid(e.to_string()))?);
+        let descriptor = Arc::new(CachedDescriptor {
+            descriptor: Descriptor::parse(text).map_err(|e| invalid(e.to_string()))?,
+            last_call_long: AtomicBool::new(false),
+        });
         self.descriptors.insert(json.into(), descriptor.clone());
         Ok(descriptor)
+    }
+}
+
+/// A parsed descriptor and what this worker learned of its calls.
+struct CachedDescriptor {
+    descriptor: Descriptor,
+    /// Its last call here ran past [`SPILL_AFTER`].
+    last_call_long: AtomicBool,
+}
+
+impl CachedDescriptor {
+    /// An owner may run its next call without arming its channel for the
+    /// spares first ([`lanes`]): it computes on the thread, and its last
+    /// call was short.
+    fn expected_brief(&self) -> bool {
+        self.descriptor.runtime.runs_on_the_calling_thread()
+            && !self.last_call_long.load(Ordering::Relaxed)
+    }
+
+    fn note_duration(&self, duration: Duration) {
+        let long = duration >= SPILL_AFTER;
+        if self.last_call_long.load(Ordering::Relaxed) != long {
+            self.last_call_long.store(long, Ordering::Relaxed);
+        }
     }
 }

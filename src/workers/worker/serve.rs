@@ -4,27 +4,30 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollTimeout};
 use nix::sys::socket::{send, MsgFlags};
 
-use super::{Worker, DRAINING};
+use super::lanes::Role;
+use super::{CachedDescriptor, Worker, DRAINING};
 use crate::clock;
 use crate::failure::{Failure, FailureKind};
 use crate::http::encode::HeadLines;
 use crate::http::error::HttpError;
 use crate::http::rules::{HEADER_COUNT_MAX, REQUEST_ID_HEADER};
 use crate::runtimes::cgi::CgiRequest;
+use crate::runtimes::descriptor::Descriptor;
 use crate::runtimes::invoke::{CallReport, Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
 use crate::telemetry::logs::{lines_from_output, LogLine, Stream};
 use crate::workers::protocol::{
-    self, Completion, CutDispatch, Dispatch, ProtocolError, Received, COMPLETION_COLD_START,
-    COMPLETION_CONNECTION_BROKEN, COMPLETION_STATUS_NONE, COMPLETION_WORKER_RETIRING,
-    DISPATCH_BYTES_MAX, FLAG_HTTP10,
+    self, Completion, CutDispatch, Dispatch, ProtocolError, Received, RecvMode,
+    COMPLETION_COLD_START, COMPLETION_CONNECTION_BROKEN, COMPLETION_STATUS_NONE,
+    COMPLETION_WORKER_RETIRING, DISPATCH_BYTES_MAX, FLAG_HTTP10,
 };
 
 /// How often an idle thread wakes up to notice that the gateway is gone.
@@ -34,36 +37,51 @@ const POLL_TIMEOUT_MS: u16 = 1000;
 const RETIRING_NOTICE_LEAD: Duration = Duration::from_millis(20);
 
 impl Worker {
-    /// One thread's loop; returns when every channel is closed (the gateway
-    /// is gone). Each thread has its own epoll set with every channel added
-    /// EPOLLEXCLUSIVE, so a dispatch wakes one idle thread rather than all
-    /// of them, and takes one dispatch per wake-up so that a burst spreads
-    /// over the threads.
-    pub(super) fn serve_channels(&self) {
-        let Ok(epoll) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
-            eprintln!(
-                "corefn: worker {}: cannot create epoll",
-                self.identity.worker_id
-            );
-            return;
-        };
-        for (index, channel) in self.channels.iter().enumerate() {
-            let event = EpollEvent::new(
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
-                index as u64,
-            );
-            if let Err(error) = epoll.add(channel.as_fd(), event) {
-                eprintln!(
-                    "corefn: worker {}: cannot watch channel {index}: {error}",
+    /// Thread `index`'s loop (its role is the lanes', see [`super::lanes`]);
+    /// returns when every channel is closed (the gateway is gone).
+    pub(super) fn serve_thread(&self, index: usize) {
+        match self.lanes.role(index) {
+            Role::Owner(channel) => self.serve_owned(channel),
+            Role::Spare => self.serve_spare(),
+        }
+    }
+
+    /// An owner: waits in `recv` on its own channel and runs each call.
+    fn serve_owned(&self, index: usize) {
+        let channel = self.channels[index].as_fd();
+        let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
+        loop {
+            match protocol::recv_dispatch(channel, &mut buffer, RecvMode::Wait) {
+                Ok(Received::Dispatch(dispatch)) => self.serve(channel, dispatch, Some(index)),
+                Ok(Received::Cut(cut)) => self.answer_cut(channel, cut, index),
+                Err(ProtocolError::Socket(Errno::EINTR)) => {}
+                Err(ProtocolError::Closed) => {
+                    self.lanes.close(index, channel);
+                    return;
+                }
+                Err(ProtocolError::Socket(error)) => {
+                    eprintln!(
+                        "corefn: worker {}: cannot receive on channel {index}: {error}",
+                        self.identity.worker_id
+                    );
+                    self.lanes.close(index, channel);
+                    return;
+                }
+                Err(error) => eprintln!(
+                    "corefn: worker {}: bad dispatch on channel {index}: {error}",
                     self.identity.worker_id
-                );
-                return;
+                ),
             }
         }
-        let mut open_channels = self.channels.len();
+    }
+
+    /// A spare: waits on the spares' set (the channels armed now) and takes
+    /// one dispatch per wake-up, so that a burst spreads over the spares.
+    fn serve_spare(&self) {
+        let epoll = self.lanes.spares();
         let mut buffer = vec![0u8; DISPATCH_BYTES_MAX];
         let mut events = [EpollEvent::empty(); 1];
-        while open_channels > 0 {
+        while !self.lanes.all_closed() {
             let ready = match epoll.wait(&mut events, EpollTimeout::from(POLL_TIMEOUT_MS)) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
@@ -74,15 +92,12 @@ impl Worker {
             }
             let index = events[0].data() as usize;
             let channel = self.channels[index].as_fd();
-            match protocol::recv_dispatch(channel, &mut buffer) {
-                Ok(Received::Dispatch(dispatch)) => self.serve(channel, dispatch),
+            match protocol::recv_dispatch(channel, &mut buffer, RecvMode::DontWait) {
+                Ok(Received::Dispatch(dispatch)) => self.serve(channel, dispatch, None),
                 Ok(Received::Cut(cut)) => self.answer_cut(channel, cut, index),
                 // Another thread took it.
                 Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
-                Err(ProtocolError::Closed) => {
-                    let _ = epoll.delete(channel);
-                    open_channels -= 1;
-                }
+                Err(ProtocolError::Closed) => self.lanes.close(index, channel),
                 Err(error) => eprintln!(
                     "corefn: worker {}: bad dispatch on channel {index}: {error}",
                     self.identity.worker_id
@@ -91,14 +106,27 @@ impl Worker {
         }
     }
 
-    fn serve(&self, channel: BorrowedFd<'_>, dispatch: Dispatch<'_>) {
+    /// One dispatch from its receipt to its completion; `owner`: the
+    /// channel whose owner runs it (None: a spare).
+    fn serve(&self, channel: BorrowedFd<'_>, dispatch: Dispatch<'_>, owner: Option<usize>) {
         let started = Instant::now();
         let started_unix_us = clock::unix_now_us();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let header = dispatch.header;
+        let descriptor = self.descriptor(dispatch.descriptor);
+        let owner_call = owner.map(|index| {
+            let expected_brief = descriptor.as_ref().map_or(true, |d| d.expected_brief());
+            self.lanes.begin_call(index, expected_brief)
+        });
         let mut response = Vec::with_capacity(4 * 1024);
         let mut report = CallReport::default();
-        let (status, failure) = self.respond(channel, &dispatch, &mut response, &mut report);
+        let (status, failure) = self.respond(
+            channel,
+            &dispatch,
+            descriptor.clone(),
+            &mut response,
+            &mut report,
+        );
         // Logged before the client has its answer: a client's next call
         // (to another worker, say) then logs after this one, so a log reads
         // in the order the calls happened.
@@ -115,6 +143,10 @@ impl Worker {
         let written = protocol::write_to_client(dispatch.client.as_fd(), &response);
         // Our copy only: the gateway keeps the connection.
         drop(dispatch.client);
+        if let Ok(descriptor) = &descriptor {
+            descriptor.note_duration(started.elapsed());
+        }
+        drop(owner_call);
         let mut flags = 0;
         if written.is_err() {
             flags |= COMPLETION_CONNECTION_BROKEN;
@@ -204,12 +236,15 @@ impl Worker {
         &self,
         channel: BorrowedFd<'_>,
         dispatch: &Dispatch<'_>,
+        descriptor: Result<Arc<CachedDescriptor>, Failure>,
         out: &mut Vec<u8>,
         report: &mut CallReport,
     ) -> (u16, Option<Failure>) {
         let header = &dispatch.header;
         let head_only = header.head_only();
-        let result = self.run_function(channel, dispatch, report);
+        let result = descriptor.map_err(HttpError::from).and_then(|descriptor| {
+            self.run_function(channel, dispatch, &descriptor.descriptor, report)
+        });
         // Decided after the run: the gateway may have started draining.
         let connection = header.connection(DRAINING.load(Ordering::Relaxed));
         let head_lines = response_head_lines(dispatch.request_id);
@@ -241,9 +276,9 @@ impl Worker {
         &self,
         channel: BorrowedFd<'_>,
         dispatch: &Dispatch<'_>,
+        descriptor: &Descriptor,
         report: &mut CallReport,
     ) -> Result<Reply, HttpError> {
-        let descriptor = self.descriptor(dispatch.descriptor)?;
         let body_from_memfd;
         let body: &[u8] = match &dispatch.body_memfd {
             Some(memfd) => {
@@ -305,7 +340,7 @@ impl Worker {
             || self.on_native_timeout(channel, dispatch, module, descriptor.timeout_ms);
         let reply = self.runtimes.invoke(
             &Invocation {
-                descriptor: &descriptor,
+                descriptor,
                 request: &cgi_request,
                 body,
                 on_native_expiry: &on_native_expiry,
