@@ -88,6 +88,21 @@ impl<T: Versioned> CoreCopy<T> {
         self.local.borrow().clone()
     }
 
+    /// Housekeeping gone quiet (see `gateway::core`): this copy counts as
+    /// holding every version until [`CoreCopy::wake`], because its core
+    /// calls that before it serves anything again.
+    pub fn doze(&self) {
+        self.held.store(u64::MAX, Ordering::Release);
+    }
+
+    /// The end of [`CoreCopy::doze`]: adopt the newest value and say which
+    /// one is held.
+    pub fn wake(&self) {
+        self.refresh();
+        self.held
+            .store(self.local.borrow().version(), Ordering::Release);
+    }
+
     /// Housekeeping: adopt the board's newest value if it changed. Returns
     /// true when the copy was swapped.
     pub fn refresh(&self) -> bool {
@@ -130,6 +145,23 @@ mod tests {
         assert!(!board.adopted_by_every_copy(2), "one core still serves 1");
         assert!(b.refresh());
         assert!(board.adopted_by_every_copy(2));
-        assert_eq!(b.get().version(), 2);
+        board.publish(Value(3));
+        b.doze();
+        assert!(
+            !board.adopted_by_every_copy(3),
+            "a dozing copy vouches only for itself"
+        );
+        a.doze();
+        assert!(board.adopted_by_every_copy(3), "both take it up before use");
+        a.wake();
+        assert_eq!(a.get().version(), 3, "woken, it holds the newest");
+        assert!(board.adopted_by_every_copy(3));
+        board.publish(Value(4));
+        assert!(
+            !board.adopted_by_every_copy(4),
+            "an awake copy holds what it holds"
+        );
+        b.wake();
+        assert_eq!(b.get().version(), 4);
     }
 }

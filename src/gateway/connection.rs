@@ -180,6 +180,7 @@ impl Connection<'_> {
         let limits = &self.core.limits;
         let mut head_deadline = Some(Instant::now() + limits.header_timeout);
         loop {
+            self.core.before_serving();
             let parsed = parse_head(self.input.pending(), limits.header_bytes_max, limits.body);
             let head = match parsed {
                 Ok(HeadParse::Complete(head)) => head,

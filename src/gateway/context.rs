@@ -4,8 +4,10 @@
 //! [`super::core`] own it and are its only writers.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use glommio::sync::Semaphore;
 
@@ -27,6 +29,14 @@ pub struct CoreContext {
     date_line: Cell<[u8; DATE_LINE_LEN]>,
     date_secs: Cell<u64>,
     stopping: Cell<bool>,
+    /// Housekeeping has gone quiet for lack of requests ([`super::core`]):
+    /// the next request runs it first.
+    dormant: Cell<bool>,
+    /// A request or a connection came since housekeeping last looked.
+    active: Cell<bool>,
+    /// The dozing housekeeping task, woken when the core serves again so
+    /// that it resumes its every-5-ms rounds at once.
+    housekeeping_waker: Cell<Option<Waker>>,
     /// Never has permits; closed on stop so that waiters wake up.
     stop_signal: Semaphore,
     pub workers: Rc<CoreWorkers>,
@@ -73,6 +83,9 @@ impl CoreContext {
             date_line: Cell::new(clock::date_line(now)),
             date_secs: Cell::new(now),
             stopping: Cell::new(false),
+            dormant: Cell::new(false),
+            active: Cell::new(false),
+            housekeeping_waker: Cell::new(None),
             stop_signal: Semaphore::new(0),
             workers,
             control,
@@ -131,6 +144,65 @@ impl CoreContext {
     pub(super) fn stop(&self) {
         self.stopping.set(true);
         self.stop_signal.close();
+    }
+
+    /// Called before a connection or a request is served: it then sees the
+    /// newest route table, worker links and Date line even if the core's
+    /// housekeeping had gone quiet.
+    pub(super) fn before_serving(&self) {
+        self.active.set(true);
+        if self.dormant.get() {
+            self.dormant.set(false);
+            self.snapshot.wake();
+            self.workers.scores.wake();
+            self.housekeep();
+            if let Some(waker) = self.housekeeping_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Resolves once the core serves again after [`CoreContext::doze`].
+    pub(super) fn woken(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.dormant.get() {
+                self.housekeeping_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+    }
+
+    /// Whether anything was served since the last call.
+    pub(super) fn take_activity(&self) -> bool {
+        self.active.replace(false)
+    }
+
+    /// Housekeeping goes quiet: until [`CoreContext::before_serving`], the
+    /// core counts as holding every route table (it adopts the newest
+    /// before it serves again).
+    pub(super) fn doze(&self) {
+        self.dormant.set(true);
+        self.snapshot.doze();
+        self.workers.scores.doze();
+    }
+
+    pub(super) fn is_dormant(&self) -> bool {
+        self.dormant.get()
+    }
+
+    /// One round of housekeeping: the newest route table, worker links,
+    /// worker scores and Date line.
+    pub(super) fn housekeep(&self) {
+        self.snapshot.refresh();
+        self.workers.adopt_new_links();
+        self.control.adopt_new_links();
+        self.workers.scores.refresh();
+        self.refresh_date();
+        if let Some(log) = &self.access_log {
+            log.flush_if_due();
+        }
     }
 
     pub(super) fn refresh_date(&self) {

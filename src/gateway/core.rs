@@ -24,9 +24,18 @@ use crate::clock::DATE_LINE_LEN;
 use crate::http::encode::ConnectionHeader;
 use crate::http::error::HttpError;
 
-/// How often housekeeping runs: the bound on how late a core sees a new
-/// route table, a new second for the Date header, or the stop flag.
+/// How often housekeeping runs while the core serves: the bound on how
+/// late a core sees a new route table, a new second for the Date header,
+/// or the stop flag.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(5);
+/// Rounds without a request or a connection after which housekeeping goes
+/// quiet: an idle gateway's cores woke 200 times a second each for it, a
+/// few percent of a CPU with nothing to serve (PERFORMANCE.md).
+const QUIET_ROUNDS_BEFORE_DOZING: u32 = 40;
+/// How often a dozing core looks at the stop flag. The route table, links
+/// and Date line it catches up on before it serves again
+/// ([`CoreContext::before_serving`]).
+const DOZING_INTERVAL: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
@@ -126,11 +135,13 @@ async fn accept_until_stopped(
             "open connections within the per-core limit"
         );
         if open.get() >= core.limits.connections_per_core_max {
+            core.before_serving();
             let limit = core.limits.connections_per_core_max;
             let date_line = core.date_line();
             glommio::spawn_local(turn_away(stream, limit, date_line)).detach();
             continue;
         }
+        core.before_serving();
         open.set(open.get() + 1);
         let connection_core = core.clone();
         let connection_open = open.clone();
@@ -156,17 +167,25 @@ async fn turn_away(mut stream: TcpStream, limit: usize, date_line: [u8; DATE_LIN
 }
 
 async fn housekeeping(core: Rc<CoreContext>, shared: Arc<Shared>) {
+    let mut quiet_rounds = 0u32;
     loop {
         if shared.stop_requested.load(Ordering::Acquire) && !core.is_stopping() {
             core.stop();
         }
-        core.snapshot.refresh();
-        core.workers.adopt_new_links();
-        core.control.adopt_new_links();
-        core.workers.scores.refresh();
-        core.refresh_date();
-        if let Some(log) = &core.access_log {
-            log.flush_if_due();
+        if core.is_dormant() {
+            future::or(glommio::timer::sleep(DOZING_INTERVAL), core.woken()).await;
+            continue;
+        }
+        core.housekeep();
+        quiet_rounds = if core.take_activity() {
+            0
+        } else {
+            quiet_rounds + 1
+        };
+        if quiet_rounds >= QUIET_ROUNDS_BEFORE_DOZING && !core.is_stopping() {
+            core.doze();
+            quiet_rounds = 0;
+            continue;
         }
         glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
     }

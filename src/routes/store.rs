@@ -163,11 +163,14 @@ impl RouteStore {
     }
 
     /// Changes whenever another connection commits to the database file
-    /// (SQLite's `PRAGMA data_version`), so polling it is cheap.
+    /// (SQLite's `PRAGMA data_version`), so polling it is cheap: the
+    /// statement is prepared once (parsing it was most of an idle
+    /// gateway's watcher time).
     pub fn data_version(&self) -> Result<i64, StoreError> {
         Ok(self
             .connection
-            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?)
     }
 
     /// The live keys that may invoke `auth: key` functions, by hash.

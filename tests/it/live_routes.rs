@@ -213,3 +213,37 @@ fn change_committed_right_after_readiness_is_served() {
         );
     }
 }
+
+/// An idle gateway's cores let their housekeeping doze (they would
+/// otherwise look for a new table 200 times a second each); a core then
+/// adopts the newest table before it serves. A route added while every core
+/// dozes is answered by the first request, with no retry, both on a
+/// connection kept alive through the doze and on fresh ones: a core
+/// serving its dozing copy would answer 404.
+#[test]
+fn a_route_added_while_the_cores_doze_is_served_by_the_first_request() {
+    let s = Server::start(&[("GET:/before", &static_route("before\n"))], &[]);
+    let mut kept = Conn::connect(s.addr());
+    kept.write(get_req("/before").as_bytes());
+    assert_eq!(kept.read_response().status, 200);
+    // Well past the 200 ms after which an idle core dozes.
+    std::thread::sleep(Duration::from_millis(800));
+    insert_route(s.db_path(), "GET:/added", &static_route("added\n"));
+    // The watcher (every 5 ms) publishes it meanwhile; no request wakes a core.
+    std::thread::sleep(Duration::from_millis(1000));
+    kept.write(get_req("/added").as_bytes());
+    let r = kept.read_response();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "added\n"),
+        "the kept-alive connection's first request after the doze sees the new table"
+    );
+    for i in 0..8 {
+        let r = get(s.addr(), "/added");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "added\n"),
+            "fresh connection {i}: the first request after the doze sees the new table"
+        );
+    }
+}

@@ -169,8 +169,9 @@ mod tests {
     fn ticks_round_up_and_are_never_zero() {
         assert_eq!(ticks_for(Duration::ZERO), 1);
         assert_eq!(ticks_for(Duration::from_micros(1)), 1);
-        assert_eq!(ticks_for(Duration::from_millis(200)), 200);
-        assert_eq!(ticks_for(Duration::from_micros(200_001)), 201);
+        let tick_us = TICK.as_micros() as u64;
+        assert_eq!(ticks_for(Duration::from_micros(200 * tick_us)), 200);
+        assert_eq!(ticks_for(Duration::from_micros(200 * tick_us + 1)), 201);
     }
 
     #[test]

@@ -267,8 +267,9 @@ fn watch(shared: &Shared, channel_fds: &[std::os::fd::RawFd]) {
         if shared.busy.load(Ordering::Acquire) > 0 {
             last_busy = Instant::now();
         } else if last_busy.elapsed() >= IDLE_GRACE {
+            // Woken by a call's start (or the recheck): the next round sees
+            // `busy` and ticks; an idle recheck parks again at once.
             thread::park_timeout(IDLE_RECHECK);
-            last_busy = Instant::now();
             continue;
         }
         thread::sleep(tick);
