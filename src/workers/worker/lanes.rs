@@ -22,8 +22,9 @@
 //!   module, a native call that sleeps) is caught by the watcher thread,
 //!   which arms the channel once the call has run [`SPILL_AFTER`]; the
 //!   watcher ticks only while calls run and parks when the worker idles.
-//! * With fewer threads than channels there are no owners: every thread is
-//!   a spare and every channel stays armed (the shared design).
+//! * With no more threads than channels there are no owners: every thread
+//!   is a spare and every channel stays armed (the shared design), because
+//!   an owner without a spare would let a slow call hold its channel.
 //!
 //! Owns the spares' epoll set and each owner's call state; never receives
 //! or runs a dispatch itself (that is [`super::serve`]).
@@ -48,8 +49,8 @@ const IDLE_RECHECK: Duration = Duration::from_millis(500);
 
 /// One owner's call, seen by the watcher.
 struct OwnerState {
-    /// Microseconds since `Lanes::created` at which the running call started
-    /// plus one; 0 while the owner waits.
+    /// Microseconds since `Shared::created` at which the running call
+    /// started, plus one; 0 while the owner waits.
     call_started_us: AtomicU64,
     /// The channel is in the spares' set.
     armed: AtomicBool,
@@ -87,7 +88,7 @@ impl Lanes {
     /// Lanes for `channels` (in channel order) and `threads` threads.
     pub fn new(channels: &[BorrowedFd<'_>], threads: usize) -> std::io::Result<Lanes> {
         let spares = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
-        let owned = threads >= channels.len();
+        let owned = threads > channels.len();
         let owners = if owned { channels.len() } else { 0 };
         let shared = Arc::new(Shared {
             spares,
@@ -117,7 +118,7 @@ impl Lanes {
                     .map_err(std::io::Error::from)?;
             }
         }
-        let watcher = if owners > 0 && threads > owners {
+        let watcher = if owners > 0 {
             let thread_shared = Arc::clone(&shared);
             let fds = channel_fds.clone();
             Some(
@@ -352,11 +353,12 @@ mod tests {
     }
 
     #[test]
-    fn with_fewer_threads_than_channels_every_thread_is_a_spare_of_every_channel() {
+    fn with_no_more_threads_than_channels_every_thread_is_a_spare_of_every_channel() {
         let (first, _first_core) = channel_with_a_message();
         let (second, _second_core) = channel_with_a_message();
-        let lanes = Lanes::new(&[first.as_fd(), second.as_fd()], 1).expect("lanes");
+        let lanes = Lanes::new(&[first.as_fd(), second.as_fd()], 2).expect("lanes");
         assert_eq!(lanes.role(0), Role::Spare);
+        assert_eq!(lanes.role(1), Role::Spare);
         assert_eq!(spares_ready(&lanes, 0), 2);
         lanes.close(1, second.as_fd());
         assert_eq!(
