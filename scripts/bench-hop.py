@@ -160,8 +160,6 @@ def main():
                        os.path.join(functions, os.path.basename(source)))
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
                         os.path.join(common.ROOT, "examples/native/hello.c")], check=True)
-        db = run.path("bench.db")
-        common.make_route_db(db, ROUTES)
         servers = {
             "ceiling": run.start_server(
                 "ceiling", [binaries["corefn-ceiling"], "--listen", f"{common.HOST}:{PORTS['ceiling']}"],
@@ -169,26 +167,22 @@ def main():
             "hop": run.start_server(
                 "hop", [binaries["corefn-hop"], "--listen", f"{common.HOST}:{PORTS['hop']}"],
                 PORTS["hop"], run.path("hop.log")),
-            "corefn": run.start_corefn(
-                args.binary, PORTS["corefn"], run.path("corefn.log"), "--db", db,
-                "--functions-dir", functions, "--cache-dir", run.path("cache"),
-                "--logs-dir", run.path("logs")),
         }
+
+        def start_corefn(name, binary, *extra):
+            """A corefn on its own database, cache and logs, with ROUTES."""
+            db = run.path(f"{name}.db")
+            common.make_route_db(db, ROUTES)
+            servers[name] = run.start_corefn(
+                binary, PORTS[name], run.path(f"{name}.log"), "--db", db,
+                "--functions-dir", functions, "--cache-dir", run.path(f"cache-{name}"),
+                "--logs-dir", run.path(f"logs-{name}"), *extra)
+
+        start_corefn("corefn", args.binary)
         if args.before:
-            before_db = run.path("bench-before.db")
-            common.make_route_db(before_db, ROUTES)
-            servers["corefn-before"] = run.start_corefn(
-                args.before, PORTS["corefn-before"], run.path("corefn-before.log"), "--db", before_db,
-                "--functions-dir", functions, "--cache-dir", run.path("cache-before"),
-                "--logs-dir", run.path("logs-before"))
+            start_corefn("corefn-before", args.before)
         if args.alt_worker_threads:
-            alt_db = run.path("bench-alt.db")
-            common.make_route_db(alt_db, ROUTES)
-            servers["corefn-alt"] = run.start_corefn(
-                args.binary, PORTS["corefn-alt"], run.path("corefn-alt.log"), "--db", alt_db,
-                "--functions-dir", functions, "--cache-dir", run.path("cache-alt"),
-                "--logs-dir", run.path("logs-alt"),
-                "--worker-threads", str(args.alt_worker_threads))
+            start_corefn("corefn-alt", args.binary, "--worker-threads", str(args.alt_worker_threads))
 
         def wrk(item, duration):
             _, server, path = item

@@ -29,7 +29,7 @@
 //! Owns the spares' epoll set and each owner's call state; never receives
 //! or runs a dispatch itself (that is [`super::serve`]).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -58,6 +58,9 @@ struct OwnerState {
 
 struct Shared {
     spares: Epoll,
+    /// The channels, in channel order (the worker owns them and outlives
+    /// the lanes).
+    channel_fds: Vec<RawFd>,
     owners: Vec<OwnerState>,
     /// Owners in a call now.
     busy: AtomicUsize,
@@ -71,7 +74,6 @@ struct Shared {
 /// The lanes of one worker: built once, shared by its threads.
 pub struct Lanes {
     shared: Arc<Shared>,
-    channel_fds: Vec<std::os::fd::RawFd>,
     watcher: Option<JoinHandle<()>>,
 }
 
@@ -92,6 +94,7 @@ impl Lanes {
         let owners = if owned { channels.len() } else { 0 };
         let shared = Arc::new(Shared {
             spares,
+            channel_fds: channels.iter().map(AsRawFd::as_raw_fd).collect(),
             owners: (0..owners)
                 .map(|_| OwnerState {
                     call_started_us: AtomicU64::new(0),
@@ -106,10 +109,6 @@ impl Lanes {
             stop: AtomicBool::new(false),
             created: Instant::now(),
         });
-        let channel_fds: Vec<_> = channels
-            .iter()
-            .map(std::os::fd::AsRawFd::as_raw_fd)
-            .collect();
         if !owned {
             for (index, channel) in channels.iter().enumerate() {
                 shared
@@ -120,21 +119,16 @@ impl Lanes {
         }
         let watcher = if owners > 0 {
             let thread_shared = Arc::clone(&shared);
-            let fds = channel_fds.clone();
             Some(
                 thread::Builder::new()
                     .name("corefn-worker-lanes".into())
                     .stack_size(64 * 1024)
-                    .spawn(move || watch(&thread_shared, &fds))?,
+                    .spawn(move || watch(&thread_shared))?,
             )
         } else {
             None
         };
-        Ok(Lanes {
-            shared,
-            channel_fds,
-            watcher,
-        })
+        Ok(Lanes { shared, watcher })
     }
 
     /// The role of thread `index` of `threads`.
@@ -153,11 +147,11 @@ impl Lanes {
 
     /// Channel `index` is closed (the gateway is gone): no thread waits on
     /// it again. Said by whichever thread saw it first.
-    pub fn close(&self, index: usize, channel: BorrowedFd<'_>) {
+    pub fn close(&self, index: usize) {
         if self.shared.closed[index].swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.shared.spares.delete(channel);
+        let _ = self.shared.spares.delete(self.shared.channel(index));
         self.shared.open_channels.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -186,7 +180,7 @@ impl Lanes {
             }
         }
         if !expected_brief && self.watcher.is_some() {
-            arm(shared, channel, self.channel_fds[channel]);
+            arm(shared, channel);
         }
         OwnerCall {
             lanes: self,
@@ -218,9 +212,7 @@ impl Drop for OwnerCall<'_> {
         state.call_started_us.store(0, Ordering::Release);
         shared.busy.fetch_sub(1, Ordering::AcqRel);
         if state.armed.swap(false, Ordering::AcqRel) {
-            // SAFETY: the channel outlives the lanes (the worker owns both).
-            let channel = unsafe { BorrowedFd::borrow_raw(self.lanes.channel_fds[self.channel]) };
-            match shared.spares.delete(channel) {
+            match shared.spares.delete(shared.channel(self.channel)) {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(error) => eprintln!("corefn: worker: cannot disarm channel: {error}"),
             }
@@ -229,6 +221,11 @@ impl Drop for OwnerCall<'_> {
 }
 
 impl Shared {
+    fn channel(&self, index: usize) -> BorrowedFd<'_> {
+        // SAFETY: the worker owns its channels and outlives its lanes.
+        unsafe { BorrowedFd::borrow_raw(self.channel_fds[index]) }
+    }
+
     fn now_us(&self) -> u64 {
         u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX - 1)
     }
@@ -242,13 +239,14 @@ fn spare_event(index: usize) -> EpollEvent {
 }
 
 /// Puts owner `channel`'s channel into the spares' set (once per call).
-fn arm(shared: &Shared, channel: usize, fd: std::os::fd::RawFd) {
+fn arm(shared: &Shared, channel: usize) {
     if shared.owners[channel].armed.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: the channel outlives the lanes (the worker owns both).
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    match shared.spares.add(borrowed.as_fd(), spare_event(channel)) {
+    match shared
+        .spares
+        .add(shared.channel(channel), spare_event(channel))
+    {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(error) => {
             shared.owners[channel].armed.store(false, Ordering::Release);
@@ -261,7 +259,7 @@ fn arm(shared: &Shared, channel: usize, fd: std::os::fd::RawFd) {
 
 /// The watcher: arms the channel of an owner whose call has run past
 /// [`SPILL_AFTER`]; parks when no owner has been busy for [`IDLE_GRACE`].
-fn watch(shared: &Shared, channel_fds: &[std::os::fd::RawFd]) {
+fn watch(shared: &Shared) {
     let tick = SPILL_AFTER / 2;
     let mut last_busy = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
@@ -279,7 +277,7 @@ fn watch(shared: &Shared, channel_fds: &[std::os::fd::RawFd]) {
         for (channel, state) in shared.owners.iter().enumerate() {
             let started = state.call_started_us.load(Ordering::Acquire);
             if started != 0 && now_us.saturating_sub(started - 1) >= spill_after_us {
-                arm(shared, channel, channel_fds[channel]);
+                arm(shared, channel);
             }
         }
     }
@@ -290,7 +288,7 @@ mod tests {
     use super::*;
     use nix::sys::epoll::EpollTimeout;
     use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
 
     /// (worker end, core end) of a channel with one message waiting.
     fn channel_with_a_message() -> (OwnedFd, OwnedFd) {
@@ -360,15 +358,15 @@ mod tests {
         assert_eq!(lanes.role(0), Role::Spare);
         assert_eq!(lanes.role(1), Role::Spare);
         assert_eq!(spares_ready(&lanes, 0), 2);
-        lanes.close(1, second.as_fd());
+        lanes.close(1);
         assert_eq!(
             spares_ready(&lanes, 0),
             1,
             "a closed channel leaves the set"
         );
         assert!(!lanes.all_closed());
-        lanes.close(1, second.as_fd());
-        lanes.close(0, first.as_fd());
+        lanes.close(1);
+        lanes.close(0);
         assert!(lanes.all_closed(), "closing twice counts once");
     }
 }

@@ -56,7 +56,7 @@ impl Worker {
                 Ok(Received::Cut(cut)) => self.answer_cut(channel, cut, index),
                 Err(ProtocolError::Socket(Errno::EINTR)) => {}
                 Err(ProtocolError::Closed) => {
-                    self.lanes.close(index, channel);
+                    self.lanes.close(index);
                     return;
                 }
                 Err(ProtocolError::Socket(error)) => {
@@ -64,7 +64,7 @@ impl Worker {
                         "corefn: worker {}: cannot receive on channel {index}: {error}",
                         self.identity.worker_id
                     );
-                    self.lanes.close(index, channel);
+                    self.lanes.close(index);
                     return;
                 }
                 Err(error) => eprintln!(
@@ -97,7 +97,7 @@ impl Worker {
                 Ok(Received::Cut(cut)) => self.answer_cut(channel, cut, index),
                 // Another thread took it.
                 Err(ProtocolError::Socket(Errno::EAGAIN)) => {}
-                Err(ProtocolError::Closed) => self.lanes.close(index, channel),
+                Err(ProtocolError::Closed) => self.lanes.close(index),
                 Err(error) => eprintln!(
                     "corefn: worker {}: bad dispatch on channel {index}: {error}",
                     self.identity.worker_id
