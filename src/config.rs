@@ -149,7 +149,8 @@ pub struct ServeOptions {
     pub trust_module_paths: bool,
 
     /// How often the watcher asks SQLite whether the route table changed
-    /// (one `PRAGMA data_version`, a few microseconds).
+    /// (one `PRAGMA data_version`, a few microseconds) while the store's
+    /// files are changing; it sleeps until they do otherwise.
     #[arg(long, default_value_t = 5)]
     pub watch_interval_ms: u64,
 

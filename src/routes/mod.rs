@@ -10,5 +10,6 @@ pub mod key;
 pub mod modules;
 pub mod snapshot;
 pub mod store;
+pub mod store_events;
 pub mod table;
 pub mod watcher;

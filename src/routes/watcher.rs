@@ -1,6 +1,8 @@
 //! The watcher thread: polls the store's `data_version` and, when another
-//! connection committed, rebuilds the route table and publishes it. Each
-//! tick it also checks (one stat) that the store's path still names the
+//! connection committed, rebuilds the route table and publishes it. It
+//! polls at its interval only while the store's files change, and sleeps
+//! until they do otherwise ([`super::store_events`]). Each tick it also
+//! checks (one stat) that the store's path still names the
 //! file it opened: when the file is replaced (`mv new.db corefn.db`),
 //! deleted or emptied, every connection of the gateway to the old file is
 //! closed ([`SharedStore::close_all`]), the last table keeps serving, and
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::modules::ModuleRoots;
 use super::snapshot::SnapshotBoard;
 use super::store::{PathNow, RouteStore, StoreError};
+use super::store_events::StoreEvents;
 use super::table::{KeyGrant, RouteTable, StoredRows};
 use crate::schema::file::{FileId, SharedStore};
 use crate::telemetry::stats::StatsRegistry;
@@ -128,8 +131,12 @@ fn watch(store: RouteStore, parts: WatchParts) {
         built_from: None,
         last_error: None,
     }));
+    let mut events = StoreEvents::new(parts.shared.path());
     loop {
-        thread::sleep(parts.interval);
+        // Without a store the watcher waits for a file to settle: it
+        // looks at every interval.
+        let detached = matches!(attachment, Attachment::Detached(_));
+        events.wait(parts.interval, detached);
         attachment = match attachment {
             Attachment::Attached(mut reading) => match reading.store.path_now() {
                 PathNow::TheOpenedFile => {
