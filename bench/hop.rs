@@ -10,6 +10,15 @@
 //! writes a fixed `200 OK` itself and sends the completion back. No routing,
 //! no descriptor, no runtime, no metrics.
 //!
+//! `--mode` tries two of the cheaper hops issue 16 lists, on the floor
+//! first, before anyone builds them into corefn: `fd-once` passes a
+//! connection's socket with its first call only and names it by id after
+//! (the second process closes its copy when told the connection ended);
+//! `ring` does that and puts every call into a per-core ring in shared
+//! memory (a memfd both map), waking the second process's thread with a
+//! futex only when it sleeps (after `--spin-us` of looking). Completions go
+//! back over the channel in every mode.
+//!
 //! corefn's wasm path is stated as a fraction of this in PERFORMANCE.md
 //! (`scripts/bench-hop.py`): what is left between the two is corefn's own
 //! work, the rest is what the architecture costs on this machine.
@@ -27,6 +36,7 @@ use std::os::unix::process::CommandExt;
 use std::pin::Pin;
 use std::process::{Command, ExitCode};
 use std::rc::Rc;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -51,8 +61,20 @@ const BUF_SIZE: usize = 16 * 1024;
 const HEADERS_MAX: usize = 64;
 /// Where the second process finds its channels: fd 3, 4, ...
 const FIRST_CHANNEL_FD: RawFd = 3;
-/// A dispatch or a completion: the call's id.
+/// A completion: the call's id.
 const MESSAGE_BYTES: usize = 8;
+/// A dispatch: kind, call id, connection id.
+const DISPATCH_BYTES: usize = 24;
+/// Dispatch kinds.
+const CALL: u64 = 0;
+/// A call whose client socket comes with it (`socket` mode: every call;
+/// `fd-once`: a connection's first; `ring`: on the socket, its ring entry
+/// says to take it).
+const CALL_WITH_SOCKET: u64 = 1;
+/// The connection ended: the second process closes its copy.
+const FORGET: u64 = 2;
+/// Calls a ring holds at most (more wait for room).
+const RING_SLOTS: usize = 1024;
 
 #[derive(Parser, Debug)]
 #[command(name = "corefn-hop", version, about)]
@@ -65,15 +87,36 @@ struct Args {
     #[arg(long)]
     cores: Option<usize>,
 
+    /// How a call reaches the second process: `socket` (corefn's way
+    /// today: a seqpacket message with the client's socket per call),
+    /// `fd-once` (the socket passed with a connection's first call only,
+    /// referred to by id afterwards, forgotten when the connection ends), or
+    /// `ring` (fd-once, and each call through a ring in shared memory, with
+    /// a futex wake only when the second process's thread sleeps).
+    #[arg(long, value_enum, default_value_t = Mode::Socket)]
+    mode: Mode,
+
+    /// How long a ring-mode thread of the second process spins on an
+    /// empty ring before it sleeps on the futex.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+
     /// Run as the second process with this many channels (internal).
     #[arg(long, hide = true)]
     worker_channels: Option<usize>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Socket,
+    FdOnce,
+    Ring,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.worker_channels {
-        Some(channels) => run_worker(channels),
+        Some(channels) => run_worker(channels, args.mode, Duration::from_micros(args.spin_us)),
         None => run(&args),
     };
     match result {
@@ -102,10 +145,27 @@ fn run(args: &Args) -> Result<(), String> {
         core_ends.push(core);
         worker_ends.push(worker);
     }
+    // Ring mode: one shared ring per core, at fd 3 + cores + core there.
+    let mut rings = Vec::new();
+    if args.mode == Mode::Ring {
+        for _ in &cpus {
+            rings.push(SharedRing::create()?);
+        }
+    }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut command = Command::new(exe);
-    command.arg("--worker-channels").arg(cpus.len().to_string());
-    let raw: Vec<RawFd> = worker_ends.iter().map(AsRawFd::as_raw_fd).collect();
+    command
+        .arg("--worker-channels")
+        .arg(cpus.len().to_string())
+        .arg("--mode")
+        .arg(mode_name(args.mode))
+        .arg("--spin-us")
+        .arg(args.spin_us.to_string());
+    let raw: Vec<RawFd> = worker_ends
+        .iter()
+        .map(AsRawFd::as_raw_fd)
+        .chain(rings.iter().map(|ring| ring.memfd.as_raw_fd()))
+        .collect();
     // SAFETY: between fork and exec: fcntl and dup2 only, nothing allocated
     // (the fd list was made before the fork).
     unsafe {
@@ -133,11 +193,14 @@ fn run(args: &Args) -> Result<(), String> {
     drop(worker_ends);
 
     let mut channels = core_ends.into_iter();
+    let mut rings = rings.into_iter();
+    let mode = args.mode;
     let served = run_pinned("corefn-hop", &cpus, args.listen, |_| {
         let channel = channels.next();
+        let ring = rings.next();
         move |listener, cpu| async move {
             match channel {
-                Some(channel) => serve(listener, cpu, channel).await,
+                Some(channel) => serve(listener, cpu, channel, mode, ring).await,
                 None => Err(format!("no channel for cpu {cpu}")),
             }
         }
@@ -174,12 +237,39 @@ impl Future for Completed {
     }
 }
 
-async fn serve(listener: TcpListener, cpu: usize, channel: OwnedFd) -> Result<(), String> {
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Socket => "socket",
+        Mode::FdOnce => "fd-once",
+        Mode::Ring => "ring",
+    }
+}
+
+/// A core's way to its channel's thread in the second process.
+struct Link {
+    channel: OwnedFd,
+    mode: Mode,
+    ring: Option<SharedRing>,
+    next_connection: Cell<u64>,
+}
+
+async fn serve(
+    listener: TcpListener,
+    cpu: usize,
+    channel: OwnedFd,
+    mode: Mode,
+    ring: Option<SharedRing>,
+) -> Result<(), String> {
     let pending = Rc::new(Pending::default());
     let sender = channel
         .try_clone()
         .map_err(|e| format!("cannot clone the channel: {e}"))?;
-    let sender = Rc::new(sender);
+    let link = Rc::new(Link {
+        channel: sender,
+        mode,
+        ring,
+        next_connection: Cell::new(1),
+    });
     // SAFETY: a connected seqpacket socket we own; glommio only reads it,
     // each read returns one message.
     let mut completions = unsafe { UnixStream::from_raw_fd(channel.into_raw_fd()) };
@@ -206,9 +296,20 @@ async fn serve(listener: TcpListener, cpu: usize, channel: OwnedFd) -> Result<()
         match listener.accept().await {
             Ok(stream) => {
                 let pending = pending.clone();
-                let sender = sender.clone();
+                let link = link.clone();
                 glommio::spawn_local(async move {
-                    let _ = handle_connection(stream, &pending, &sender).await;
+                    // 0: the socket mode's "this call's socket alone".
+                    let connection = match link.mode {
+                        Mode::Socket => 0,
+                        Mode::FdOnce | Mode::Ring => link.next_connection.get(),
+                    };
+                    link.next_connection.set(connection + 1);
+                    let mut attached = false;
+                    let _ =
+                        handle_connection(stream, &pending, &link, connection, &mut attached).await;
+                    if attached {
+                        let _ = link.send(FORGET, 0, connection, None).await;
+                    }
                 })
                 .detach();
             }
@@ -225,7 +326,9 @@ async fn serve(listener: TcpListener, cpu: usize, channel: OwnedFd) -> Result<()
 async fn handle_connection(
     mut stream: TcpStream,
     pending: &Pending,
-    channel: &OwnedFd,
+    link: &Link,
+    connection: u64,
+    attached: &mut bool,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
@@ -249,23 +352,19 @@ async fn handle_connection(
         pending.next_id.set(id + 1);
         let slot = Rc::new(Slot::default());
         pending.calls.borrow_mut().insert(id, slot.clone());
-        let fds = [stream.as_raw_fd()];
-        let message = id.to_le_bytes();
-        loop {
-            let sent = sendmsg::<()>(
-                channel.as_raw_fd(),
-                &[IoSlice::new(&message)],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            );
-            match sent {
-                Ok(_) => break,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    glommio::timer::sleep(Duration::from_micros(50)).await
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let socket = match link.mode {
+            Mode::Socket => Some(stream.as_raw_fd()),
+            Mode::FdOnce | Mode::Ring if !*attached => Some(stream.as_raw_fd()),
+            Mode::FdOnce | Mode::Ring => None,
+        };
+        let kind = if socket.is_some() {
+            CALL_WITH_SOCKET
+        } else {
+            CALL
+        };
+        link.send(kind, id, connection, socket).await?;
+        if link.mode != Mode::Socket {
+            *attached = true;
         }
         Completed(slot).await;
         buf.copy_within(head_len..filled, 0);
@@ -273,14 +372,220 @@ async fn handle_connection(
     }
 }
 
+impl Link {
+    /// One dispatch, over the channel (with the client's socket, when
+    /// given) or, in ring mode, through the ring.
+    async fn send(
+        &self,
+        kind: u64,
+        call: u64,
+        connection: u64,
+        socket: Option<RawFd>,
+    ) -> std::io::Result<()> {
+        let mut message = [0u8; DISPATCH_BYTES];
+        message[..8].copy_from_slice(&kind.to_le_bytes());
+        message[8..16].copy_from_slice(&call.to_le_bytes());
+        message[16..].copy_from_slice(&connection.to_le_bytes());
+        if let Some(ring) = &self.ring {
+            // The socket first: the ring's entry tells the thread to take it.
+            if let Some(fd) = socket {
+                self.send_message(&message, Some(fd)).await?;
+            }
+            while !ring.ring().push(kind, call, connection) {
+                glommio::timer::sleep(Duration::from_micros(50)).await;
+            }
+            return Ok(());
+        }
+        self.send_message(&message, socket).await
+    }
+
+    async fn send_message(&self, message: &[u8], socket: Option<RawFd>) -> std::io::Result<()> {
+        let fds: Vec<RawFd> = socket.into_iter().collect();
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        loop {
+            let sent = sendmsg::<()>(
+                self.channel.as_raw_fd(),
+                &[IoSlice::new(message)],
+                cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            );
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    glommio::timer::sleep(Duration::from_micros(50)).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A single-producer single-consumer ring of dispatches in a memfd both
+/// processes map: the core pushes, its channel's thread pops and, when it
+/// found the ring empty, sleeps on the futex word `sleeping` (the core
+/// wakes it only then).
+#[repr(C)]
+struct Ring {
+    /// Entries pushed (the core writes it).
+    head: AtomicU64,
+    _head_line: [u8; 56],
+    /// Entries taken (the thread writes it).
+    tail: AtomicU64,
+    _tail_line: [u8; 56],
+    /// 1 while the thread sleeps or is about to.
+    sleeping: AtomicU32,
+    _sleeping_line: [u8; 60],
+    slots: [[AtomicU64; 3]; RING_SLOTS],
+}
+
+impl Ring {
+    fn push(&self, kind: u64, call: u64, connection: u64) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        if head - self.tail.load(Ordering::Acquire) >= RING_SLOTS as u64 {
+            return false;
+        }
+        let slot = &self.slots[head as usize % RING_SLOTS];
+        slot[0].store(kind, Ordering::Relaxed);
+        slot[1].store(call, Ordering::Relaxed);
+        slot[2].store(connection, Ordering::Relaxed);
+        self.head.store(head + 1, Ordering::Release);
+        // Against the thread's "sleeping, then look once more": one of the
+        // two sees the other's store.
+        fence(Ordering::SeqCst);
+        if self.sleeping.swap(0, Ordering::SeqCst) == 1 {
+            futex(&self.sleeping, libc::FUTEX_WAKE, 1);
+        }
+        true
+    }
+
+    fn pop(&self) -> Option<[u64; 3]> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail == self.head.load(Ordering::Acquire) {
+            return None;
+        }
+        let slot = &self.slots[tail as usize % RING_SLOTS];
+        let entry = [
+            slot[0].load(Ordering::Relaxed),
+            slot[1].load(Ordering::Relaxed),
+            slot[2].load(Ordering::Relaxed),
+        ];
+        self.tail.store(tail + 1, Ordering::Release);
+        Some(entry)
+    }
+
+    /// The next entry: spins up to `spin`, then sleeps until the core
+    /// pushes.
+    fn pop_wait(&self, spin: Duration) -> [u64; 3] {
+        let spin_until = std::time::Instant::now() + spin;
+        loop {
+            if let Some(entry) = self.pop() {
+                return entry;
+            }
+            if std::time::Instant::now() < spin_until {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.sleeping.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if let Some(entry) = self.pop() {
+                self.sleeping.store(0, Ordering::Relaxed);
+                return entry;
+            }
+            // Returns at once if the core already cleared the word.
+            futex(&self.sleeping, libc::FUTEX_WAIT, 1);
+        }
+    }
+}
+
+fn futex(word: &AtomicU32, op: libc::c_int, value: u32) {
+    // SAFETY: a futex call on a live, aligned u32 of a shared mapping (not
+    // FUTEX_PRIVATE: the waker is another process); no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            value,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// A [`Ring`] in a memfd, mapped here.
+struct SharedRing {
+    memfd: OwnedFd,
+    map: *mut Ring,
+}
+
+impl SharedRing {
+    fn create() -> Result<SharedRing, String> {
+        // SAFETY: a fresh memfd, owned at once.
+        let fd = unsafe { libc::memfd_create(c"corefn-hop-ring".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: just made, ours alone.
+        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sizing our own memfd.
+        if unsafe { libc::ftruncate(fd, std::mem::size_of::<Ring>() as libc::off_t) } < 0 {
+            return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+        }
+        SharedRing::map(memfd)
+    }
+
+    fn map(memfd: OwnedFd) -> Result<SharedRing, String> {
+        // SAFETY: a shared mapping of the memfd's whole size; zeroed pages
+        // are a valid empty Ring (atomics of 0).
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                std::mem::size_of::<Ring>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(SharedRing {
+            memfd,
+            map: map.cast(),
+        })
+    }
+
+    fn ring(&self) -> &Ring {
+        // SAFETY: mapped for the life of self (never unmapped: the process
+        // ends with it), only ever accessed through atomics.
+        unsafe { &*self.map }
+    }
+}
+
+// SAFETY: the mapping is only touched through atomics.
+unsafe impl Send for SharedRing {}
+
 /// The second process: a thread per channel, each receiving a socket,
 /// writing [`RESPONSE`] to it and sending the completion.
-fn run_worker(channels: usize) -> Result<(), String> {
+fn run_worker(channels: usize, mode: Mode, spin: Duration) -> Result<(), String> {
     let threads: Vec<_> = (0..channels)
         .map(|i| {
             // SAFETY: the first process placed channel i at this fd for us.
             let channel = unsafe { OwnedFd::from_raw_fd(FIRST_CHANNEL_FD + i as RawFd) };
-            std::thread::spawn(move || serve_channel(channel))
+            let ring = match mode {
+                Mode::Ring => {
+                    let fd = FIRST_CHANNEL_FD + (channels + i) as RawFd;
+                    // SAFETY: and ring i at this one.
+                    Some(SharedRing::map(unsafe { OwnedFd::from_raw_fd(fd) }))
+                }
+                _ => None,
+            };
+            std::thread::spawn(move || match ring {
+                Some(ring) => serve_ring(channel, ring?, spin),
+                None => serve_channel(channel),
+            })
         })
         .collect();
     for thread in threads {
@@ -292,41 +597,98 @@ fn run_worker(channels: usize) -> Result<(), String> {
 }
 
 fn serve_channel(channel: OwnedFd) -> Result<(), String> {
-    let mut message = [0u8; MESSAGE_BYTES];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut sockets: HashMap<u64, OwnedFd> = HashMap::new();
     loop {
-        let mut iov = [std::io::IoSliceMut::new(&mut message)];
-        let received = recvmsg::<()>(
-            channel.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| format!("recvmsg: {e}"))?;
-        if received.bytes == 0 {
+        let Some((entry, socket)) = receive(&channel)? else {
             return Ok(());
+        };
+        let [kind, call, connection] = entry;
+        if let Some(socket) = socket {
+            sockets.insert(connection, socket);
         }
-        let mut client = None;
-        for cmsg in received.cmsgs().map_err(|e| format!("cmsgs: {e}"))? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                client = fds.first().map(|&fd| {
-                    // SAFETY: SCM_RIGHTS made this descriptor for us alone.
-                    unsafe { OwnedFd::from_raw_fd(fd) }
-                });
-            }
-        }
-        if let Some(client) = client {
-            write_all(&client, RESPONSE);
-        }
-        sendmsg::<()>(
-            channel.as_raw_fd(),
-            &[IoSlice::new(&message)],
-            &[],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| format!("sendmsg: {e}"))?;
+        answer(&channel, &mut sockets, kind, call, connection)?;
     }
+}
+
+/// Ring mode: entries from the ring, sockets from the channel.
+fn serve_ring(channel: OwnedFd, ring: SharedRing, spin: Duration) -> Result<(), String> {
+    let mut sockets: HashMap<u64, OwnedFd> = HashMap::new();
+    loop {
+        let [kind, call, connection] = ring.ring().pop_wait(spin);
+        if kind == CALL_WITH_SOCKET {
+            let Some((_, Some(socket))) = receive(&channel)? else {
+                return Err("a call with a socket came without it".into());
+            };
+            sockets.insert(connection, socket);
+        }
+        answer(&channel, &mut sockets, kind, call, connection)?;
+    }
+}
+
+/// A dispatch's words (kind, call, connection) and the socket it carries.
+type Message = ([u64; 3], Option<OwnedFd>);
+
+/// One dispatch message; None at the end.
+fn receive(channel: &OwnedFd) -> Result<Option<Message>, String> {
+    let mut message = [0u8; DISPATCH_BYTES];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut message)];
+    let received = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("recvmsg: {e}"))?;
+    if received.bytes == 0 {
+        return Ok(None);
+    }
+    let mut socket = None;
+    for cmsg in received.cmsgs().map_err(|e| format!("cmsgs: {e}"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            socket = fds.first().map(|&fd| {
+                // SAFETY: SCM_RIGHTS made this descriptor for us alone.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            });
+        }
+    }
+    let word = |i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&message[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    Ok(Some(([word(0), word(1), word(2)], socket)))
+}
+
+/// Answers a call (or forgets a connection); a call's completion goes
+/// back over the channel.
+fn answer(
+    channel: &OwnedFd,
+    sockets: &mut HashMap<u64, OwnedFd>,
+    kind: u64,
+    call: u64,
+    connection: u64,
+) -> Result<(), String> {
+    if kind == FORGET {
+        sockets.remove(&connection);
+        return Ok(());
+    }
+    if let Some(client) = sockets.get(&connection) {
+        write_all(client, RESPONSE);
+    }
+    // `socket` mode: the socket is this call's alone.
+    if kind == CALL_WITH_SOCKET && connection == 0 {
+        sockets.remove(&connection);
+    }
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(&call.to_le_bytes())],
+        &[],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("sendmsg: {e}"))?;
+    Ok(())
 }
 
 /// Writes `bytes` to a (non-blocking) socket, waiting with poll when full;

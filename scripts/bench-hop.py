@@ -13,6 +13,19 @@ gives per server and route the median req/s, p50/p99 and server CPU per
 request (the server's whole process tree), with the ratios that matter:
 wasm / static, wasm / hop floor, hop floor / ceiling.
 
+The floor is measured in each of corefn-hop's modes: `socket` (corefn's
+hop today: the client's socket with every call), `fd-once` (the socket
+with a connection's first call only) and `ring` (fd-once, and the calls
+through a shared-memory ring with a futex wake), so that a cheaper hop is
+measured on the floor before it is built into corefn.
+
+With --peer-wasmtime, the peer a wasm user would pick instead is measured
+in the same rounds: `wasmtime serve` (wasmtime-cli WASMTIME_VERSION from
+crates.io, built once into the benchmarks' cache) with bench/peers/
+wasi-http-hello.wat (the wasm hello's answer as a wasi:http component,
+made with wasm-tools), with a fresh instance per request and with instance
+reuse (--max-instance-reuse-count).
+
 With --open-loop, corefn-bench (open loop, latency from each request's
 intended send time, so coordinated omission is corrected) loads the wasm
 hello of each corefn at half of its median wrk throughput and at 1,000
@@ -39,7 +52,17 @@ import time
 import bench_common as common
 
 PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382, "corefn-alt": 18383,
-         "corefn-before": 18384}
+         "corefn-before": 18384, "hop-fd-once": 18385, "hop-ring": 18386, "wasmtime": 18387,
+         "wasmtime-reuse": 18388}
+HOP_MODES = ["fd-once", "ring"]
+WASMTIME_VERSION = "48.0.8"
+WASM_TOOLS_VERSION = "1.263.0"
+# Requests an instance serves before a fresh one, in the reuse case.
+WASMTIME_REUSE_COUNT = 1000
+WASMTIME_ITEMS = [
+    ("wasmtime serve hello", "wasmtime", "/"),
+    ("wasmtime serve hello, instance reuse", "wasmtime-reuse", "/"),
+]
 ROUTES = [
     ("GET:/hello", '{"runtime":"static","body":"Hello, world!\\n"}'),
     ("GET:/wasm/hello", '{"runtime":"wasm","module":"hello.wat"}'),
@@ -50,6 +73,8 @@ ROUTES = [
 ITEMS = [
     ("ceiling", "ceiling", "/hello"),
     ("hop floor", "hop", "/hello"),
+    ("hop floor, fd once", "hop-fd-once", "/hello"),
+    ("hop floor, ring", "hop-ring", "/hello"),
     ("corefn static", "corefn", "/hello"),
     ("corefn wasm hello", "corefn", "/wasm/hello"),
     ("corefn native hello", "corefn", "/native/hello"),
@@ -124,6 +149,31 @@ def measure_open_loop(run, servers, results, bench_bin, args):
     return rows
 
 
+def start_wasmtime_serve(run, servers):
+    """`wasmtime serve` of the wasi:http hello, with fresh instances and
+    with reused ones."""
+    wasmtime = common.cargo_tool("wasmtime-cli", WASMTIME_VERSION, "wasmtime")
+    wasm_tools = common.cargo_tool("wasm-tools", WASM_TOOLS_VERSION, "wasm-tools")
+    # The WIT wasmtime's own wasi-http implements; cargo unpacked it to
+    # build wasmtime-cli.
+    crate = common.cargo_registry_dir("wasmtime-wasi-http", WASMTIME_VERSION)
+    if crate is None:
+        raise common.Failure(f"no wasmtime-wasi-http {WASMTIME_VERSION} source in cargo's registry")
+    embedded, component = run.path("hello-embedded.wasm"), run.path("hello-component.wasm")
+    common.run_tool([wasm_tools, "component", "embed", os.path.join(crate, "wit"),
+                     "--world", "wasi:http/proxy", os.path.join(common.ROOT, "bench", "peers",
+                                                               "wasi-http-hello.wat"),
+                     "-o", embedded], "wasm-tools component embed", timeout_s=60)
+    common.run_tool([wasm_tools, "component", "new", embedded, "-o", component],
+                    "wasm-tools component new", timeout_s=60)
+    for name, extra in (("wasmtime", []),
+                        ("wasmtime-reuse", ["--max-instance-reuse-count",
+                                            str(WASMTIME_REUSE_COUNT)])):
+        servers[name] = run.start_server(
+            name, [wasmtime, "serve", "--addr", f"{common.HOST}:{PORTS[name]}", *extra,
+                   component], PORTS[name], run.path(f"{name}.log"), ready="Serving HTTP")
+
+
 def main():
     p = common.parser(__doc__)
     common.add_wrk_rounds(p)
@@ -134,7 +184,12 @@ def main():
                    help="also the wasm hello at half of peak and at 1,000 req/s with corefn-bench")
     common.add_option(p, "--before", help="also a corefn of an earlier build (its binary), "
                       "same routes, same rounds")
+    p.add_argument("--peer-wasmtime", action="store_true",
+                   help=f"also `wasmtime serve` {WASMTIME_VERSION} with the same hello, fresh "
+                   "instances and reused ones (built from crates.io once)")
     args = p.parse_args()
+    if args.peer_wasmtime:
+        ITEMS.extend(WASMTIME_ITEMS)
     if args.before:
         common.require_binary(args.before)
         ITEMS.extend((f"before: {label}", "corefn-before", path) for label, _, path in COREFN_ITEMS)
@@ -164,10 +219,13 @@ def main():
             "ceiling": run.start_server(
                 "ceiling", [binaries["corefn-ceiling"], "--listen", f"{common.HOST}:{PORTS['ceiling']}"],
                 PORTS["ceiling"], run.path("ceiling.log")),
-            "hop": run.start_server(
-                "hop", [binaries["corefn-hop"], "--listen", f"{common.HOST}:{PORTS['hop']}"],
-                PORTS["hop"], run.path("hop.log")),
         }
+        for name, mode in (("hop", "socket"), *((f"hop-{m}", m) for m in HOP_MODES)):
+            servers[name] = run.start_server(
+                name, [binaries["corefn-hop"], "--listen", f"{common.HOST}:{PORTS[name]}",
+                       "--mode", mode], PORTS[name], run.path(f"{name}.log"))
+        if args.peer_wasmtime:
+            start_wasmtime_serve(run, servers)
 
         def start_corefn(name, binary, *extra):
             """A corefn on its own database, cache and logs, with ROUTES."""
@@ -240,8 +298,16 @@ def main():
         f"- native / hop floor: {pair('corefn native hello', 'hop floor')}",
         f"- python / static: {pair('corefn python hello', 'corefn static')}",
         f"- hop floor / ceiling: {pair('hop floor', 'ceiling')}",
+        *(f"- hop floor, {label} / hop floor: {pair('hop floor, ' + label, 'hop floor')}"
+          for label in ("fd once", "ring")),
         f"- static / ceiling: {pair('corefn static', 'ceiling')}",
     ]
+    if args.peer_wasmtime:
+        p99 = {item: common.median(runs, "p99_us") for item, runs in results.items()}
+        for label, _, _ in WASMTIME_ITEMS:
+            wasm, peer = by_label["corefn wasm hello"], by_label[label]
+            lines.append(f"- wasm / {label}: {pair('corefn wasm hello', label)}, "
+                         f"p99 {common.ratio(p99[wasm], p99[peer])}")
     if args.before:
         lines += [f"- {label}, this build / before: {pair(label, 'before: ' + label)}"
                   for label, _, _ in COREFN_ITEMS]

@@ -114,16 +114,16 @@ class Run:
         if self.out and not os.path.exists(os.path.join(self.out, "summary.md")):
             shutil.rmtree(self.out, ignore_errors=True)
 
-    def start_server(self, name, command, port, log_path):
-        """Starts a server that prints "listening on" when ready and waits
-        until it does and its port accepts connections."""
+    def start_server(self, name, command, port, log_path, ready="listening on"):
+        """Starts a server that prints `ready` when ready and waits until it
+        does and its port accepts connections."""
         # SO_REUSEPORT would let a leftover server share the port and the load.
         require_free_port(port)
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT)
         self.on_exit(lambda: stop_process(process))
-        server = Server(name, process, port, log_path)
+        server = Server(name, process, port, log_path, ready)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (server.ready_line() and port_open(port)):
             if process.poll() is not None:
@@ -175,8 +175,9 @@ def wait_background(process, what, output):
 
 
 class Server:
-    def __init__(self, name, process, port, log_path):
+    def __init__(self, name, process, port, log_path, ready="listening on"):
         self.name, self.process, self.port, self.log = name, process, port, log_path
+        self.ready = ready
 
     @property
     def pid(self):
@@ -186,7 +187,7 @@ class Server:
         return f"http://{HOST}:{self.port}{path}"
 
     def ready_line(self):
-        return next((line for line in tail(self.log, 1000) if "listening on" in line), None)
+        return next((line for line in tail(self.log, 1000) if self.ready in line), None)
 
     def check_alive(self):
         if self.process.poll() is not None:
@@ -292,6 +293,30 @@ def release_binaries(*names, skip_build=False):
 def require_binary(path):
     if not os.access(path, os.X_OK):
         raise Failure(f"missing {path}: build first (cargo build --release --workspace)")
+
+
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                     "corefn-bench")
+
+
+def cargo_tool(crate, version, binary):
+    """`binary` of crates.io's `crate` at `version`, built once (cargo
+    install --locked) into its own folder of the benchmarks' cache."""
+    root = os.path.join(CACHE, f"{crate}-{version}")
+    path = os.path.join(root, "bin", binary)
+    if not os.access(path, os.X_OK):
+        log(f"building {crate} {version} from crates.io into {root} (once; a long build)")
+        subprocess.run(["cargo", "install", "--locked", "--quiet", crate, "--version", version,
+                        "--root", root], stdout=sys.stderr, check=True, timeout=3 * 3600)
+    return path
+
+
+def cargo_registry_dir(crate, version):
+    """The unpacked source of a crate cargo has downloaded (its first copy
+    in any registry), or None."""
+    home = os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo")
+    found = sorted(glob.glob(os.path.join(home, "registry", "src", "*", f"{crate}-{version}")))
+    return found[0] if found else None
 
 
 def require_tool(command, package=None, install=True):

@@ -17,7 +17,7 @@ const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: ceiling\r\n\r\n";
 
 #[test]
 fn answers_every_request_head_with_the_fixed_response() {
-    let ceiling = start(env!("CARGO_BIN_EXE_corefn-ceiling"), "corefn-ceiling");
+    let ceiling = start(env!("CARGO_BIN_EXE_corefn-ceiling"), "corefn-ceiling", &[]);
     let mut stream = connect(ceiling.addr);
 
     stream.write_all(REQUEST).unwrap();

@@ -27,10 +27,12 @@ impl Drop for Server {
 }
 
 /// Starts `binary` (named `name`) on one core and a port the kernel
-/// picks, and reads the port from its readiness line.
-pub fn start(binary: &str, name: &str) -> Server {
+/// picks, with `extra` arguments, and reads the port from its readiness
+/// line.
+pub fn start(binary: &str, name: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(binary)
         .args(["--listen", "127.0.0.1:0", "--cores", "1"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
