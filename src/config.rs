@@ -154,6 +154,12 @@ pub struct ServeOptions {
     #[arg(long, default_value_t = 5)]
     pub watch_interval_ms: u64,
 
+    /// How often a watcher whose store's files are not changing looks
+    /// anyway: for a file system whose writes inotify does not report
+    /// (lower it there), and a commit readable only after its last write.
+    #[arg(long, default_value_t = 250)]
+    pub watch_recheck_ms: u64,
+
     /// Open client connections allowed over all cores (503 and close above).
     #[arg(long = "max-connections", default_value_t = 100_000)]
     pub connections_max: usize,
@@ -273,6 +279,12 @@ impl ServeOptions {
             return Err(format!(
                 "--shutdown-grace-ms {} is above {TIMEOUT_MS_MAX}",
                 self.shutdown_grace_ms
+            ));
+        }
+        if !(1..=WATCH_INTERVAL_MS_MAX).contains(&self.watch_recheck_ms) {
+            return Err(format!(
+                "--watch-recheck-ms {} is outside 1..={WATCH_INTERVAL_MS_MAX}",
+                self.watch_recheck_ms
             ));
         }
         if !(1..=WATCH_INTERVAL_MS_MAX).contains(&self.watch_interval_ms) {

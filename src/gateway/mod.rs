@@ -212,6 +212,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             board: board.clone(),
             loaded_at,
             interval: Duration::from_millis(options.watch_interval_ms),
+            recheck: Duration::from_millis(options.watch_recheck_ms),
             telemetry: telemetry.clone(),
             roots: module_roots,
             shared: shared_store.clone(),

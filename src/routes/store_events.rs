@@ -5,8 +5,8 @@
 //! database, its `-wal`, `-journal`, `-shm`) were written, created,
 //! removed or renamed, and the watcher polls at its interval only for
 //! [`HOT_WINDOW`] after such an event. While nothing happens it sleeps in
-//! `poll` on the inotify descriptor, and looks anyway every
-//! [`QUIET_RECHECK`].
+//! `poll` on the inotify descriptor, and looks anyway every recheck
+//! (`--watch-recheck-ms`, 250 ms).
 //!
 //! Why the hot window and the recheck: a commit becomes visible to
 //! readers after its last `write` to the WAL (SQLite fsyncs, then updates
@@ -31,8 +31,6 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 /// How long the watcher keeps polling at its interval after a change of
 /// the store's files.
 pub const HOT_WINDOW: Duration = Duration::from_millis(200);
-/// How often a quiet watcher looks at the store anyway.
-pub const QUIET_RECHECK: Duration = Duration::from_millis(250);
 
 /// What woke a wait for a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +53,15 @@ pub struct StoreEvents {
     /// next to the file the link names).
     watched: Vec<(WatchDescriptor, OsString)>,
     hot_until: Instant,
+    /// How long a quiet wait lasts at most.
+    recheck: Duration,
 }
 
 impl StoreEvents {
     /// A watch on the directory of `store_path`. When inotify is not to be
     /// had (no directory, the instance limit), says so once and polls.
     /// Starts hot, so the first looks come at the interval.
-    pub fn new(store_path: &Path) -> StoreEvents {
+    pub fn new(store_path: &Path, recheck: Duration) -> StoreEvents {
         let mut places = vec![directory_and_name(store_path)];
         if let Ok(resolved) = store_path.canonicalize() {
             let place = directory_and_name(&resolved);
@@ -103,20 +103,21 @@ impl StoreEvents {
             inotify,
             watched,
             hot_until: Instant::now() + HOT_WINDOW,
+            recheck,
         }
     }
 
     /// Returns when the watcher should look again: after `interval` while
     /// the store's files changed within [`HOT_WINDOW`] (or always, with
     /// `poll_anyway` or without a watch), else at the next change or after
-    /// [`QUIET_RECHECK`].
+    /// the recheck time.
     pub fn wait(&mut self, interval: Duration, poll_anyway: bool) {
         if poll_anyway || self.inotify.is_none() || Instant::now() < self.hot_until {
             thread::sleep(interval);
             self.take_events();
             return;
         }
-        self.next_change(QUIET_RECHECK);
+        self.next_change(self.recheck);
     }
 
     /// Waits at most `timeout` for a change of the store's files.
@@ -228,6 +229,8 @@ mod tests {
     use super::*;
     use std::fs;
 
+    const RECHECK: Duration = Duration::from_millis(250);
+
     fn tempdir(name: &str) -> std::path::PathBuf {
         let dir =
             std::env::temp_dir().join(format!("corefn-store-events-{name}-{}", std::process::id()));
@@ -246,7 +249,7 @@ mod tests {
         let dir = tempdir("wal");
         let db = dir.join("corefn.db");
         fs::write(&db, b"x").expect("db");
-        let mut events = StoreEvents::new(&db);
+        let mut events = StoreEvents::new(&db, RECHECK);
         quiet(&mut events);
         fs::write(dir.join("other.txt"), b"unrelated").expect("other");
         fs::write(dir.join("corefn.dbx"), b"unrelated").expect("other");
@@ -265,7 +268,7 @@ mod tests {
         let db = dir.join("corefn.db");
         fs::write(&db, b"old").expect("db");
         fs::write(dir.join("new.db"), b"new").expect("new");
-        let mut events = StoreEvents::new(&db);
+        let mut events = StoreEvents::new(&db, RECHECK);
         quiet(&mut events);
         fs::rename(dir.join("new.db"), &db).expect("rename");
         assert_eq!(events.next_change(Duration::from_secs(30)), Woke::Changed);
@@ -282,7 +285,7 @@ mod tests {
         fs::write(real.join("routes.db"), b"x").expect("db");
         let link = dir.join("corefn.db");
         std::os::unix::fs::symlink(real.join("routes.db"), &link).expect("link");
-        let mut events = StoreEvents::new(&link);
+        let mut events = StoreEvents::new(&link, RECHECK);
         quiet(&mut events);
         fs::write(real.join("routes.db-wal"), b"frame").expect("wal");
         assert_eq!(events.next_change(Duration::from_secs(30)), Woke::Changed);
@@ -293,14 +296,14 @@ mod tests {
     fn without_its_directory_the_watcher_polls() {
         let dir = tempdir("gone");
         let db = dir.join("corefn.db");
-        let mut events = StoreEvents::new(&db);
+        let mut events = StoreEvents::new(&db, RECHECK);
         quiet(&mut events);
         fs::remove_dir_all(&dir).expect("remove");
         assert_eq!(events.next_change(Duration::from_secs(30)), Woke::Unwatched);
         // Now every wait is the interval's sleep.
         events.wait(Duration::from_millis(1), false);
         assert_eq!(events.next_change(Duration::from_secs(30)), Woke::Unwatched);
-        let missing = StoreEvents::new(&dir.join("nowhere").join("corefn.db"));
+        let missing = StoreEvents::new(&dir.join("nowhere").join("corefn.db"), RECHECK);
         assert!(missing.inotify.is_none());
     }
 }

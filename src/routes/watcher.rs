@@ -49,6 +49,8 @@ pub struct WatchParts {
     /// The data version [`load_initial`] returned.
     pub loaded_at: i64,
     pub interval: Duration,
+    /// How often it looks while the store's files do not change.
+    pub recheck: Duration,
     pub telemetry: Arc<Telemetry>,
     pub roots: Option<ModuleRoots>,
     /// Every other thread's connection to the store: closed when the file
@@ -131,7 +133,7 @@ fn watch(store: RouteStore, parts: WatchParts) {
         built_from: None,
         last_error: None,
     }));
-    let mut events = StoreEvents::new(parts.shared.path());
+    let mut events = StoreEvents::new(parts.shared.path(), parts.recheck);
     loop {
         // Without a store the watcher waits for a file to settle: it
         // looks at every interval.

@@ -247,3 +247,36 @@ fn a_route_added_while_the_cores_doze_is_served_by_the_first_request() {
         );
     }
 }
+
+/// With the recheck a minute away, only the store's file events make a
+/// quiet watcher look: a change by another writer after the watcher went
+/// quiet is served, so is a second one after it went quiet again, and so
+/// is a store renamed over the path.
+#[test]
+fn a_quiet_watcher_is_woken_by_the_store_files_changing() {
+    let s = Server::start(
+        &[("GET:/first", &static_route("first\n"))],
+        &["--watch-recheck-ms", "60000"],
+    );
+    assert_eq!(get(s.addr(), "/first").status, 200);
+    // Past the 200 ms the watcher polls for after a change.
+    let quiet = Duration::from_millis(700);
+    for path in ["/one", "/two"] {
+        std::thread::sleep(quiet);
+        insert_route(s.db_path(), &format!("GET:{path}"), &static_route(path));
+        assert!(
+            wait_until(LIMIT, || get(s.addr(), path).text() == path).is_some(),
+            "{path}, inserted while the watcher was quiet, was not served: {:?}",
+            s.stderr_lines()
+        );
+    }
+    std::thread::sleep(quiet);
+    let replacement = s.dir().join("new.db");
+    create_db(&replacement, &[("GET:/renamed", &static_route("renamed"))]);
+    std::fs::rename(&replacement, s.db_path()).expect("mv new.db over the store");
+    assert!(
+        wait_until(LIMIT, || get(s.addr(), "/renamed").text() == "renamed").is_some(),
+        "a store renamed over the path while the watcher was quiet was not served: {:?}",
+        s.stderr_lines()
+    );
+}

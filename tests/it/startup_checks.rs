@@ -49,6 +49,10 @@ fn out_of_range_flags_stop_serve_with_a_message_naming_the_flag() {
     );
     serve_fails_with(&["--compile-timeout-ms", "0"], "--compile-timeout-ms 0");
     serve_fails_with(
+        &["--watch-recheck-ms", "0"],
+        "--watch-recheck-ms 0 is outside 1..=60000",
+    );
+    serve_fails_with(
         &["--run-as", "no-such-user-here"],
         "--run-as no-such-user-here: no such user",
     );
