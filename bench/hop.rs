@@ -16,8 +16,12 @@
 //! (the second process closes its copy when told the connection ended);
 //! `ring` does that and puts every call into a per-core ring in shared
 //! memory (a memfd both map), waking the second process's thread with a
-//! futex only when it sleeps (after `--spin-us` of looking). Completions go
-//! back over the channel in every mode.
+//! futex only when it sleeps (after `--spin-us` of looking);
+//! `completion-ring` keeps `socket`'s calls and puts the completions into a
+//! second ring, read by the core between its other tasks for
+//! `--core-spin-us` after the last one and then woken by a doorbell message
+//! on the channel, which the thread sends only while the core waits for
+//! it; `rings` is `ring` with that completion ring.
 //!
 //! corefn's wasm path is stated as a fraction of this in PERFORMANCE.md
 //! (`scripts/bench-hop.py`): what is left between the two is corefn's own
@@ -101,6 +105,11 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
 
+    /// `rings` mode: how long a core keeps looking at an empty completion
+    /// ring (between its other tasks) before it waits for a doorbell.
+    #[arg(long, default_value_t = 20)]
+    core_spin_us: u64,
+
     /// Run as the second process with this many channels (internal).
     #[arg(long, hide = true)]
     worker_channels: Option<usize>,
@@ -111,6 +120,23 @@ enum Mode {
     Socket,
     FdOnce,
     Ring,
+    /// `ring`, and the completions through a second ring: the thread
+    /// rings the core's doorbell (a message on the channel) only when the
+    /// core waits for one.
+    Rings,
+    /// `socket` for the calls, the completions through a ring as in
+    /// `rings`.
+    CompletionRing,
+}
+
+impl Mode {
+    fn has_rings(self) -> bool {
+        matches!(self, Mode::Ring | Mode::Rings | Mode::CompletionRing)
+    }
+
+    fn completes_through_a_ring(self) -> bool {
+        matches!(self, Mode::Rings | Mode::CompletionRing)
+    }
 }
 
 fn main() -> ExitCode {
@@ -147,7 +173,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     // Ring mode: one shared ring per core, at fd 3 + cores + core there.
     let mut rings = Vec::new();
-    if args.mode == Mode::Ring {
+    if args.mode.has_rings() {
         for _ in &cpus {
             rings.push(SharedRing::create()?);
         }
@@ -160,7 +186,9 @@ fn run(args: &Args) -> Result<(), String> {
         .arg("--mode")
         .arg(mode_name(args.mode))
         .arg("--spin-us")
-        .arg(args.spin_us.to_string());
+        .arg(args.spin_us.to_string())
+        .arg("--core-spin-us")
+        .arg(args.core_spin_us.to_string());
     let raw: Vec<RawFd> = worker_ends
         .iter()
         .map(AsRawFd::as_raw_fd)
@@ -195,12 +223,13 @@ fn run(args: &Args) -> Result<(), String> {
     let mut channels = core_ends.into_iter();
     let mut rings = rings.into_iter();
     let mode = args.mode;
+    let core_spin = Duration::from_micros(args.core_spin_us);
     let served = run_pinned("corefn-hop", &cpus, args.listen, |_| {
         let channel = channels.next();
         let ring = rings.next();
         move |listener, cpu| async move {
             match channel {
-                Some(channel) => serve(listener, cpu, channel, mode, ring).await,
+                Some(channel) => serve(listener, cpu, channel, mode, ring, core_spin).await,
                 None => Err(format!("no channel for cpu {cpu}")),
             }
         }
@@ -223,6 +252,65 @@ struct Slot {
     waker: Cell<Option<Waker>>,
 }
 
+impl Pending {
+    fn complete(&self, id: u64) {
+        if let Some(slot) = self.calls.borrow_mut().remove(&id) {
+            slot.done.set(true);
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// `rings` mode, a core's completions: taken from the ring while there
+/// are any and for `spin` after the last (yielding to the core's other
+/// tasks in between), then, with the doorbell asked for, from the ring
+/// once a doorbell message comes.
+async fn take_ring_completions(
+    rings: &SharedRing,
+    mut doorbell: UnixStream,
+    pending: &Pending,
+    spin: Duration,
+) {
+    let ring = &rings.rings().completion;
+    let take = || {
+        let mut taken = 0;
+        while let Some([call, _, _]) = ring.pop() {
+            pending.complete(call);
+            taken += 1;
+        }
+        taken
+    };
+    let mut message = [0u8; MESSAGE_BYTES * 2];
+    let mut empty_since: Option<std::time::Instant> = None;
+    loop {
+        if take() > 0 {
+            empty_since = None;
+            glommio::executor().yield_task_queue_now().await;
+            continue;
+        }
+        let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < spin {
+            glommio::executor().yield_task_queue_now().await;
+            continue;
+        }
+        ring.sleeping.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if take() > 0 {
+            ring.sleeping.store(0, Ordering::SeqCst);
+            empty_since = None;
+            continue;
+        }
+        // A doorbell left over from a wait that ended by itself only
+        // makes one more look.
+        match doorbell.read(&mut message).await {
+            Ok(n) if n > 0 => empty_since = None,
+            _ => return,
+        }
+    }
+}
+
 /// Resolves once the slot's completion has come.
 struct Completed(Rc<Slot>);
 
@@ -242,6 +330,8 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Socket => "socket",
         Mode::FdOnce => "fd-once",
         Mode::Ring => "ring",
+        Mode::Rings => "rings",
+        Mode::CompletionRing => "completion-ring",
     }
 }
 
@@ -259,6 +349,7 @@ async fn serve(
     channel: OwnedFd,
     mode: Mode,
     ring: Option<SharedRing>,
+    core_spin: Duration,
 ) -> Result<(), String> {
     let pending = Rc::new(Pending::default());
     let sender = channel
@@ -274,23 +365,28 @@ async fn serve(
     // each read returns one message.
     let mut completions = unsafe { UnixStream::from_raw_fd(channel.into_raw_fd()) };
     let reader = pending.clone();
-    glommio::spawn_local(async move {
-        let mut message = [0u8; MESSAGE_BYTES * 2];
-        while let Ok(n) = completions.read(&mut message).await {
-            if n != MESSAGE_BYTES {
-                break;
+    if mode.completes_through_a_ring() {
+        let rings = link.ring.as_ref().map(SharedRing::share);
+        glommio::spawn_local(async move {
+            if let Some(rings) = rings {
+                take_ring_completions(&rings, completions, &reader, core_spin).await;
             }
-            let mut id = [0u8; MESSAGE_BYTES];
-            id.copy_from_slice(&message[..MESSAGE_BYTES]);
-            if let Some(slot) = reader.calls.borrow_mut().remove(&u64::from_le_bytes(id)) {
-                slot.done.set(true);
-                if let Some(waker) = slot.waker.take() {
-                    waker.wake();
+        })
+        .detach();
+    } else {
+        glommio::spawn_local(async move {
+            let mut message = [0u8; MESSAGE_BYTES * 2];
+            while let Ok(n) = completions.read(&mut message).await {
+                if n != MESSAGE_BYTES {
+                    break;
                 }
+                let mut id = [0u8; MESSAGE_BYTES];
+                id.copy_from_slice(&message[..MESSAGE_BYTES]);
+                reader.complete(u64::from_le_bytes(id));
             }
-        }
-    })
-    .detach();
+        })
+        .detach();
+    }
 
     loop {
         match listener.accept().await {
@@ -300,8 +396,8 @@ async fn serve(
                 glommio::spawn_local(async move {
                     // 0: the socket mode's "this call's socket alone".
                     let connection = match link.mode {
-                        Mode::Socket => 0,
-                        Mode::FdOnce | Mode::Ring => link.next_connection.get(),
+                        Mode::Socket | Mode::CompletionRing => 0,
+                        Mode::FdOnce | Mode::Ring | Mode::Rings => link.next_connection.get(),
                     };
                     link.next_connection.set(connection + 1);
                     let mut attached = false;
@@ -353,9 +449,9 @@ async fn handle_connection(
         let slot = Rc::new(Slot::default());
         pending.calls.borrow_mut().insert(id, slot.clone());
         let socket = match link.mode {
-            Mode::Socket => Some(stream.as_raw_fd()),
-            Mode::FdOnce | Mode::Ring if !*attached => Some(stream.as_raw_fd()),
-            Mode::FdOnce | Mode::Ring => None,
+            Mode::Socket | Mode::CompletionRing => Some(stream.as_raw_fd()),
+            Mode::FdOnce | Mode::Ring | Mode::Rings if !*attached => Some(stream.as_raw_fd()),
+            Mode::FdOnce | Mode::Ring | Mode::Rings => None,
         };
         let kind = if socket.is_some() {
             CALL_WITH_SOCKET
@@ -363,7 +459,7 @@ async fn handle_connection(
             CALL
         };
         link.send(kind, id, connection, socket).await?;
-        if link.mode != Mode::Socket {
+        if !matches!(link.mode, Mode::Socket | Mode::CompletionRing) {
             *attached = true;
         }
         Completed(slot).await;
@@ -386,15 +482,22 @@ impl Link {
         message[..8].copy_from_slice(&kind.to_le_bytes());
         message[8..16].copy_from_slice(&call.to_le_bytes());
         message[16..].copy_from_slice(&connection.to_le_bytes());
-        if let Some(ring) = &self.ring {
+        if let (Some(ring), Mode::Ring | Mode::Rings) = (&self.ring, self.mode) {
             // The socket first: the ring's entry tells the thread to take it.
             if let Some(fd) = socket {
                 self.send_message(&message, Some(fd)).await?;
             }
-            while !ring.ring().push(kind, call, connection) {
-                glommio::timer::sleep(Duration::from_micros(50)).await;
+            let dispatch = &ring.rings().dispatch;
+            loop {
+                match dispatch.push([kind, call, connection]) {
+                    Pushed::Full => glommio::timer::sleep(Duration::from_micros(50)).await,
+                    Pushed::ConsumerSleeps => {
+                        futex(&dispatch.sleeping, libc::FUTEX_WAKE, 1);
+                        return Ok(());
+                    }
+                    Pushed::ConsumerAwake => return Ok(()),
+                }
             }
-            return Ok(());
         }
         self.send_message(&message, socket).await
     }
@@ -422,42 +525,55 @@ impl Link {
     }
 }
 
-/// A single-producer single-consumer ring of dispatches in a memfd both
-/// processes map: the core pushes, its channel's thread pops and, when it
-/// found the ring empty, sleeps on the futex word `sleeping` (the core
-/// wakes it only then).
+/// A single-producer single-consumer ring of three-word entries in a
+/// memfd both processes map. Dispatches: the core pushes, its channel's
+/// thread pops and, when it found the ring empty, sleeps on the futex word
+/// `sleeping` (the core wakes it only then). Completions (`rings` mode):
+/// the thread pushes, the core pops and, when it waits, sets `sleeping`
+/// for a doorbell.
 #[repr(C)]
 struct Ring {
-    /// Entries pushed (the core writes it).
+    /// Entries pushed (the producer writes it).
     head: AtomicU64,
     _head_line: [u8; 56],
-    /// Entries taken (the thread writes it).
+    /// Entries taken (the consumer writes it).
     tail: AtomicU64,
     _tail_line: [u8; 56],
-    /// 1 while the thread sleeps or is about to.
+    /// 1 while the consumer sleeps or is about to.
     sleeping: AtomicU32,
     _sleeping_line: [u8; 60],
     slots: [[AtomicU64; 3]; RING_SLOTS],
 }
 
+/// What a push found.
+enum Pushed {
+    Full,
+    /// The consumer is looking (or will look) by itself.
+    ConsumerAwake,
+    /// The consumer sleeps: the producer must wake it.
+    ConsumerSleeps,
+}
+
 impl Ring {
-    fn push(&self, kind: u64, call: u64, connection: u64) -> bool {
+    fn push(&self, entry: [u64; 3]) -> Pushed {
         let head = self.head.load(Ordering::Relaxed);
         if head - self.tail.load(Ordering::Acquire) >= RING_SLOTS as u64 {
-            return false;
+            return Pushed::Full;
         }
         let slot = &self.slots[head as usize % RING_SLOTS];
-        slot[0].store(kind, Ordering::Relaxed);
-        slot[1].store(call, Ordering::Relaxed);
-        slot[2].store(connection, Ordering::Relaxed);
-        self.head.store(head + 1, Ordering::Release);
-        // Against the thread's "sleeping, then look once more": one of the
-        // two sees the other's store.
-        fence(Ordering::SeqCst);
-        if self.sleeping.swap(0, Ordering::SeqCst) == 1 {
-            futex(&self.sleeping, libc::FUTEX_WAKE, 1);
+        for (word, value) in slot.iter().zip(entry) {
+            word.store(value, Ordering::Relaxed);
         }
-        true
+        self.head.store(head + 1, Ordering::Release);
+        // Against the consumer's "sleeping, then look once more": one of
+        // the two sees the other's store.
+        fence(Ordering::SeqCst);
+        // A load first: the line is written only when the consumer sleeps.
+        if self.sleeping.load(Ordering::SeqCst) == 1 && self.sleeping.swap(0, Ordering::SeqCst) == 1
+        {
+            return Pushed::ConsumerSleeps;
+        }
+        Pushed::ConsumerAwake
     }
 
     fn pop(&self) -> Option<[u64; 3]> {
@@ -513,10 +629,17 @@ fn futex(word: &AtomicU32, op: libc::c_int, value: u32) {
     }
 }
 
-/// A [`Ring`] in a memfd, mapped here.
+/// A core's two rings.
+#[repr(C)]
+struct Rings {
+    dispatch: Ring,
+    completion: Ring,
+}
+
+/// A core's [`Rings`] in a memfd, mapped here.
 struct SharedRing {
-    memfd: OwnedFd,
-    map: *mut Ring,
+    memfd: Rc<OwnedFd>,
+    map: *mut Rings,
 }
 
 impl SharedRing {
@@ -529,7 +652,7 @@ impl SharedRing {
         // SAFETY: just made, ours alone.
         let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: sizing our own memfd.
-        if unsafe { libc::ftruncate(fd, std::mem::size_of::<Ring>() as libc::off_t) } < 0 {
+        if unsafe { libc::ftruncate(fd, std::mem::size_of::<Rings>() as libc::off_t) } < 0 {
             return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
         }
         SharedRing::map(memfd)
@@ -537,11 +660,11 @@ impl SharedRing {
 
     fn map(memfd: OwnedFd) -> Result<SharedRing, String> {
         // SAFETY: a shared mapping of the memfd's whole size; zeroed pages
-        // are a valid empty Ring (atomics of 0).
+        // are valid empty Rings (atomics of 0).
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                std::mem::size_of::<Ring>(),
+                std::mem::size_of::<Rings>(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 memfd.as_raw_fd(),
@@ -552,19 +675,28 @@ impl SharedRing {
             return Err(format!("mmap: {}", std::io::Error::last_os_error()));
         }
         Ok(SharedRing {
-            memfd,
+            memfd: Rc::new(memfd),
             map: map.cast(),
         })
     }
 
-    fn ring(&self) -> &Ring {
-        // SAFETY: mapped for the life of self (never unmapped: the process
-        // ends with it), only ever accessed through atomics.
+    fn rings(&self) -> &Rings {
+        // SAFETY: mapped for the life of the process (never unmapped), only
+        // ever accessed through atomics.
         unsafe { &*self.map }
+    }
+
+    /// The same mapping, for another task of the same core.
+    fn share(&self) -> SharedRing {
+        SharedRing {
+            memfd: self.memfd.clone(),
+            map: self.map,
+        }
     }
 }
 
-// SAFETY: the mapping is only touched through atomics.
+// SAFETY: the mapping is only touched through atomics, and the Rc is
+// moved to its core's thread once, before any clone of it is made.
 unsafe impl Send for SharedRing {}
 
 /// The second process: a thread per channel, each receiving a socket,
@@ -575,7 +707,7 @@ fn run_worker(channels: usize, mode: Mode, spin: Duration) -> Result<(), String>
             // SAFETY: the first process placed channel i at this fd for us.
             let channel = unsafe { OwnedFd::from_raw_fd(FIRST_CHANNEL_FD + i as RawFd) };
             let ring = match mode {
-                Mode::Ring => {
+                Mode::Ring | Mode::Rings | Mode::CompletionRing => {
                     let fd = FIRST_CHANNEL_FD + (channels + i) as RawFd;
                     // SAFETY: and ring i at this one.
                     Some(SharedRing::map(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -583,8 +715,9 @@ fn run_worker(channels: usize, mode: Mode, spin: Duration) -> Result<(), String>
                 _ => None,
             };
             std::thread::spawn(move || match ring {
-                Some(ring) => serve_ring(channel, ring?, spin),
-                None => serve_channel(channel),
+                Some(ring) if mode == Mode::CompletionRing => serve_channel(channel, Some(ring?)),
+                Some(ring) => serve_ring(channel, ring?, spin, mode == Mode::Rings),
+                None => serve_channel(channel, None),
             })
         })
         .collect();
@@ -596,13 +729,22 @@ fn run_worker(channels: usize, mode: Mode, spin: Duration) -> Result<(), String>
     Ok(())
 }
 
-fn serve_channel(channel: OwnedFd) -> Result<(), String> {
+/// Calls from the channel; with `completions`, the completions into its
+/// ring (`completion-ring` mode: every call brings its socket).
+fn serve_channel(channel: OwnedFd, completions: Option<SharedRing>) -> Result<(), String> {
     let mut sockets: HashMap<u64, OwnedFd> = HashMap::new();
     loop {
         let Some((entry, socket)) = receive(&channel)? else {
             return Ok(());
         };
         let [kind, call, connection] = entry;
+        if let Some(rings) = &completions {
+            if let Some(client) = socket {
+                write_all(&client, RESPONSE);
+            }
+            complete_through_ring(&channel, &rings.rings().completion, call)?;
+            continue;
+        }
         if let Some(socket) = socket {
             sockets.insert(connection, socket);
         }
@@ -610,18 +752,58 @@ fn serve_channel(channel: OwnedFd) -> Result<(), String> {
     }
 }
 
-/// Ring mode: entries from the ring, sockets from the channel.
-fn serve_ring(channel: OwnedFd, ring: SharedRing, spin: Duration) -> Result<(), String> {
-    let mut sockets: HashMap<u64, OwnedFd> = HashMap::new();
+/// A completion into the ring, and the core's doorbell rung when it waits.
+fn complete_through_ring(channel: &OwnedFd, ring: &Ring, call: u64) -> Result<(), String> {
     loop {
-        let [kind, call, connection] = ring.ring().pop_wait(spin);
+        match ring.push([call, 0, 0]) {
+            Pushed::Full => std::thread::sleep(Duration::from_micros(10)),
+            Pushed::ConsumerAwake => return Ok(()),
+            Pushed::ConsumerSleeps => {
+                sendmsg::<()>(
+                    channel.as_raw_fd(),
+                    &[IoSlice::new(&[1u8])],
+                    &[],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .map_err(|e| format!("sendmsg: {e}"))?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Ring modes: entries from the ring, sockets from the channel; with
+/// `completion_ring`, completions into the other ring (and a doorbell on
+/// the channel when the core waits for one).
+fn serve_ring(
+    channel: OwnedFd,
+    ring: SharedRing,
+    spin: Duration,
+    completion_ring: bool,
+) -> Result<(), String> {
+    let mut sockets: HashMap<u64, OwnedFd> = HashMap::new();
+    let rings = ring.rings();
+    loop {
+        let [kind, call, connection] = rings.dispatch.pop_wait(spin);
         if kind == CALL_WITH_SOCKET {
             let Some((_, Some(socket))) = receive(&channel)? else {
                 return Err("a call with a socket came without it".into());
             };
             sockets.insert(connection, socket);
         }
-        answer(&channel, &mut sockets, kind, call, connection)?;
+        if !completion_ring {
+            answer(&channel, &mut sockets, kind, call, connection)?;
+            continue;
+        }
+        if kind == FORGET {
+            sockets.remove(&connection);
+            continue;
+        }
+        if let Some(client) = sockets.get(&connection) {
+            write_all(client, RESPONSE);
+        }
+        complete_through_ring(&channel, &rings.completion, call)?;
     }
 }
 

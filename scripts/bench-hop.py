@@ -15,9 +15,11 @@ wasm / static, wasm / hop floor, hop floor / ceiling.
 
 The floor is measured in each of corefn-hop's modes: `socket` (corefn's
 hop today: the client's socket with every call), `fd-once` (the socket
-with a connection's first call only) and `ring` (fd-once, and the calls
-through a shared-memory ring with a futex wake), so that a cheaper hop is
-measured on the floor before it is built into corefn.
+with a connection's first call only), `ring` (fd-once, and the calls
+through a shared-memory ring with a futex wake), `completion-ring` (the
+calls as `socket`, the completions through a ring with a doorbell only
+when the core waits) and `rings` (both), so that a cheaper hop is measured
+on the floor before it is built into corefn.
 
 With --peer-wasmtime, the peer a wasm user would pick instead is measured
 in the same rounds: `wasmtime serve` (wasmtime-cli WASMTIME_VERSION from
@@ -53,8 +55,10 @@ import bench_common as common
 
 PORTS = {"ceiling": 18380, "hop": 18381, "corefn": 18382, "corefn-alt": 18383,
          "corefn-before": 18384, "hop-fd-once": 18385, "hop-ring": 18386, "wasmtime": 18387,
-         "wasmtime-reuse": 18388}
-HOP_MODES = ["fd-once", "ring"]
+         "wasmtime-reuse": 18388, "hop-rings": 18389, "hop-completion-ring": 18392}
+# corefn-hop's modes besides `socket`, with their labels.
+HOP_MODES = [("fd-once", "fd once"), ("ring", "dispatch ring"),
+             ("completion-ring", "completion ring"), ("rings", "both rings")]
 WASMTIME_VERSION = "48.0.8"
 WASM_TOOLS_VERSION = "1.263.0"
 # Requests an instance serves before a fresh one, in the reuse case.
@@ -73,8 +77,7 @@ ROUTES = [
 ITEMS = [
     ("ceiling", "ceiling", "/hello"),
     ("hop floor", "hop", "/hello"),
-    ("hop floor, fd once", "hop-fd-once", "/hello"),
-    ("hop floor, ring", "hop-ring", "/hello"),
+    *((f"hop floor, {label}", f"hop-{mode}", "/hello") for mode, label in HOP_MODES),
     ("corefn static", "corefn", "/hello"),
     ("corefn wasm hello", "corefn", "/wasm/hello"),
     ("corefn native hello", "corefn", "/native/hello"),
@@ -220,7 +223,7 @@ def main():
                 "ceiling", [binaries["corefn-ceiling"], "--listen", f"{common.HOST}:{PORTS['ceiling']}"],
                 PORTS["ceiling"], run.path("ceiling.log")),
         }
-        for name, mode in (("hop", "socket"), *((f"hop-{m}", m) for m in HOP_MODES)):
+        for name, mode in (("hop", "socket"), *((f"hop-{m}", m) for m, _ in HOP_MODES)):
             servers[name] = run.start_server(
                 name, [binaries["corefn-hop"], "--listen", f"{common.HOST}:{PORTS[name]}",
                        "--mode", mode], PORTS[name], run.path(f"{name}.log"))
@@ -299,7 +302,7 @@ def main():
         f"- python / static: {pair('corefn python hello', 'corefn static')}",
         f"- hop floor / ceiling: {pair('hop floor', 'ceiling')}",
         *(f"- hop floor, {label} / hop floor: {pair('hop floor, ' + label, 'hop floor')}"
-          for label in ("fd once", "ring")),
+          for _, label in HOP_MODES),
         f"- static / ceiling: {pair('corefn static', 'ceiling')}",
     ]
     if args.peer_wasmtime:

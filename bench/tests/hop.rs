@@ -11,7 +11,7 @@ use std::time::Instant;
 use common::{connect, read_exactly, start, Server, RESPONSE, TIMEOUT};
 
 const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: hop\r\n\r\n";
-const MODES: [&str; 3] = ["socket", "fd-once", "ring"];
+const MODES: [&str; 5] = ["socket", "fd-once", "ring", "rings", "completion-ring"];
 
 fn start_mode(mode: &str) -> Server {
     start(
