@@ -92,6 +92,10 @@ pub struct WorkerArgs {
     /// The function-log channel is placed right after the core channels.
     #[arg(long)]
     pub log_channel: bool,
+    /// A completion ring per core channel (a sealed memfd) is placed after
+    /// those, in the channels' order.
+    #[arg(long)]
+    pub completion_rings: bool,
 }
 
 #[derive(Debug, Clone, Args)]

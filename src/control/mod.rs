@@ -72,6 +72,8 @@ pub fn start(
             generation: 1,
             pid: std::process::id(),
             channel: core_end,
+            // One call at a time: nothing for a ring to save.
+            completions: None,
         });
         channels.push(control_end);
     }

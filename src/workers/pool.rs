@@ -27,6 +27,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::UnixStream;
 use nix::errno::Errno;
 
+use super::completion_ring::{self, RingReader};
 use super::protocol::{
     self, Completion, DispatchHeader, DispatchParts, ProtocolError, COMPLETION_BYTES,
     INLINE_BODY_BYTES_MAX,
@@ -188,6 +189,7 @@ impl CoreWorkers {
             generation,
             pid,
             channel,
+            completions,
         } in new_links
         {
             let reader_fd = match channel.try_clone() {
@@ -216,7 +218,8 @@ impl CoreWorkers {
                 links.retain(|l| l.worker_id != worker_id || l.is_alive());
                 links.push(link.clone());
             }
-            glommio::spawn_local(read_completions(self.clone(), link, reader_fd)).detach();
+            let ring = completions.map(RingReader::new);
+            glommio::spawn_local(read_completions(self.clone(), link, reader_fd, ring)).detach();
         }
     }
 
@@ -489,16 +492,65 @@ impl CoreWorkers {
     }
 }
 
-async fn read_completions(workers: Rc<CoreWorkers>, link: Rc<WorkerLink>, reader_fd: OwnedFd) {
+/// A link's completions until its channel closes: from the channel only,
+/// or (with a ring) from the ring while it has any and for
+/// [`completion_ring::CORE_SPIN`] after the last, yielding to the core's
+/// other tasks in between, and then, the doorbell asked for, from the
+/// channel: a completion message (a full ring's, or a notice), or a
+/// doorbell that says to look at the ring again.
+async fn read_completions(
+    workers: Rc<CoreWorkers>,
+    link: Rc<WorkerLink>,
+    reader_fd: OwnedFd,
+    ring: Option<RingReader>,
+) {
     // SAFETY: a connected seqpacket socket we own; glommio only reads it.
     // Each read returns exactly one message.
     let mut stream = unsafe { UnixStream::from_raw_fd(reader_fd.into_raw_fd()) };
     let mut buffer = [0u8; COMPLETION_BYTES * 2];
+    let take_all = |ring: &RingReader| {
+        // Bounded: a worker cannot keep the core here.
+        let mut taken = 0;
+        while taken < completion_ring::SLOTS {
+            let Some(completion) = ring.take() else { break };
+            workers.deliver(&completion, &link);
+            taken += 1;
+        }
+        taken
+    };
+    let mut empty_since: Option<Instant> = None;
     loop {
-        match stream.read(&mut buffer).await {
+        if let Some(ring) = &ring {
+            if take_all(ring) > 0 {
+                empty_since = None;
+                glommio::executor().yield_task_queue_now().await;
+                continue;
+            }
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < completion_ring::CORE_SPIN {
+                glommio::executor().yield_task_queue_now().await;
+                continue;
+            }
+            if !ring.wait_begins() {
+                ring.awake();
+                continue;
+            }
+        }
+        let read = stream.read(&mut buffer).await;
+        if let Some(ring) = &ring {
+            ring.awake();
+            empty_since = None;
+        }
+        match read {
             Ok(0) | Err(_) => break,
+            // A doorbell: the loop looks at the ring.
+            Ok(n) if n == completion_ring::DOORBELL.len() && ring.is_some() => {}
             Ok(n) => workers.deliver(&buffer[..n], &link),
         }
+    }
+    // What the worker put in the ring before its channel closed counts.
+    if let Some(ring) = &ring {
+        take_all(ring);
     }
     workers.fail_link(&link);
 }

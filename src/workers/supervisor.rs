@@ -21,6 +21,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 
+use super::completion_ring::CompletionRing;
 use super::settings::WorkerSettings;
 use super::worker::FIRST_CHANNEL_FD;
 use crate::sync::lock;
@@ -120,6 +121,9 @@ pub struct NewLink {
     pub generation: u64,
     pub pid: u32,
     pub channel: OwnedFd,
+    /// Where the worker puts its completions first (None: the channel
+    /// only, as the control plane does).
+    pub completions: Option<CompletionRing>,
 }
 
 /// Links waiting for one core to adopt them (from its housekeeping task).
@@ -313,6 +317,7 @@ fn start_worker(
 ) -> std::io::Result<Child> {
     let mut gateway_ends = Vec::with_capacity(spec.core_count);
     let mut worker_ends = Vec::with_capacity(spec.core_count);
+    let mut rings = Vec::with_capacity(spec.core_count);
     for _ in 0..spec.core_count {
         let (gateway_end, worker_end) = socketpair(
             AddressFamily::Unix,
@@ -324,12 +329,14 @@ fn start_worker(
         fcntl(&gateway_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         gateway_ends.push(gateway_end);
         worker_ends.push(worker_end);
+        rings.push(CompletionRing::create().map_err(std::io::Error::other)?);
     }
     let mut worker_raw: Vec<RawFd> = worker_ends.iter().map(|fd| fd.as_raw_fd()).collect();
-    // The log channel goes right after the core channels.
+    // The log channel goes right after the core channels, the rings last.
     if let Some(log) = &spec.log_channel {
         worker_raw.push(log.as_raw_fd());
     }
+    worker_raw.extend(rings.iter().map(|ring| ring.memfd().as_raw_fd()));
     let mut command = Command::new(&spec.executable);
     command
         .arg("worker")
@@ -345,6 +352,7 @@ fn start_worker(
     if spec.log_channel.is_some() {
         command.arg("--log-channel");
     }
+    command.arg("--completion-rings");
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (fcntl, dup2, close_range).
     unsafe {
@@ -352,19 +360,21 @@ fn start_worker(
     }
     let child = command.spawn()?;
     drop(worker_ends);
-    for (core, channel) in gateway_ends.into_iter().enumerate() {
+    for (core, (channel, ring)) in gateway_ends.into_iter().zip(rings).enumerate() {
         inboxes[core].push(NewLink {
             worker_id,
             generation,
             pid: child.id(),
             channel,
+            completions: Some(ring),
         });
     }
     Ok(child)
 }
 
-/// In the child: move channel `c` to `FIRST_CHANNEL_FD + c` (the log
-/// channel, when there is one, is the last) and close every other
+/// In the child: move descriptor `i` of `worker_ends` to
+/// `FIRST_CHANNEL_FD + i` (the core channels, then the log channel when
+/// there is one, then the completion rings) and close every other
 /// inherited descriptor above them (client sockets among them).
 fn place_channels(worker_ends: &[RawFd]) -> std::io::Result<()> {
     // Everything inherited but stdio and the channels goes first: the

@@ -33,6 +33,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use thiserror::Error;
 
+use super::completion_ring::CompletionRing;
 use super::privileges::{self, PrivilegeError};
 use super::settings::WorkerSettings;
 use crate::config::WorkerArgs;
@@ -91,6 +92,9 @@ struct Worker {
     identity: Identity,
     settings: WorkerSettings,
     channels: Vec<OwnedFd>,
+    /// Channel c's completion ring, when the supervisor gave one (see
+    /// [`crate::workers::completion_ring`]).
+    rings: Vec<Option<CompletionRing>>,
     /// Where function log lines go (the gateway's log thread).
     logs: Option<LogSender>,
     runtimes: Runtimes,
@@ -98,6 +102,34 @@ struct Worker {
     descriptors: LruMap<Box<[u8]>, CachedDescriptor>,
     in_flight: AtomicU32,
     requests_done: AtomicU64,
+}
+
+/// The completion rings placed after the channels and the log channel; a
+/// ring that cannot be mapped is said and left out (its completions go
+/// over the channel).
+fn completion_rings(args: &WorkerArgs) -> Vec<Option<CompletionRing>> {
+    if !args.completion_rings {
+        return (0..args.channels).map(|_| None).collect();
+    }
+    let first = FIRST_CHANNEL_FD + args.channels as RawFd + RawFd::from(args.log_channel);
+    (0..args.channels)
+        .map(|c| {
+            let fd = first + c as RawFd;
+            // SAFETY: F_GETFD only inspects the descriptor table.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                eprintln!("corefn: worker: no completion ring at descriptor {fd}");
+                return None;
+            }
+            // Functions' children need no ring.
+            // SAFETY: F_SETFD only changes the descriptor's flags.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            // SAFETY: the supervisor placed ring c here for this process.
+            let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            CompletionRing::map(memfd)
+                .map_err(|error| eprintln!("corefn: worker: completion ring {c}: {error}"))
+                .ok()
+        })
+        .collect()
 }
 
 pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
@@ -170,6 +202,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     } else {
         None
     };
+    let rings = completion_rings(&args);
 
     // Connected now: after the drop below the socket's path may be out of
     // the worker user's reach. The runtimes start after it: their caches,
@@ -217,6 +250,7 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let worker = Arc::new(Worker {
         identity,
         channels,
+        rings,
         lanes,
         logs,
         runtimes,

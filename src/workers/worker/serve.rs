@@ -24,6 +24,7 @@ use crate::runtimes::descriptor::Descriptor;
 use crate::runtimes::invoke::{CallReport, Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
 use crate::telemetry::logs::{lines_from_output, LogLine, Stream};
+use crate::workers::completion_ring::{Pushed, DOORBELL};
 use crate::workers::protocol::{
     self, Completion, CutDispatch, Dispatch, ProtocolError, Received, RecvMode,
     COMPLETION_COLD_START, COMPLETION_CONNECTION_BROKEN, COMPLETION_STATUS_NONE,
@@ -176,13 +177,36 @@ impl Worker {
     }
 
     /// Tells the core its call ended (a core that never hears holds the
-    /// connection until the call's deadline).
+    /// connection until the call's deadline): through the channel's ring,
+    /// with a doorbell only if the core waits for one, or (no ring, or a
+    /// full one) over the channel.
     fn complete(&self, channel: BorrowedFd<'_>, completion: &Completion) {
-        if let Err(error) = send(
-            channel.as_raw_fd(),
-            &completion.encode(),
-            MsgFlags::MSG_NOSIGNAL,
-        ) {
+        let encoded = completion.encode();
+        let ring = self
+            .channels
+            .iter()
+            .position(|c| c.as_raw_fd() == channel.as_raw_fd())
+            .and_then(|index| self.rings[index].as_ref());
+        if let Some(ring) = ring {
+            match ring.push(&encoded) {
+                Pushed::Taken => return,
+                Pushed::TakenRingTheDoorbell => {
+                    // Unsent only when the channel is full, and then the
+                    // core has messages to wake it anyway.
+                    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+                    match send(channel.as_raw_fd(), &DOORBELL, flags) {
+                        Ok(_) | Err(Errno::EAGAIN) => {}
+                        Err(error) => eprintln!(
+                            "corefn: worker {}: cannot ring the core's doorbell: {error}",
+                            self.identity.worker_id
+                        ),
+                    }
+                    return;
+                }
+                Pushed::Full => {}
+            }
+        }
+        if let Err(error) = send(channel.as_raw_fd(), &encoded, MsgFlags::MSG_NOSIGNAL) {
             eprintln!(
                 "corefn: worker {}: cannot report completion: {error}",
                 self.identity.worker_id
