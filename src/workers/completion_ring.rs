@@ -81,8 +81,9 @@ pub enum RingError {
 /// One mapping of a ring (the core's, or a worker's).
 pub struct CompletionRing {
     map: *mut Layout,
-    /// The memfd, for the worker to inherit (the supervisor's copy).
-    memfd: OwnedFd,
+    /// The memfd, until the worker has inherited it (the mapping needs no
+    /// descriptor).
+    memfd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for CompletionRing {
@@ -165,12 +166,18 @@ impl CompletionRing {
         }
         Ok(CompletionRing {
             map: map.cast(),
-            memfd,
+            memfd: Some(memfd),
         })
     }
 
-    pub fn memfd(&self) -> &OwnedFd {
-        &self.memfd
+    /// The memfd for a worker to inherit; None once closed.
+    pub fn memfd(&self) -> Option<&OwnedFd> {
+        self.memfd.as_ref()
+    }
+
+    /// Closes this side's descriptor; the mapping stays.
+    pub fn close_memfd(&mut self) {
+        self.memfd = None;
     }
 
     fn layout(&self) -> &Layout {
@@ -291,7 +298,8 @@ mod tests {
     #[test]
     fn completions_come_out_in_order_across_wraps_and_a_full_ring_says_so() {
         let ring = CompletionRing::create().expect("ring");
-        let worker = CompletionRing::map(ring.memfd().try_clone().expect("dup")).expect("map");
+        let worker = CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
+            .expect("map");
         let reader = RingReader::new(ring);
         for round in 0..5u8 {
             for i in 0..SLOTS {
@@ -308,7 +316,8 @@ mod tests {
     #[test]
     fn a_push_while_the_core_waits_rings_the_doorbell_once() {
         let ring = CompletionRing::create().expect("ring");
-        let worker = CompletionRing::map(ring.memfd().try_clone().expect("dup")).expect("map");
+        let worker = CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
+            .expect("map");
         let reader = RingReader::new(ring);
         assert!(reader.wait_begins(), "empty");
         assert_eq!(worker.push(&completion(1)), Pushed::TakenRingTheDoorbell);
@@ -325,7 +334,8 @@ mod tests {
     fn threads_pushing_at_once_lose_nothing() {
         let ring = CompletionRing::create().expect("ring");
         let worker = std::sync::Arc::new(
-            CompletionRing::map(ring.memfd().try_clone().expect("dup")).expect("map"),
+            CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
+                .expect("map"),
         );
         let reader = RingReader::new(ring);
         let per_thread = 10_000u32;

@@ -336,7 +336,11 @@ fn start_worker(
     if let Some(log) = &spec.log_channel {
         worker_raw.push(log.as_raw_fd());
     }
-    worker_raw.extend(rings.iter().map(|ring| ring.memfd().as_raw_fd()));
+    worker_raw.extend(
+        rings
+            .iter()
+            .filter_map(|ring| ring.memfd().map(AsRawFd::as_raw_fd)),
+    );
     let mut command = Command::new(&spec.executable);
     command
         .arg("worker")
@@ -360,6 +364,10 @@ fn start_worker(
     }
     let child = command.spawn()?;
     drop(worker_ends);
+    // The worker has its copies; the gateway keeps the mappings only.
+    for ring in &mut rings {
+        ring.close_memfd();
+    }
     for (core, (channel, ring)) in gateway_ends.into_iter().zip(rings).enumerate() {
         inboxes[core].push(NewLink {
             worker_id,
