@@ -88,16 +88,6 @@ COREFN_ITEMS = [item for item in ITEMS if item[1] == "corefn"]
 PERF_EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter"]
 
 
-def tree_pids(root):
-    """root and every live descendant."""
-    pids, frontier = [root], [root]
-    while frontier:
-        found = [c for p in frontier for c in common.children(p)]
-        pids += found
-        frontier = found
-    return pids
-
-
 def perf_counts(pids, run_load):
     """perf stat of the events on every thread of pids while run_load()
     runs; {event: count} and run_load's result."""
@@ -211,13 +201,7 @@ def main():
 
     raw = []
     with common.Run() as run:
-        functions = run.path("functions")
-        os.makedirs(functions)
-        for source in ("examples/wasm/hello.wat", "examples/python/hello.py"):
-            os.symlink(os.path.join(common.ROOT, source),
-                       os.path.join(functions, os.path.basename(source)))
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
-                        os.path.join(common.ROOT, "examples/native/hello.c")], check=True)
+        functions = common.hello_functions(run, "examples/python/hello.py")
         servers = {
             "ceiling": run.start_server(
                 "ceiling", [binaries["corefn-ceiling"], "--listen", f"{common.HOST}:{PORTS['ceiling']}"],
@@ -267,7 +251,7 @@ def main():
         events = {}
         if args.perf:
             for item in ITEMS:
-                counts, result = perf_counts(tree_pids(servers[item[1]].pid),
+                counts, result = perf_counts(common.tree_pids(servers[item[1]].pid),
                                              lambda: wrk(item, args.duration))
                 events[item] = {k: v / max(result["requests"], 1) for k, v in counts.items()}
                 events[item]["rps"] = result["rps"]

@@ -499,6 +499,29 @@ def tree_cpu_seconds(root_pid):
     return total / CLK_TCK
 
 
+def tree_pids(root):
+    """root and every live descendant."""
+    pids, frontier = [root], [root]
+    while frontier:
+        found = [c for p in frontier for c in children(p)]
+        pids += found
+        frontier = found
+    return pids
+
+
+def hello_functions(run, *examples):
+    """The run's functions folder with the wasm hello, the native hello
+    (compiled here: hello.so) and the other examples given (paths under
+    examples/), linked by their file names."""
+    functions = run.path("functions")
+    os.makedirs(functions)
+    for source in ("examples/wasm/hello.wat", *examples):
+        os.symlink(os.path.join(ROOT, source), os.path.join(functions, os.path.basename(source)))
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
+                    os.path.join(ROOT, "examples/native/hello.c")], check=True)
+    return functions
+
+
 def children(pid):
     """The live direct children of pid."""
     found = []

@@ -17,7 +17,6 @@ bounded in time.
 """
 
 import os
-import subprocess
 import time
 
 import bench_common as common
@@ -70,12 +69,7 @@ def main():
     common.require_tool("wrk")
     common.require_binary(args.binary)
     with common.Run(prefix="corefn-fd-flat.") as run:
-        functions = run.path("functions")
-        os.makedirs(functions)
-        os.symlink(os.path.join(common.ROOT, "examples/wasm/hello.wat"),
-                   os.path.join(functions, "hello.wat"))
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
-                        os.path.join(common.ROOT, "examples/native/hello.c")], check=True)
+        functions = common.hello_functions(run)
         db = run.path("fd.db")
         common.make_route_db(db, ROUTES)
         server = run.start_corefn(args.binary, PORT, run.path("corefn.log"), "--db", db,

@@ -19,7 +19,6 @@ Needs release builds (cargo build --release --workspace) and a C compiler
 
 import collections
 import os
-import subprocess
 import time
 
 import bench_common as common
@@ -36,13 +35,8 @@ SETTLE_S = 2
 
 def tree_tasks(root):
     """(pid, tid) of every thread of root and its live descendants."""
-    pids, frontier = [root], [root]
-    while frontier:
-        found = [c for p in frontier for c in common.children(p)]
-        pids += found
-        frontier = found
     tasks = []
-    for pid in pids:
+    for pid in common.tree_pids(root):
         try:
             tasks += [(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
         except OSError:
@@ -104,12 +98,7 @@ def main():
         common.require_binary(path)
     tables = []
     with common.Run() as run:
-        functions = run.path("functions")
-        os.makedirs(functions)
-        os.symlink(os.path.join(common.ROOT, "examples/wasm/hello.wat"),
-                   os.path.join(functions, "hello.wat"))
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(functions, "hello.so"),
-                        os.path.join(common.ROOT, "examples/native/hello.c")], check=True)
+        functions = common.hello_functions(run)
         servers = {}
         for name, binary in (("corefn", args.binary), ("corefn-before", args.before)):
             if not binary:

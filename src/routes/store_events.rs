@@ -128,7 +128,8 @@ impl StoreEvents {
                 return Woke::Unwatched;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            // Rounded up: a wait of 0 ms for a deadline still ahead would spin.
+            let left_ms = u16::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
             let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(left_ms)) {
                 Ok(0) if Instant::now() >= deadline => return Woke::Quiet,

@@ -38,6 +38,11 @@ pub const SLOTS: usize = 128;
 /// How long a core's reader keeps looking at an empty ring (yielding to
 /// the core's other tasks) before it asks for a doorbell.
 pub const CORE_SPIN: Duration = Duration::from_micros(20);
+/// While a busy ring keeps a core's reader from waiting on the channel, it
+/// still reads the channel (without waiting) this often: a worker's
+/// retiring notice, or a completion that met a full ring, must not wait
+/// for the load to stop.
+pub const CHANNEL_LOOK_EVERY: Duration = Duration::from_millis(1);
 /// A push gives up (and the channel takes the completion) after this many
 /// lost races for a slot.
 const PUSH_ATTEMPTS_MAX: u32 = 64;

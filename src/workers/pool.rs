@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncReadExt;
 use glommio::net::UnixStream;
 use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 
 use super::completion_ring::{self, RingReader};
 use super::protocol::{
@@ -497,17 +498,37 @@ impl CoreWorkers {
 /// [`completion_ring::CORE_SPIN`] after the last, yielding to the core's
 /// other tasks in between, and then, the doorbell asked for, from the
 /// channel: a completion message (a full ring's, or a notice), or a
-/// doorbell that says to look at the ring again.
+/// doorbell that says to look at the ring again. While the ring keeps it
+/// busy, the channel is still read every
+/// [`completion_ring::CHANNEL_LOOK_EVERY`].
 async fn read_completions(
     workers: Rc<CoreWorkers>,
     link: Rc<WorkerLink>,
     reader_fd: OwnedFd,
     ring: Option<RingReader>,
 ) {
+    // Read without waiting, between glommio's reads (never during one):
+    // the stream below owns it for as long as this function runs.
+    let channel_fd = reader_fd.as_raw_fd();
     // SAFETY: a connected seqpacket socket we own; glommio only reads it.
     // Each read returns exactly one message.
     let mut stream = unsafe { UnixStream::from_raw_fd(reader_fd.into_raw_fd()) };
     let mut buffer = [0u8; COMPLETION_BYTES * 2];
+    // What is on the channel now (bounded); false once it has closed.
+    let look_at_channel = |buffer: &mut [u8]| {
+        for _ in 0..completion_ring::SLOTS {
+            match recv(channel_fd, buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return false,
+                Ok(n) if n == completion_ring::DOORBELL.len() => {}
+                Ok(n) => workers.deliver(&buffer[..n], &link),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let mut channel_looked_at = Instant::now();
     let take_all = |ring: &RingReader| {
         // Bounded: a worker cannot keep the core here.
         let mut taken = 0;
@@ -521,6 +542,12 @@ async fn read_completions(
     let mut empty_since: Option<Instant> = None;
     loop {
         if let Some(ring) = &ring {
+            if channel_looked_at.elapsed() >= completion_ring::CHANNEL_LOOK_EVERY {
+                channel_looked_at = Instant::now();
+                if !look_at_channel(&mut buffer) {
+                    break;
+                }
+            }
             if take_all(ring) > 0 {
                 empty_since = None;
                 glommio::executor().yield_task_queue_now().await;
