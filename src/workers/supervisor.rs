@@ -7,7 +7,7 @@
 //! and after a fork in a threaded process only async-signal-safe calls are
 //! allowed until exec; a fresh image also gives wasmtime a clean process.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
@@ -26,8 +28,12 @@ use super::settings::WorkerSettings;
 use super::worker::FIRST_CHANNEL_FD;
 use crate::sync::lock;
 
-/// How often the supervisor checks its children.
+/// How often the supervisor checks its children when it cannot wait for
+/// their exit (no pidfd: a kernel before 5.3).
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often it looks anyway while every worker runs and nothing wakes it
+/// (a worker's exit, a restart falling due, stop or drain do).
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Restart delay after a worker that died before serving a request (a
 /// crash loop: it dies on start); doubles up to the max.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -155,12 +161,16 @@ pub struct Supervisor {
     pub status: Arc<PoolStatus>,
     stop: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
+    /// Wakes the supervisor's wait when `stop` or `draining` is set.
+    wake: Arc<EventFd>,
     thread: JoinHandle<()>,
 }
 
 struct Slot {
     worker_id: usize,
     child: Option<Child>,
+    /// Readable once `child` has exited (None: the wait polls).
+    exited: Option<OwnedFd>,
     generation: u64,
     started_at: Instant,
     next_start_at: Instant,
@@ -174,6 +184,11 @@ impl Supervisor {
         assert_eq!(inboxes.len(), spec.core_count, "one inbox per core");
         let stop = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        let thread_wake = wake.clone();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let thread_stop = stop.clone();
         let thread_draining = draining.clone();
@@ -188,8 +203,11 @@ impl Supervisor {
                 supervise(
                     spec,
                     inboxes,
-                    thread_stop,
-                    thread_draining,
+                    Signals {
+                        stop: thread_stop,
+                        draining: thread_draining,
+                        wake: thread_wake,
+                    },
                     thread_status,
                     started_tx,
                 )
@@ -199,6 +217,7 @@ impl Supervisor {
             status,
             stop,
             draining,
+            wake,
             thread,
         })
     }
@@ -207,31 +226,45 @@ impl Supervisor {
     /// responses they still write carry `connection: close`.
     pub fn announce_draining(&self) {
         self.draining.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
     }
 
     /// Stops every worker (SIGTERM, then SIGKILL after a grace) and reaps them.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
         if self.thread.join().is_err() {
             eprintln!("corefn: supervisor panicked");
         }
     }
 }
 
+/// What the gateway tells the supervisor's thread.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+}
+
 fn supervise(
     spec: PoolSpec,
     inboxes: Vec<Arc<LinkInbox>>,
-    stop: Arc<AtomicBool>,
-    draining: Arc<AtomicBool>,
+    signals: Signals,
     status: Arc<PoolStatus>,
     started: std::sync::mpsc::Sender<()>,
 ) {
+    let Signals {
+        stop,
+        draining,
+        wake,
+    } = signals;
     let mut drain_announced = false;
     let now = Instant::now();
     let mut slots: Vec<Slot> = (0..spec.worker_count)
         .map(|worker_id| Slot {
             worker_id,
             child: None,
+            exited: None,
             generation: 0,
             started_at: now,
             next_start_at: now,
@@ -253,6 +286,8 @@ fn supervise(
                     );
                     let served = (spec.has_served)(slot.worker_id, child.id());
                     slot.child = None;
+                    // A reaped child's pidfd stays readable: it must go.
+                    slot.exited = None;
                     slot.next_start_at = if served || uptime >= HEALTHY_UPTIME {
                         // Killed or crashed after doing its work: not a
                         // worker that cannot start. Back at once.
@@ -268,6 +303,7 @@ fn supervise(
                 slot.generation += 1;
                 match start_worker(&spec, slot.worker_id, slot.generation, &inboxes) {
                     Ok(child) => {
+                        slot.exited = exit_descriptor(&child);
                         slot.child = Some(child);
                         slot.started_at = Instant::now();
                     }
@@ -290,9 +326,50 @@ fn supervise(
                 let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1);
             }
         }
-        thread::sleep(SUPERVISE_INTERVAL);
+        if !stop.load(Ordering::Acquire) {
+            wait_for_change(&slots, &wake);
+        }
     }
     stop_all(&mut slots);
+}
+
+/// A descriptor that becomes readable when `child` exits (a pidfd), or
+/// None where the kernel has none.
+fn exit_descriptor(child: &Child) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open only makes a descriptor (close-on-exec) for a pid.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a descriptor pidfd_open just made for us alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sleeps until a worker exits, the gateway stops or drains, a restart
+/// falls due, or [`IDLE_RECHECK`] passes; every [`SUPERVISE_INTERVAL`] when
+/// a running worker has no exit descriptor.
+fn wait_for_change(slots: &[Slot], wake: &EventFd) {
+    let now = Instant::now();
+    let mut timeout = IDLE_RECHECK;
+    for slot in slots {
+        let due = match (&slot.child, &slot.exited) {
+            (None, _) => slot.next_start_at.saturating_duration_since(now),
+            (Some(_), None) => SUPERVISE_INTERVAL,
+            (Some(_), Some(_)) => continue,
+        };
+        timeout = timeout.min(due);
+    }
+    let mut fds = vec![PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    fds.extend(
+        slots
+            .iter()
+            .filter(|slot| slot.child.is_some())
+            .filter_map(|slot| slot.exited.as_ref())
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+    );
+    // Rounded up: a 0 ms wait for a start still ahead would spin.
+    let timeout_ms = u16::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+    // EINTR or an error: the loop looks and waits again.
+    let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
+    // Non-blocking: EAGAIN when nothing was written.
+    let _ = wake.read();
 }
 
 /// With no worker alive, the slot due first starts now: the pool never
