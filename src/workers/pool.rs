@@ -493,19 +493,42 @@ impl CoreWorkers {
     }
 }
 
-/// A link's completions until its channel closes: from the channel only,
-/// or (with a ring) from the ring while it has any and for
-/// [`completion_ring::CORE_SPIN`] after the last, yielding to the core's
-/// other tasks in between, and then, the doorbell asked for, from the
-/// channel: a completion message (a full ring's, or a notice), or a
-/// doorbell that says to look at the ring again. While the ring keeps it
-/// busy, the channel is still read every
-/// [`completion_ring::CHANNEL_LOOK_EVERY`].
+/// A link's completions until its channel closes, then the link's end:
+/// from the ring when the link has one ([`read_ring_completions`]), else
+/// from the channel, one message each.
 async fn read_completions(
     workers: Rc<CoreWorkers>,
     link: Rc<WorkerLink>,
     reader_fd: OwnedFd,
     ring: Option<RingReader>,
+) {
+    match ring {
+        Some(ring) => read_ring_completions(&workers, &link, reader_fd, &ring).await,
+        None => {
+            // SAFETY: a connected seqpacket socket we own; glommio only
+            // reads it. Each read returns exactly one message.
+            let mut stream = unsafe { UnixStream::from_raw_fd(reader_fd.into_raw_fd()) };
+            let mut buffer = [0u8; COMPLETION_BYTES * 2];
+            while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                workers.deliver(&buffer[..n], &link);
+            }
+        }
+    }
+    workers.fail_link(&link);
+}
+
+/// A ringed link: completions from the ring while it has any and for
+/// [`completion_ring::CORE_SPIN`] after the last, yielding to the core's
+/// other tasks in between; then, the doorbell asked for, from the channel:
+/// a completion message (a full ring's, or a notice), or a doorbell that
+/// says to look at the ring again. While the ring keeps it busy, the
+/// channel is still read every [`completion_ring::CHANNEL_LOOK_EVERY`].
+/// Returns once the channel has closed and the ring has been emptied.
+async fn read_ring_completions(
+    workers: &CoreWorkers,
+    link: &WorkerLink,
+    reader_fd: OwnedFd,
+    ring: &RingReader,
 ) {
     // Read without waiting, between glommio's reads (never during one):
     // the stream below owns it for as long as this function runs.
@@ -514,13 +537,17 @@ async fn read_completions(
     // Each read returns exactly one message.
     let mut stream = unsafe { UnixStream::from_raw_fd(reader_fd.into_raw_fd()) };
     let mut buffer = [0u8; COMPLETION_BYTES * 2];
+    let on_message = |message: &[u8]| {
+        if message != completion_ring::DOORBELL {
+            workers.deliver(message, link);
+        }
+    };
     // What is on the channel now (bounded); false once it has closed.
     let look_at_channel = |buffer: &mut [u8]| {
         for _ in 0..completion_ring::SLOTS {
             match recv(channel_fd, buffer, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return false,
-                Ok(n) if n == completion_ring::DOORBELL.len() => {}
-                Ok(n) => workers.deliver(&buffer[..n], &link),
+                Ok(n) => on_message(&buffer[..n]),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return true,
                 Err(_) => return false,
@@ -528,58 +555,49 @@ async fn read_completions(
         }
         true
     };
-    let mut channel_looked_at = Instant::now();
-    let take_all = |ring: &RingReader| {
+    let take_all = || {
         // Bounded: a worker cannot keep the core here.
         let mut taken = 0;
         while taken < completion_ring::SLOTS {
             let Some(completion) = ring.take() else { break };
-            workers.deliver(&completion, &link);
+            workers.deliver(&completion, link);
             taken += 1;
         }
         taken
     };
+    let mut channel_looked_at = Instant::now();
     let mut empty_since: Option<Instant> = None;
     loop {
-        if let Some(ring) = &ring {
-            if channel_looked_at.elapsed() >= completion_ring::CHANNEL_LOOK_EVERY {
-                channel_looked_at = Instant::now();
-                if !look_at_channel(&mut buffer) {
-                    break;
-                }
+        if channel_looked_at.elapsed() >= completion_ring::CHANNEL_LOOK_EVERY {
+            channel_looked_at = Instant::now();
+            if !look_at_channel(&mut buffer) {
+                break;
             }
-            if take_all(ring) > 0 {
-                empty_since = None;
-                glommio::executor().yield_task_queue_now().await;
-                continue;
-            }
-            let since = *empty_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < completion_ring::CORE_SPIN {
-                glommio::executor().yield_task_queue_now().await;
-                continue;
-            }
-            if !ring.wait_begins() {
-                ring.awake();
-                continue;
-            }
+        }
+        if take_all() > 0 {
+            empty_since = None;
+            glommio::executor().yield_task_queue_now().await;
+            continue;
+        }
+        let since = *empty_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < completion_ring::CORE_SPIN {
+            glommio::executor().yield_task_queue_now().await;
+            continue;
+        }
+        if !ring.wait_begins() {
+            ring.awake();
+            continue;
         }
         let read = stream.read(&mut buffer).await;
-        if let Some(ring) = &ring {
-            ring.awake();
-            empty_since = None;
-        }
+        ring.awake();
+        empty_since = None;
         match read {
             Ok(0) | Err(_) => break,
-            // A doorbell: the loop looks at the ring.
-            Ok(n) if n == completion_ring::DOORBELL.len() && ring.is_some() => {}
-            Ok(n) => workers.deliver(&buffer[..n], &link),
+            Ok(n) => on_message(&buffer[..n]),
         }
     }
     // What the worker put in the ring before its channel closed counts.
-    if let Some(ring) = &ring {
-        take_all(ring);
-    }
-    workers.fail_link(&link);
+    take_all();
 }
 
 /// A memfd holding `body`, sealed so the worker reads exactly what we wrote.

@@ -22,7 +22,7 @@ mod proc_sample;
 mod serve;
 
 use std::os::fd::AsFd;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -104,6 +104,21 @@ struct Worker {
     requests_done: AtomicU64,
 }
 
+/// The descriptor the supervisor placed at `fd` for this process, made
+/// close-on-exec (functions' children must hold none of them: the gateway
+/// tells a dead worker by its channels closing); None if nothing is there.
+fn inherited(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: F_SETFD only changes the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: placed there by the supervisor for this process alone, and
+    // taken once (each caller names its own descriptor).
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The completion rings placed after the channels and the log channel; a
 /// ring that cannot be mapped is said and left out (its completions go
 /// over the channel).
@@ -115,16 +130,10 @@ fn completion_rings(args: &WorkerArgs) -> Vec<Option<CompletionRing>> {
     (0..args.channels)
         .map(|c| {
             let fd = first + c as RawFd;
-            // SAFETY: F_GETFD only inspects the descriptor table.
-            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            let Some(memfd) = inherited(fd) else {
                 eprintln!("corefn: worker: no completion ring at descriptor {fd}");
                 return None;
-            }
-            // Functions' children need no ring.
-            // SAFETY: F_SETFD only changes the descriptor's flags.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            // SAFETY: the supervisor placed ring c here for this process.
-            let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            };
             CompletionRing::map(memfd)
                 .map_err(|error| eprintln!("corefn: worker: completion ring {c}: {error}"))
                 .ok()
@@ -173,32 +182,18 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     let channels = (0..args.channels)
         .map(|c| {
             let fd = FIRST_CHANNEL_FD + c as RawFd;
-            // SAFETY: F_GETFD only inspects the descriptor table.
-            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-                return Err(WorkerError::Channel(fd));
-            }
-            // Children (exec functions, language hosts) must not hold a
-            // channel: the gateway tells a dead worker by its channels closing.
-            // SAFETY: F_SETFD only changes the descriptor's flags.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            let channel = inherited(fd).ok_or(WorkerError::Channel(fd))?;
             // Blocking: an owner waits in recv (spares pass MSG_DONTWAIT).
             // SAFETY: F_SETFL with 0 only clears the status flags (O_NONBLOCK).
-            unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
-            // SAFETY: the supervisor placed our end of channel c here for us alone.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_SETFL, 0) };
+            Ok(channel)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, WorkerError>>()?;
     let logs = if args.log_channel {
         let fd = FIRST_CHANNEL_FD + args.channels as RawFd;
-        // SAFETY: F_GETFD only inspects the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(WorkerError::Channel(fd));
-        }
-        // Functions' children must not write the gateway's log channel.
-        // SAFETY: F_SETFD only changes the descriptor's flags.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        // SAFETY: the supervisor placed the log channel here for this process.
-        Some(LogSender::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Some(LogSender::from_fd(
+            inherited(fd).ok_or(WorkerError::Channel(fd))?,
+        ))
     } else {
         None
     };
