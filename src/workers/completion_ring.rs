@@ -296,16 +296,22 @@ impl RingReader {
 mod tests {
     use super::*;
 
+    /// A new ring as a worker maps it (from its own copy of the memfd) and
+    /// as the core reads it.
+    fn ring_pair() -> (CompletionRing, RingReader) {
+        let ring = CompletionRing::create().expect("ring");
+        let memfd = ring.memfd().expect("memfd").try_clone().expect("dup");
+        let worker = CompletionRing::map(memfd).expect("map");
+        (worker, RingReader::new(ring))
+    }
+
     fn completion(n: u8) -> [u8; COMPLETION_BYTES] {
         [n; COMPLETION_BYTES]
     }
 
     #[test]
     fn completions_come_out_in_order_across_wraps_and_a_full_ring_says_so() {
-        let ring = CompletionRing::create().expect("ring");
-        let worker = CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
-            .expect("map");
-        let reader = RingReader::new(ring);
+        let (worker, reader) = ring_pair();
         for round in 0..5u8 {
             for i in 0..SLOTS {
                 assert_eq!(worker.push(&completion(i as u8 ^ round)), Pushed::Taken);
@@ -320,10 +326,7 @@ mod tests {
 
     #[test]
     fn a_push_while_the_core_waits_rings_the_doorbell_once() {
-        let ring = CompletionRing::create().expect("ring");
-        let worker = CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
-            .expect("map");
-        let reader = RingReader::new(ring);
+        let (worker, reader) = ring_pair();
         assert!(reader.wait_begins(), "empty");
         assert_eq!(worker.push(&completion(1)), Pushed::TakenRingTheDoorbell);
         assert_eq!(worker.push(&completion(2)), Pushed::Taken);
@@ -337,12 +340,8 @@ mod tests {
 
     #[test]
     fn threads_pushing_at_once_lose_nothing() {
-        let ring = CompletionRing::create().expect("ring");
-        let worker = std::sync::Arc::new(
-            CompletionRing::map(ring.memfd().expect("memfd").try_clone().expect("dup"))
-                .expect("map"),
-        );
-        let reader = RingReader::new(ring);
+        let (worker, reader) = ring_pair();
+        let worker = std::sync::Arc::new(worker);
         let per_thread = 10_000u32;
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
