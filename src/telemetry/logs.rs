@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
-    recv, send, setsockopt, shutdown, socketpair, sockopt, AddressFamily, MsgFlags, Shutdown,
-    SockFlag, SockType,
+    getsockopt, recv, send, setsockopt, shutdown, socketpair, sockopt, AddressFamily, MsgFlags,
+    Shutdown, SockFlag, SockType,
 };
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
@@ -84,10 +84,20 @@ const TRUNCATED_SUFFIX: &str = " …[truncated]";
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// How long the thread waits in `recv` before it looks at the stop flag.
 const STOP_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// After a batch the thread sleeps this long before it waits again: lines
-/// reach files and followers this much later at most, and a busy gateway
-/// pays one wake-up per nap instead of one per call.
-const BATCH_NAP: Duration = Duration::from_millis(2);
+/// After a batch the thread sleeps before it waits again, so that a busy
+/// gateway pays one wake-up per nap instead of one per call: between these
+/// two, as long as lines coming at the last batch's rate fill at most
+/// [`NAP_BUFFER_SHARE`] of the senders' socket buffer ([`next_nap`]). The
+/// longest is how much later a line reaches files and followers at most;
+/// at 8 ms a burst of 40,000 calls a second from a standing start still
+/// fits a default (208 KiB, doubled) buffer.
+const BATCH_NAP_MIN: Duration = Duration::from_millis(2);
+const BATCH_NAP_MAX: Duration = Duration::from_millis(8);
+/// The part of the senders' buffer one nap's lines may fill.
+const NAP_BUFFER_SHARE: u64 = 4;
+/// What a queued datagram costs the sender's buffer beyond its bytes (the
+/// kernel's accounting of its buffer, about this much for a small one).
+const DATAGRAM_OVERHEAD_BYTES: u64 = 1024;
 /// Datagrams taken per batch at most (then written, then the nap).
 const DRAIN_DATAGRAMS_MAX: usize = 4096;
 /// A log's lines taken but not written are written once they pass this.
@@ -447,6 +457,10 @@ impl LogService {
             &TimeVal::new(poll_secs, 0),
         )?;
         fcntl(&worker_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        // What the kernel granted bounds the thread's naps.
+        let sender_buffer_bytes = getsockopt(&worker_end, sockopt::SndBuf)
+            .map(|bytes| bytes as u64)
+            .unwrap_or(0);
         let shared = Arc::new(Shared {
             files: Mutex::new(OpenFiles::new(config.clone())),
             config,
@@ -460,7 +474,7 @@ impl LogService {
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("corefn-logs".into())
-            .spawn(move || receive_all(&thread_shared))?;
+            .spawn(move || receive_all(&thread_shared, sender_buffer_bytes))?;
         let service = LogService {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -687,10 +701,13 @@ impl Shared {
 }
 
 /// The `corefn-logs` thread: receives until told to stop, then takes what
-/// is still queued (bounded) and ends.
-fn receive_all(shared: &Shared) {
+/// is still queued (bounded) and ends. `sender_buffer_bytes`: the worker
+/// end's send buffer, which lines wait in (0: unknown).
+fn receive_all(shared: &Shared, sender_buffer_bytes: u64) {
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     let mut errors = ErrorReport::default();
+    let mut nap = BATCH_NAP_MIN;
+    let mut last_batch_at = Instant::now();
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         if stopping {
@@ -701,39 +718,77 @@ fn receive_all(shared: &Shared) {
         }
         // Waits for the first datagram (or the receive timeout, to look at
         // the stop flag again).
-        match recv(shared.socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
+        let mut batch_bytes = match recv(shared.socket.as_raw_fd(), &mut buffer, MsgFlags::empty())
+        {
             Ok(0) => continue,
-            Ok(len) => shared.take_datagram(&buffer[..len], &mut errors),
+            Ok(len) => {
+                shared.take_datagram(&buffer[..len], &mut errors);
+                len as u64 + DATAGRAM_OVERHEAD_BYTES
+            }
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
             Err(error) => {
                 errors.report(format_args!("cannot receive log lines: {error}"));
                 thread::sleep(RECEIVE_ERROR_PAUSE);
                 continue;
             }
-        }
+        };
         // Then everything that came meanwhile, one write for all of it, and
         // a nap: under load the thread wakes once per nap, not once per
         // call (a wake-up costs more than the lines).
-        drain(shared, &mut buffer, &mut errors, DRAIN_DATAGRAMS_MAX);
+        batch_bytes += drain(shared, &mut buffer, &mut errors, DRAIN_DATAGRAMS_MAX);
         lock(&shared.files).write_all_unwritten();
-        thread::sleep(BATCH_NAP);
+        let now = Instant::now();
+        nap = next_nap(nap, batch_bytes, now - last_batch_at, sender_buffer_bytes);
+        last_batch_at = now;
+        thread::sleep(nap);
     }
 }
 
-/// Takes the datagrams queued now, at most `max`.
-fn drain(shared: &Shared, buffer: &mut [u8], errors: &mut ErrorReport, max: usize) {
+/// The nap after a batch of `batch_bytes` (datagrams with their
+/// [`DATAGRAM_OVERHEAD_BYTES`]) that came over `interval`: the longest in
+/// [`BATCH_NAP_MIN`]..=[`BATCH_NAP_MAX`] during which lines at that rate
+/// fill at most [`NAP_BUFFER_SHARE`] of `sender_buffer_bytes`, and at most
+/// twice the `previous` one, so that the nap lengthens over a few batches
+/// of light load but shortens at the first heavy one.
+fn next_nap(
+    previous: Duration,
+    batch_bytes: u64,
+    interval: Duration,
+    sender_buffer_bytes: u64,
+) -> Duration {
+    let interval_us = u64::try_from(interval.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let room_bytes = sender_buffer_bytes / NAP_BUFFER_SHARE;
+    // room / (batch / interval), in integers; a zero batch fits any nap.
+    let fits_us = (u128::from(room_bytes) * u128::from(interval_us))
+        .checked_div(u128::from(batch_bytes))
+        .unwrap_or(u128::MAX);
+    let fits = Duration::from_micros(u64::try_from(fits_us).unwrap_or(u64::MAX));
+    fits.min(previous.saturating_mul(2))
+        .clamp(BATCH_NAP_MIN, BATCH_NAP_MAX)
+}
+
+/// Takes the datagrams queued now, at most `max`; returns their bytes (each
+/// with its [`DATAGRAM_OVERHEAD_BYTES`]).
+fn drain(shared: &Shared, buffer: &mut [u8], errors: &mut ErrorReport, max: usize) -> u64 {
+    let mut taken_bytes = 0;
     for _ in 0..max {
         match recv(shared.socket.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return,
-            Ok(len) => shared.take_datagram(&buffer[..len], errors),
+            Ok(0) => break,
+            Ok(len) => {
+                shared.take_datagram(&buffer[..len], errors);
+                taken_bytes += len as u64 + DATAGRAM_OVERHEAD_BYTES;
+            }
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => return,
+            Err(Errno::EAGAIN) => break,
             Err(error) => {
                 errors.report(format_args!("cannot receive log lines: {error}"));
-                return;
+                break;
             }
         }
     }
+    taken_bytes
 }
 
 /// Says a failure on stderr at most once per [`ERROR_REPORT_INTERVAL`],
@@ -1168,6 +1223,29 @@ mod tests {
     use super::*;
 
     const WAIT_MAX: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn naps_lengthen_under_light_load_and_shorten_at_the_first_heavy_batch() {
+        let ms = Duration::from_millis;
+        let buffer_bytes = 4 * 1024 * 1024;
+        // One small datagram a millisecond: the nap doubles up to the most.
+        let light = |previous| next_nap(previous, 1_200, ms(2), buffer_bytes);
+        assert_eq!(light(BATCH_NAP_MIN), ms(4));
+        assert_eq!(light(ms(4)), BATCH_NAP_MAX);
+        assert_eq!(light(BATCH_NAP_MAX), BATCH_NAP_MAX);
+        // A quarter of the buffer in 2 ms: the shortest nap at once.
+        let heavy = next_nap(BATCH_NAP_MAX, buffer_bytes / 4, ms(2), buffer_bytes);
+        assert_eq!(heavy, BATCH_NAP_MIN);
+        // In between: as long as the rate leaves room for (a quarter).
+        let middle = next_nap(BATCH_NAP_MAX, buffer_bytes / 20, ms(1), buffer_bytes);
+        assert_eq!(middle, ms(5));
+        assert_eq!(next_nap(ms(6), 0, ms(8), buffer_bytes), BATCH_NAP_MAX);
+        assert_eq!(
+            next_nap(BATCH_NAP_MAX, 1_200, ms(8), 0),
+            BATCH_NAP_MIN,
+            "an unknown buffer gets the shortest nap"
+        );
+    }
 
     fn start(dir: &Path, file_bytes_max: u64, files_kept: usize) -> (Arc<LogService>, LogSender) {
         let config = LogConfig {

@@ -2,8 +2,8 @@
 //! in a memfd the supervisor makes and seals and both processes map. The
 //! worker's threads push each call's 48-byte completion into it; the core
 //! takes them between its other tasks and, once the ring has been empty
-//! for [`CORE_SPIN`], asks for a doorbell (a flag in the ring) and waits
-//! for a message on the channel. A worker rings (a 1-byte message) only
+//! for [`CORE_SPIN`] (at once when no call on it is unanswered), asks for
+//! a doorbell (a flag in the ring) and waits for a message on the channel. A worker rings (a 1-byte message) only
 //! while that flag is up, so under load a completion costs no system call
 //! and no wake-up of the core. Measured on the floor first (`corefn-hop
 //! --mode completion-ring`, PERFORMANCE.md).
@@ -36,7 +36,8 @@ use super::protocol::COMPLETION_BYTES;
 /// the ring fills only if the core stops taking; the channel takes over.
 pub const SLOTS: usize = 128;
 /// How long a core's reader keeps looking at an empty ring (yielding to
-/// the core's other tasks) before it asks for a doorbell.
+/// the core's other tasks) before it asks for a doorbell, while calls on
+/// the link are still unanswered (with none, it asks at once).
 pub const CORE_SPIN: Duration = Duration::from_micros(20);
 /// While a busy ring keeps a core's reader from waiting on the channel, it
 /// still reads the channel (without waiting) this often: a worker's

@@ -61,6 +61,10 @@ pub struct WorkerLink {
     adopted_at: Instant,
     channel: OwnedFd,
     in_flight: Cell<u32>,
+    /// Calls sent on it that no completion (nor the worker's loss, nor
+    /// their deadline) has settled yet. While there are none, no
+    /// completion can come, so its reader waits instead of looking.
+    unanswered: Cell<u32>,
     alive: Cell<bool>,
     served: Cell<u64>,
 }
@@ -117,10 +121,32 @@ struct PendingCall {
     link: Rc<WorkerLink>,
     outcome: Cell<Option<Outcome>>,
     waker: Cell<Option<Waker>>,
+    /// Counted out of its link's `unanswered` (once, whichever way).
+    settled: Cell<bool>,
 }
 
 impl PendingCall {
+    fn new(link: Rc<WorkerLink>) -> PendingCall {
+        link.unanswered.set(link.unanswered.get() + 1);
+        PendingCall {
+            link,
+            outcome: Cell::new(None),
+            waker: Cell::new(None),
+            settled: Cell::new(false),
+        }
+    }
+
+    /// The call needs no completion any more.
+    fn settle(&self) {
+        if !self.settled.replace(true) {
+            let unanswered = self.link.unanswered.get();
+            debug_assert!(unanswered > 0, "each call is counted in once");
+            self.link.unanswered.set(unanswered.saturating_sub(1));
+        }
+    }
+
     fn finish(&self, outcome: Outcome) {
+        self.settle();
         self.outcome.set(Some(outcome));
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -210,6 +236,7 @@ impl CoreWorkers {
                 adopted_at: Instant::now(),
                 channel,
                 in_flight: Cell::new(0),
+                unanswered: Cell::new(0),
                 alive: Cell::new(true),
                 served: Cell::new(0),
             });
@@ -425,11 +452,7 @@ impl CoreWorkers {
         }
         drop(memfd);
 
-        let pending = Rc::new(PendingCall {
-            link: link.clone(),
-            outcome: Cell::new(None),
-            waker: Cell::new(None),
-        });
+        let pending = Rc::new(PendingCall::new(link.clone()));
         self.pending.borrow_mut().insert(call_id, pending.clone());
         debug_assert!(
             link.in_flight() < IN_FLIGHT_PER_LINK_MAX,
@@ -440,7 +463,10 @@ impl CoreWorkers {
             Ok(Wait(pending).await)
         })
         .await;
-        self.pending.borrow_mut().remove(&call_id);
+        if let Some(pending) = self.pending.borrow_mut().remove(&call_id) {
+            // Past its deadline: a completion that comes now is ignored.
+            pending.settle();
+        }
         let in_flight = link.in_flight();
         debug_assert!(in_flight > 0, "in-flight count never negative");
         link.in_flight.set(in_flight.saturating_sub(1));
@@ -517,9 +543,9 @@ async fn read_completions(
     workers.fail_link(&link);
 }
 
-/// A ringed link: completions from the ring while it has any and for
-/// [`completion_ring::CORE_SPIN`] after the last, yielding to the core's
-/// other tasks in between; then, the doorbell asked for, from the channel:
+/// A ringed link: completions from the ring while it has any and, while
+/// calls on the link are unanswered, for [`completion_ring::CORE_SPIN`]
+/// after the last, yielding to the core's other tasks in between; then, the doorbell asked for, from the channel:
 /// a completion message (a full ring's, or a notice), or a doorbell that
 /// says to look at the ring again. While the ring keeps it busy, the
 /// channel is still read every [`completion_ring::CHANNEL_LOOK_EVERY`].
@@ -579,8 +605,10 @@ async fn read_ring_completions(
             glommio::executor().yield_task_queue_now().await;
             continue;
         }
+        // With no call unanswered, no completion can come: looking on would
+        // only burn the core (each light-load call paid the whole spin).
         let since = *empty_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < completion_ring::CORE_SPIN {
+        if link.unanswered.get() > 0 && since.elapsed() < completion_ring::CORE_SPIN {
             glommio::executor().yield_task_queue_now().await;
             continue;
         }
@@ -652,11 +680,58 @@ mod tests {
                 adopted_at: Instant::now() - adopted_ago,
                 channel,
                 in_flight: Cell::new(0),
+                unanswered: Cell::new(0),
                 alive: Cell::new(true),
                 served: Cell::new(0),
             }));
         }
         (workers, peers)
+    }
+
+    #[test]
+    fn a_call_is_unanswered_until_it_is_settled_once_whichever_way() {
+        let (workers, _peers) = pool_with_links(1, Duration::ZERO);
+        let link = workers.links()[0].clone();
+        let calls: Vec<Rc<PendingCall>> = (1..=3)
+            .map(|call_id| {
+                let pending = Rc::new(PendingCall::new(link.clone()));
+                workers
+                    .pending
+                    .borrow_mut()
+                    .insert(call_id, pending.clone());
+                pending
+            })
+            .collect();
+        workers.next_call_id.set(4);
+        assert_eq!(link.unanswered.get(), 3);
+        let completion = Completion {
+            status: 200,
+            flags: 0,
+            call_id: 1,
+            body_bytes: 0,
+            duration_us: 0,
+            failure: None,
+            memory_kb_peak: 0,
+            written_bytes: 0,
+        };
+        workers.deliver(&completion.encode(), &link);
+        assert_eq!(link.unanswered.get(), 2, "a completion settles its call");
+        calls[0].settle();
+        assert_eq!(
+            link.unanswered.get(),
+            2,
+            "its waiter settling it again counts nothing"
+        );
+        calls[1].settle();
+        assert_eq!(
+            link.unanswered.get(),
+            1,
+            "a call past its deadline is settled"
+        );
+        workers.fail_link(&link);
+        assert_eq!(link.unanswered.get(), 0, "a lost worker settles the rest");
+        calls[2].settle();
+        assert_eq!(link.unanswered.get(), 0);
     }
 
     #[test]
@@ -691,6 +766,7 @@ mod tests {
             generation: 1,
             pid: fresh.pid,
             in_flight: Cell::new(0),
+            unanswered: Cell::new(0),
             alive: Cell::new(true),
             served: Cell::new(0),
         });

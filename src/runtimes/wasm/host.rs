@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::ticker::TICK;
-
 pub(super) struct Host {
     pub(super) wasi: WasiP1Ctx,
     pub(super) limiter: CallLimiter,
@@ -67,25 +65,17 @@ impl Host {
         self.limiter.memory_bytes_peak
     }
 
-    /// Runs when the store's epoch deadline is reached. Ticks only
-    /// approximate time, so the deadline is checked against the clock: too
-    /// early (a tick was already partly over when the deadline was set),
-    /// execution continues for the remaining ticks.
+    /// Runs at each epoch increment while the call runs. The ticker
+    /// increments when *some* call of the engine is due, so the deadline is
+    /// checked against the clock: not this one's yet, execution continues
+    /// until the next increment.
     pub(super) fn on_epoch_deadline(&mut self) -> UpdateDeadline {
-        let now = Instant::now();
-        if now >= self.deadline {
+        if Instant::now() >= self.deadline {
             self.timed_out = true;
             return UpdateDeadline::Interrupt;
         }
-        UpdateDeadline::Continue(ticks_for(self.deadline - now))
+        UpdateDeadline::Continue(1)
     }
-}
-
-/// Epoch ticks covering `duration`, at least one.
-pub(super) fn ticks_for(duration: std::time::Duration) -> u64 {
-    let tick_ns = TICK.as_nanos().max(1);
-    let ticks = duration.as_nanos().div_ceil(tick_ns);
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }
 
 /// wasmtime's `StoreLimits` (memory capped at the call's `memory_mb`, growth
@@ -163,16 +153,6 @@ impl ResourceLimiter for CallLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn ticks_round_up_and_are_never_zero() {
-        assert_eq!(ticks_for(Duration::ZERO), 1);
-        assert_eq!(ticks_for(Duration::from_micros(1)), 1);
-        let tick_us = TICK.as_micros() as u64;
-        assert_eq!(ticks_for(Duration::from_micros(200 * tick_us)), 200);
-        assert_eq!(ticks_for(Duration::from_micros(200 * tick_us + 1)), 201);
-    }
 
     #[test]
     fn limiter_flags_growth_past_the_cap_only() {

@@ -334,14 +334,17 @@ impl WasmRuntime {
             .arg(call.module)
             .build_p1();
 
-        let _in_flight = self.ticker.enter();
         let started = Instant::now();
+        let deadline = started + timeout;
+        let _in_flight = self.ticker.enter(deadline);
         let mut store = Store::new(
             &self.engine,
-            Host::new(wasi, wasi_clock_origin, memory_bytes_max, started + timeout),
+            Host::new(wasi, wasi_clock_origin, memory_bytes_max, deadline),
         );
         store.limiter(|host| &mut host.limiter);
-        store.set_epoch_deadline(host::ticks_for(timeout));
+        // The next increment makes the store look at its deadline; the
+        // ticker increments only when some call is due (ticker.rs).
+        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut context| Ok(context.data_mut().on_epoch_deadline()));
 
         let result = match prepared.instance_pre()?.instantiate(&mut store) {
