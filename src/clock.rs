@@ -140,17 +140,48 @@ pub fn clf_timestamp(unix_secs: u64) -> String {
 /// `2026-12-02T05:21:07.123456Z`: RFC 3339, UTC, always six fraction
 /// digits (years past 9999 print more digits and do not parse back).
 pub fn rfc3339_us(unix_us: u64) -> String {
+    let mut text = Vec::with_capacity(RFC3339_US_LEN);
+    write_rfc3339_us(unix_us, &mut text);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// Length of [`rfc3339_us`] for four-digit years.
+pub const RFC3339_US_LEN: usize = 27;
+
+/// [`rfc3339_us`] appended to `out`, without formatting machinery or an
+/// allocation (a log line takes two of these per call).
+pub fn write_rfc3339_us(unix_us: u64, out: &mut Vec<u8>) {
     let c = civil(unix_us / MICROS_PER_SEC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        c.year,
-        c.month,
-        c.day,
-        c.hour,
-        c.minute,
-        c.second,
-        unix_us % MICROS_PER_SEC
-    )
+    let year = u64::try_from(c.year).unwrap_or(0);
+    if year > 9999 {
+        out.extend_from_slice(year.to_string().as_bytes());
+    } else {
+        push_digits(out, year, 4);
+    }
+    out.push(b'-');
+    push_digits(out, c.month as u64, 2);
+    out.push(b'-');
+    push_digits(out, u64::from(c.day), 2);
+    out.push(b'T');
+    push_digits(out, u64::from(c.hour), 2);
+    out.push(b':');
+    push_digits(out, u64::from(c.minute), 2);
+    out.push(b':');
+    push_digits(out, u64::from(c.second), 2);
+    out.push(b'.');
+    push_digits(out, unix_us % MICROS_PER_SEC, 6);
+    out.push(b'Z');
+}
+
+/// The last `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for at in (start..start + width).rev() {
+        out[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Microseconds since the Unix epoch of an RFC 3339 date-time

@@ -145,6 +145,69 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// A [`LogLine`] that borrows its strings: what a worker sends, so that a
+/// call's START and END lines cost no copies of its name and request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef<'a> {
+    pub ts_unix_us: u64,
+    pub function: &'a str,
+    pub version: u32,
+    pub request_id: &'a str,
+    pub stream: Stream,
+    pub text: &'a str,
+}
+
+impl LogLine {
+    pub fn as_ref(&self) -> LineRef<'_> {
+        LineRef {
+            ts_unix_us: self.ts_unix_us,
+            function: &self.function,
+            version: self.version,
+            request_id: &self.request_id,
+            stream: self.stream,
+            text: &self.text,
+        }
+    }
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+}
+
+impl LineRef<'_> {
+    /// The line as serde encodes a [`LogLine`] (the same bytes: a test
+    /// holds them equal), written straight into `out`: a worker encodes two
+    /// per call, and the derived encoder's time string and the owned copies
+    /// it needs were most of what a call's lines cost before the send.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":\"");
+        clock::write_rfc3339_us(self.ts_unix_us, out);
+        out.extend_from_slice(b"\",\"function\":");
+        push_json_string(self.function, out);
+        out.extend_from_slice(b",\"version\":");
+        out.extend_from_slice(self.version.to_string().as_bytes());
+        out.extend_from_slice(b",\"request_id\":");
+        push_json_string(self.request_id, out);
+        out.extend_from_slice(b",\"stream\":\"");
+        out.extend_from_slice(self.stream.name().as_bytes());
+        out.extend_from_slice(b"\",\"text\":");
+        push_json_string(self.text, out);
+        out.push(b'}');
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn push_json_string(text: &str, out: &mut Vec<u8>) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 /// `ts` as RFC 3339 UTC with microseconds.
 mod ts_rfc3339 {
     use serde::de::Error as _;
@@ -252,7 +315,7 @@ impl LogSender {
     /// as few datagrams as fit. A line too long for one datagram has its
     /// text cut; lines that cannot be sent (the gateway is behind, or gone)
     /// are counted in [`LogSender::dropped_lines`].
-    pub fn send(&self, name: &str, lines: &[LogLine]) {
+    pub fn send(&self, name: &str, lines: &[LineRef<'_>]) {
         if lines.is_empty() {
             return;
         }
@@ -320,32 +383,19 @@ fn datagram_header(name: &str) -> Vec<u8> {
 /// `line` as one JSON line (newline included) of at most `bytes_max`
 /// bytes into `out`, its text cut if needed; false if even an empty text
 /// would not fit.
-fn encode_fitting(line: &LogLine, bytes_max: usize, out: &mut Vec<u8>) -> bool {
-    let encode = |line: &LogLine, out: &mut Vec<u8>| -> bool {
+fn encode_fitting(line: &LineRef<'_>, bytes_max: usize, out: &mut Vec<u8>) -> bool {
+    let encode = |line: &LineRef<'_>, out: &mut Vec<u8>| {
         out.clear();
-        let encoded = serde_json::to_writer(&mut *out, line).is_ok();
+        line.encode(out);
         out.push(b'\n');
-        encoded
     };
-    if !encode(line, out) {
-        return false;
-    }
+    encode(line, out);
     if out.len() <= bytes_max {
         return true;
     }
     // The line without its text, then as much text as fits with the
     // suffix, counting each character as JSON encodes it.
-    let mut cut_line = LogLine {
-        ts_unix_us: line.ts_unix_us,
-        function: line.function.clone(),
-        version: line.version,
-        request_id: line.request_id.clone(),
-        stream: line.stream,
-        text: String::new(),
-    };
-    if !encode(&cut_line, out) {
-        return false;
-    }
+    encode(&LineRef { text: "", ..*line }, out);
     let Some(mut room) = bytes_max.checked_sub(out.len() + TRUNCATED_SUFFIX.len()) else {
         return false;
     };
@@ -358,12 +408,16 @@ fn encode_fitting(line: &LogLine, bytes_max: usize, out: &mut Vec<u8>) -> bool {
         room -= cost;
         cut = at + c.len_utf8();
     }
-    cut_line.text.reserve(cut + TRUNCATED_SUFFIX.len());
-    cut_line.text.push_str(&line.text[..cut]);
-    cut_line.text.push_str(TRUNCATED_SUFFIX);
-    if !encode(&cut_line, out) {
-        return false;
-    }
+    let mut cut_text = String::with_capacity(cut + TRUNCATED_SUFFIX.len());
+    cut_text.push_str(&line.text[..cut]);
+    cut_text.push_str(TRUNCATED_SUFFIX);
+    encode(
+        &LineRef {
+            text: &cut_text,
+            ..*line
+        },
+        out,
+    );
     debug_assert!(
         out.len() <= bytes_max,
         "json_escaped_len agrees with serde_json"
@@ -1224,6 +1278,42 @@ mod tests {
 
     const WAIT_MAX: Duration = Duration::from_secs(10);
 
+    fn send_lines(sender: &LogSender, name: &str, lines: &[LogLine]) {
+        let lines: Vec<LineRef<'_>> = lines.iter().map(LogLine::as_ref).collect();
+        sender.send(name, &lines);
+    }
+
+    #[test]
+    fn a_line_is_encoded_as_serde_encodes_it() {
+        let texts = [
+            "",
+            "plain",
+            "quote \" backslash \\ slash /",
+            "tab\tnewline\ncarriage\rbell\u{7}nul\u{0}del\u{7f}",
+            "é ☃ 𝄞 and \u{2028}",
+        ];
+        for (at, text) in texts.iter().enumerate() {
+            for stream in [Stream::Stdout, Stream::Stderr, Stream::System] {
+                let line = LogLine {
+                    ts_unix_us: 1_764_000_000_123_456 + at as u64 * 86_400_000_001,
+                    function: format!("fn-{at}"),
+                    version: at as u32 * 1_000_003,
+                    request_id: format!("req\"{at}"),
+                    stream,
+                    text: text.to_string(),
+                };
+                let mut encoded = Vec::new();
+                line.as_ref().encode(&mut encoded);
+                assert_eq!(
+                    String::from_utf8_lossy(&encoded),
+                    serde_json::to_string(&line).expect("serde encodes"),
+                );
+                let parsed: LogLine = serde_json::from_slice(&encoded).expect("parses");
+                assert_eq!(parsed, line);
+            }
+        }
+    }
+
     #[test]
     fn naps_lengthen_under_light_load_and_shorten_at_the_first_heavy_batch() {
         let ms = Duration::from_millis;
@@ -1317,7 +1407,7 @@ mod tests {
                 ..line("def", 1_796_188_867_200_000, "done")
             },
         ];
-        sender.send("greet", &lines);
+        send_lines(&sender, "greet", &lines);
         wait_written(&service, 3);
         assert_eq!(
             service.read("greet", &LogQuery::default()).expect("read"),
@@ -1344,7 +1434,7 @@ mod tests {
         let lines = numbered(200, 0);
         let line_bytes = serde_json::to_vec(&lines[0]).expect("encode").len() as u64 + 1;
         for chunk in lines.chunks(20) {
-            sender.send("greet", chunk);
+            send_lines(&sender, "greet", chunk);
         }
         wait_written(&service, 200);
 
@@ -1386,13 +1476,13 @@ mod tests {
     fn followers_get_lines_in_order_from_when_they_registered() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (service, sender) = start(dir.path(), FILE_BYTES_MAX_DEFAULT, 2);
-        sender.send("greet", &numbered(5, 0));
+        send_lines(&sender, "greet", &numbered(5, 0));
         wait_written(&service, 5);
         let follower = service.follow("greet").expect("follow");
         let other = service.follow("other").expect("follow another log");
         let lines = numbered(50, 5);
         for chunk in lines.chunks(7) {
-            sender.send("greet", chunk);
+            send_lines(&sender, "greet", chunk);
         }
         for expected in &lines {
             assert_eq!(follower.next_timeout(WAIT_MAX).as_ref(), Some(expected));
@@ -1410,7 +1500,7 @@ mod tests {
         let extra = 76;
         let total = FOLLOWER_QUEUE_LINES_MAX + extra;
         for (n, chunk) in numbered(total, 0).chunks(100).enumerate() {
-            sender.send("greet", chunk);
+            send_lines(&sender, "greet", chunk);
             wait_written(&service, (n * 100 + chunk.len()) as u64);
         }
         assert_eq!(
@@ -1438,7 +1528,7 @@ mod tests {
 
         // Caught up: new lines come through again.
         let later = numbered(1, total);
-        sender.send("greet", &later);
+        send_lines(&sender, "greet", &later);
         assert_eq!(follower.next_timeout(WAIT_MAX), Some(later[0].clone()));
         assert_eq!(service.follower_count(), 1);
         drop(follower);
@@ -1476,7 +1566,7 @@ mod tests {
                 )
             })
             .collect();
-        sender.send("greet", &lines);
+        send_lines(&sender, "greet", &lines);
         // A line that is not JSON is skipped on reading.
         let current = service.log_dir_of("greet").join(CURRENT_FILE);
         wait_written(&service, 300);
@@ -1570,8 +1660,8 @@ mod tests {
         }
 
         let lines = numbered(2, 0);
-        sender.send("../../escape", &lines);
-        sender.send("GET:/hello/*", &lines);
+        send_lines(&sender, "../../escape", &lines);
+        send_lines(&sender, "GET:/hello/*", &lines);
         wait_written(&service, 4);
         assert_eq!(
             service
@@ -1597,7 +1687,7 @@ mod tests {
     fn remove_deletes_the_log_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (service, sender) = start(dir.path(), FILE_BYTES_MAX_DEFAULT, 2);
-        sender.send("greet", &numbered(3, 0));
+        send_lines(&sender, "greet", &numbered(3, 0));
         wait_written(&service, 3);
         let log_dir = service.log_dir_of("greet");
         assert!(log_dir.is_dir());
@@ -1610,7 +1700,7 @@ mod tests {
         service.remove("greet").expect("a missing log is fine");
 
         // A later line starts a fresh log (the open file was closed).
-        sender.send("greet", &numbered(1, 10));
+        send_lines(&sender, "greet", &numbered(1, 10));
         wait_written(&service, 4);
         assert_eq!(
             service
@@ -1629,7 +1719,7 @@ mod tests {
         // Multi-byte characters and quotes (escaped as two bytes).
         let text = "é\"".repeat(DATAGRAM_BYTES_MAX);
         let lines = vec![line("big", 1, &text), line("small", 2, "after")];
-        sender.send("greet", &lines);
+        send_lines(&sender, "greet", &lines);
         wait_written(&service, 2);
         let read = service.read("greet", &LogQuery::default()).expect("read");
         assert_eq!(read.len(), 2);
@@ -1650,7 +1740,11 @@ mod tests {
         }
         let mut encoded = Vec::new();
         let text = "\u{1}\n".repeat(DATAGRAM_BYTES_MAX);
-        assert!(encode_fitting(&line("r", 1, &text), 1000, &mut encoded));
+        assert!(encode_fitting(
+            &line("r", 1, &text).as_ref(),
+            1000,
+            &mut encoded
+        ));
         assert!(
             encoded.len() <= 1000 && encoded.len() > 1000 - 6,
             "{}",
@@ -1664,7 +1758,7 @@ mod tests {
         let (service, sender) = start(dir.path(), FILE_BYTES_MAX_DEFAULT, 2);
         let text = "y".repeat(1000);
         let lines: Vec<LogLine> = (0..150u64).map(|n| line("r", n, &text)).collect();
-        sender.send("greet", &lines);
+        send_lines(&sender, "greet", &lines);
         wait_written(&service, 150);
         assert_eq!(service.read("greet", &all(1000)).expect("read"), lines);
         service.stop();
@@ -1682,7 +1776,7 @@ mod tests {
         let sender = LogSender::from_fd(writer);
         let lines = numbered(10, 0);
         for _ in 0..1000 {
-            sender.send("greet", &lines);
+            send_lines(&sender, "greet", &lines);
         }
         assert!(sender.dropped_lines() > 0, "a full socket drops lines");
         assert_eq!(
@@ -1698,7 +1792,7 @@ mod tests {
         let (service, sender) = start(dir.path(), FILE_BYTES_MAX_DEFAULT, 2);
         service.stop();
         drop(service);
-        sender.send("greet", &numbered(3, 0));
+        send_lines(&sender, "greet", &numbered(3, 0));
         assert_eq!(sender.dropped_lines(), 3);
     }
 
@@ -1713,7 +1807,7 @@ mod tests {
         raw(b"\n{\"x\":1}\n");
         raw(b"greet\nnot json\n");
         let sender = LogSender::from_fd(worker_end);
-        sender.send("greet", &numbered(1, 0));
+        send_lines(&sender, "greet", &numbered(1, 0));
         wait_written(&service, 1);
         assert_eq!(service.lines_rejected(), 2);
         assert_eq!(

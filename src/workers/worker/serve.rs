@@ -23,7 +23,7 @@ use crate::runtimes::cgi::CgiRequest;
 use crate::runtimes::descriptor::Descriptor;
 use crate::runtimes::invoke::{CallReport, Invocation, Reply};
 use crate::runtimes::native::OnExpiry;
-use crate::telemetry::logs::{lines_from_output, LogLine, Stream};
+use crate::telemetry::logs::{lines_from_output, LineRef, LogLine, Stream};
 use crate::workers::completion_ring::{Pushed, DOORBELL};
 use crate::workers::protocol::{
     self, Completion, CutDispatch, Dispatch, ProtocolError, Received, RecvMode,
@@ -471,31 +471,13 @@ impl Worker {
         if !call_lines && invoked.report.stdout.is_empty() && invoked.report.stderr.is_empty() {
             return;
         }
-        let line = |ts_unix_us: u64, stream: Stream, text: String| LogLine {
-            ts_unix_us,
-            function: invoked.name.to_string(),
-            version: invoked.version,
-            request_id: invoked.request_id.to_string(),
-            stream,
-            text,
-        };
         let ended_unix_us = invoked.started_unix_us + invoked.duration_us;
-        let mut lines = Vec::with_capacity(8);
-        if call_lines {
-            lines.push(line(
-                invoked.started_unix_us,
-                Stream::System,
-                format!(
-                    "START RequestId: {} Version: {}",
-                    invoked.request_id, invoked.version
-                ),
-            ));
-        }
+        let mut output = Vec::new();
         for (stream, bytes) in [
             (Stream::Stdout, &invoked.report.stdout),
             (Stream::Stderr, &invoked.report.stderr),
         ] {
-            lines.extend(lines_from_output(
+            output.extend(lines_from_output(
                 invoked.name,
                 invoked.version,
                 invoked.request_id,
@@ -504,28 +486,62 @@ impl Worker {
                 ended_unix_us,
             ));
         }
-        let mut end = format!(
-            "END RequestId: {} Duration: {:.3} ms Status: {}",
-            invoked.request_id,
-            invoked.duration_us as f64 / 1000.0,
-            invoked.status
-        );
-        if let Some(failure) = invoked.failure {
-            end.push_str(&format!(
-                " Failure: {} ({})",
-                failure.kind.name(),
-                failure.message
-            ));
-        }
-        if let Some(bytes) = invoked.report.memory_bytes_peak {
-            end.push_str(&format!(" Max Memory: {} KiB", bytes.div_ceil(1024)));
-        }
-        if invoked.report.cold_start {
-            end.push_str(" Cold Start");
-        }
+        let (start, end) = if call_lines {
+            (
+                format!(
+                    "START RequestId: {} Version: {}",
+                    invoked.request_id, invoked.version
+                ),
+                end_text(invoked),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let system = |ts_unix_us: u64, text| LineRef {
+            ts_unix_us,
+            function: invoked.name,
+            version: invoked.version,
+            request_id: invoked.request_id,
+            stream: Stream::System,
+            text,
+        };
+        let mut lines = Vec::with_capacity(output.len() + 2);
         if call_lines {
-            lines.push(line(ended_unix_us, Stream::System, end));
+            lines.push(system(invoked.started_unix_us, &start));
+        }
+        lines.extend(output.iter().map(LogLine::as_ref));
+        if call_lines {
+            lines.push(system(ended_unix_us, &end));
         }
         logs.send(invoked.name, &lines);
     }
+}
+
+/// The END line's text: duration, status, and what the report adds.
+fn end_text(invoked: &Invoked<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut end = String::with_capacity(128);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        end,
+        "END RequestId: {} Duration: {:.3} ms Status: {}",
+        invoked.request_id,
+        invoked.duration_us as f64 / 1000.0,
+        invoked.status
+    );
+    if let Some(failure) = invoked.failure {
+        let _ = write!(
+            end,
+            " Failure: {} ({})",
+            failure.kind.name(),
+            failure.message
+        );
+    }
+    if let Some(bytes) = invoked.report.memory_bytes_peak {
+        let _ = write!(end, " Max Memory: {} KiB", bytes.div_ceil(1024));
+    }
+    if invoked.report.cold_start {
+        end.push_str(" Cold Start");
+    }
+    end
 }
