@@ -191,7 +191,8 @@ impl LineRef<'_> {
         out.extend_from_slice(b"\",\"function\":");
         push_json_string(self.function, out);
         out.extend_from_slice(b",\"version\":");
-        out.extend_from_slice(self.version.to_string().as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{}", self.version);
         out.extend_from_slice(b",\"request_id\":");
         push_json_string(self.request_id, out);
         out.extend_from_slice(b",\"stream\":\"");

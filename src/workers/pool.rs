@@ -545,9 +545,10 @@ async fn read_completions(
 
 /// A ringed link: completions from the ring while it has any and, while
 /// calls on the link are unanswered, for [`completion_ring::CORE_SPIN`]
-/// after the last, yielding to the core's other tasks in between; then, the doorbell asked for, from the channel:
-/// a completion message (a full ring's, or a notice), or a doorbell that
-/// says to look at the ring again. While the ring keeps it busy, the
+/// after the last, yielding to the core's other tasks in between; then,
+/// the doorbell asked for, from the channel: a completion message (a full
+/// ring's, or a notice), or a doorbell that says to look at the ring
+/// again. While the ring keeps it busy, the
 /// channel is still read every [`completion_ring::CHANNEL_LOOK_EVERY`].
 /// Returns once the channel has closed and the ring has been emptied.
 async fn read_ring_completions(
